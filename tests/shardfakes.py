@@ -1,0 +1,91 @@
+"""Tiny synthetic shard folders in the real faceblocks format, with learnable class patterns.
+
+Each class draws a horizontal bar at its own height in the eyes block (like raised or lowered
+brows) and a blob of its own width in the mouth block (like an open or closed mouth), plus noise;
+the face block holds both. A small network separates the classes in a few epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from prepro.shards import SHARD_DIR, Manifest, Sample, Segment, shard_attrs, write_shard
+
+ALL_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
+
+
+def _blocks(label: int, n_classes: int, sizes: dict[str, tuple[int, int]], rng: np.random.Generator):
+    eh, ew = sizes["eyes"]
+    mh, mw = sizes["mouth"]
+    fh, fw = sizes["face"]
+    frac = (label + 0.5) / n_classes
+    eyes = rng.normal(90, 20, (eh, ew))
+    row = int(frac * (eh - 4)) + rng.integers(-1, 2)
+    eyes[max(row, 0):max(row, 0) + 3, :] += 110  # the class's "brow height"
+    mouth = rng.normal(90, 20, (mh, mw))
+    half = max(1, int(frac * mw / 2))
+    mouth[mh // 2 - 2:mh // 2 + 2, mw // 2 - half:mw // 2 + half] += 110  # the class's "mouth width"
+    face = rng.normal(90, 20, (fh, fw))
+    frow = int(frac * (fh // 2 - 4))
+    face[frow:frow + 3, :] += 110
+    clip = lambda a: np.clip(a, 0, 255).astype(np.uint8)  # noqa: E731
+    return clip(eyes), clip(mouth), clip(face)
+
+
+def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", "surprise"),
+                     per_class: dict[str, int] | None = None, eyes_size: tuple[int, int] = (16, 48),
+                     mouth_size: tuple[int, int] = (16, 32), face_size: tuple[int, int] = (32, 32),
+                     shard_size: int = 32, label_names: Sequence[str] = ALL_LABELS, unlabelled: int = 0,
+                     seed: int = 0) -> Path:
+    """Write a shard folder with ``per_class[split]`` samples of each label in ``labels`` per split.
+
+    ``label_names`` is the manifest's label list (the preprocessing pipeline stores all canonical
+    labels); ``unlabelled`` adds that many label -1 samples to the test split. Returns ``root``.
+    """
+    root = Path(root)
+    (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    per_class = per_class or {"train": 24, "val": 8, "test": 8}
+    sizes = {"eyes": tuple(eyes_size), "mouth": tuple(mouth_size), "face": tuple(face_size)}
+    rng = np.random.default_rng(seed)
+    split_names = ["train", "val", "test"]
+    manifest = Manifest(
+        params={"synthetic": True, "eyes_size": list(eyes_size), "mouth_size": list(mouth_size),
+                "face_size": list(face_size)},
+        source={"path": "shardfakes", "format": "synthetic"},
+        label_names=list(label_names), split_names=split_names,
+        box_methods=["whole_image"], block_sizes={k: list(v) for k, v in sizes.items()},
+        predictor_sha256="0" * 64, n_items=0)
+    item = 0
+    for split in split_names:
+        items: list[int] = []
+        for lab in labels:
+            items += [list(label_names).index(lab)] * per_class.get(split, 0)
+        if split == "test":
+            items += [-1] * unlabelled
+        order = rng.permutation(len(items))
+        samples = []
+        for k in order:
+            lab = items[k]
+            cls = list(labels).index(label_names[lab]) if lab >= 0 else int(rng.integers(len(labels)))
+            eyes, mouth, face = _blocks(cls, len(labels), sizes, rng)
+            samples.append(Sample(eyes=eyes, mouth=mouth, face=face, landmarks=np.zeros((68, 2), np.float32),
+                                  box=(0.0, 0.0, 48.0, 48.0), eyes_affine=np.eye(2, 3, dtype=np.float32),
+                                  mouth_affine=np.eye(2, 3, dtype=np.float32),
+                                  face_affine=np.eye(2, 3, dtype=np.float32), label=lab,
+                                  split=split_names.index(split), source=f"fake/{split}/{item + len(samples)}",
+                                  subject="", box_method=0, det_score=float("nan"), quality=1.0,
+                                  image_size=(48, 48)))
+        for i in range(0, len(samples), shard_size):
+            chunk = samples[i:i + shard_size]
+            index = i // shard_size
+            rel = f"{SHARD_DIR}/{split}-{index:05d}.h5"
+            digest = write_shard(root / rel, chunk, shard_attrs(manifest, split, index))
+            manifest.segments.append(Segment(start=item, end=item + len(chunk), split=split, file=rel,
+                                             n_samples=len(chunk), sha256=digest))
+            item += len(chunk)
+    manifest.n_items = item
+    manifest.save(root)
+    return root

@@ -1,0 +1,153 @@
+"""Self-describing checkpoints, saved atomically and loaded without executing code.
+
+A checkpoint is a dict of plain tensors, dicts, lists, str, int, float, bool and None: enough to
+rebuild the model (architecture, its arguments, class names, block sizes, normalisation), to judge
+whether shards suit it (block sizes, preprocessing parameters), and to resume training exactly
+(optimizer, scheduler, epoch, best metric, early-stopping counter, RNG states). Loading uses
+``torch.load(weights_only=True)``, which refuses pickled Python objects instead of running them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prepro import __version__
+from training.errors import CheckpointError
+
+FORMAT = "faceblocks-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "faceblocks_version", "arch", "model_kwargs", "num_classes",
+                 "class_names", "regions", "block_sizes", "normalization", "config", "model", "epoch")
+RESUME_KEYS = ("optimizer", "scheduler", "step", "best_metric", "best_epoch", "bad_epochs", "rng", "history")
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as weights_only-loadable values (lists, ints, tensors)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np.asarray(np_keys, dtype=np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(*, arch: str, model_kwargs: dict[str, Any], class_names: list[str], regions: list[str],
+                    block_sizes: dict[str, list[int]], preprocessing: dict[str, Any],
+                    normalization: dict[str, float], config: dict[str, Any], model_state: dict[str, torch.Tensor],
+                    epoch: int, **resume_state: Any) -> dict[str, Any]:
+    """Assemble the checkpoint dict; ``resume_state`` holds the RESUME_KEYS (absent in export-only files)."""
+    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics"}
+    if unknown:
+        raise TypeError(f"unexpected checkpoint field(s): {', '.join(sorted(unknown))}")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "faceblocks_version": __version__,
+        "arch": arch,
+        "model_kwargs": model_kwargs,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "regions": list(regions),
+        "block_sizes": {k: [int(v) for v in s] for k, s in block_sizes.items()},
+        "preprocessing": preprocessing,
+        "normalization": normalization,
+        "config": config,
+        # Tensors detached to CPU: a checkpoint written on a GPU loads anywhere.
+        "model": {k: v.detach().cpu() for k, v in model_state.items()},
+        "epoch": int(epoch),
+        **resume_state,
+    }
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, arch: str | None = None, for_resume: bool = False) -> dict[str, Any]:
+    """Load and check a checkpoint; never unpickles arbitrary objects.
+
+    Raises CheckpointError when the file is missing, damaged, holds pickled objects, lacks keys,
+    or (when ``arch`` is given) was made for another architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: pass a run folder or a .pt file written by `faceblocks train`")
+    if not zipfile.is_zipfile(path):  # torch.save always writes a zip archive
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a torch.save archive): it is damaged or "
+                              "not a faceblocks checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch names the refused global in a line such as "Unsupported global: GLOBAL posix.system".
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported" in ln), "")
+        why = f" ({why[:160]})" if why else ""
+        raise CheckpointError(f"{path} holds pickled Python objects that could run code when loaded; refused"
+                              f"{why}. Only load checkpoints written by faceblocks") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:160]}): it is damaged or not a "
+                              "faceblocks checkpoint") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a faceblocks checkpoint (no '{FORMAT}' marker)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {ckpt.get('format_version')}; this faceblocks "
+                              f"({__version__}) reads format {FORMAT_VERSION}: retrain or use a matching version")
+    wanted = REQUIRED_KEYS + (RESUME_KEYS if for_resume else ())
+    missing = [k for k in wanted if k not in ckpt]
+    if missing:
+        what = "resume training" if for_resume else "be used"
+        raise CheckpointError(f"{path} lacks {', '.join(missing)} and cannot {what}: it is incomplete or "
+                              "from an incompatible faceblocks version")
+    if arch is not None and ckpt["arch"] != arch:
+        raise CheckpointError(f"{path} holds a {ckpt['arch']!r} model, not {arch!r}: use --model {ckpt['arch']} "
+                              "or another run folder")
+    return ckpt
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
+    """The checkpoint's model with its weights loaded (in eval mode)."""
+    from architectures import create_model
+
+    model = create_model(ckpt["arch"], ckpt["num_classes"], **ckpt["model_kwargs"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        first = " ".join(str(e).split())
+        raise CheckpointError(f"checkpoint weights do not fit the {ckpt['arch']!r} model ({first[:200]}): the "
+                              "file is damaged or from an incompatible faceblocks version") from None
+    return model.eval()
