@@ -1,0 +1,212 @@
+"""Preprocessing speed and memory against the original prior-attention loop, measured in one run.
+
+The reference is the plain serial loop the original code used: per image, read it, run dlib's HOG
+detector upsampled once, the 68-point predictor on the first face, and crop both blocks (no face,
+no sample). faceblocks runs its full pipeline (listing, workers, HDF5 shards, manifest) into a
+fresh folder each time, so its figures include every cost a user pays.
+
+    python benchmarks/bench_preprocess.py fer2013 --images 3000 --repeats 3 --jobs 2
+    python benchmarks/bench_preprocess.py fer2013 --images 0 --repeats 1 --jobs 2    # all 28,709
+    python benchmarks/bench_preprocess.py large --repeats 3 --jobs 2
+
+Figures and the commands that produced them are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+
+def reference_loop(paths: list[str], predictor_path: str) -> tuple[float, int]:
+    """The original serial loop; returns (seconds, images kept)."""
+    import cv2
+    import dlib
+
+    t0 = time.perf_counter()
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(predictor_path)
+    kept = 0
+    for p in paths:
+        img = cv2.imread(p, cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            continue
+        faces = detector(img, 1)
+        if not faces:
+            continue
+        shape = predictor(img, faces[0])
+        pts = np.array([(q.x, q.y) for q in shape.parts()])
+        blocks = []
+        for idx, size in ((list(range(17, 27)) + list(range(36, 48)), (96, 32)),
+                          (list(range(48, 68)), (64, 32))):
+            x0, y0 = np.maximum(pts[idx].min(0), 0)
+            x1, y1 = pts[idx].max(0) + 1
+            crop = img[y0:y1, x0:x1]
+            if crop.size == 0:
+                break
+            blocks.append(cv2.resize(crop, size))
+        else:
+            kept += 1
+    return time.perf_counter() - t0, kept
+
+
+class PeakRSS:
+    """Polls the resident memory of this process and all its descendants; keeps the peak sum."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            try:
+                for task in os.listdir(f"/proc/{p}/task"):
+                    with open(f"/proc/{p}/task/{task}/children") as f:
+                        todo += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+        return out
+
+    @staticmethod
+    def _rss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(self._rss(p) for p in self._tree(os.getpid())))
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def run_faceblocks(source: str, face: str, jobs: int, limit: int | None, fmt: str = "auto",
+                   dataset: str | None = None) -> dict:
+    from prepro.pipeline import PreprocessConfig, run_preprocess
+
+    out = tempfile.mkdtemp(prefix="fb-bench-")
+    try:
+        cfg = PreprocessConfig(fmt=fmt, dataset=dataset, face_mode=face, limit=limit)
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            s = run_preprocess(source, out, cfg, jobs=jobs, progress=False)
+            secs = time.perf_counter() - t0
+        return {"seconds": secs, "samples": s.samples, "failed": s.failed, "items": s.items,
+                "peak_rss_mb": mem.peak / 2**20}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def subset_folder(src: Path, n: int, dst: Path) -> list[str]:
+    """Every k-th image of the sorted train tree (all classes), copied into ``dst/train/<class>``."""
+    files = sorted(src.glob("train/*/*.jpg"))
+    if n and n < len(files):
+        step = len(files) / n
+        files = [files[int(i * step)] for i in range(n)]
+    for f in files:
+        d = dst / "train" / f.parent.name
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, d / f.name)
+    return [str(f) for f in files]
+
+
+def make_large_photos(dst: Path, n: int = 12, seed: int = 0) -> list[str]:
+    """Real photo, large sizes: the astronaut portrait resized to 300..4400 px, saved as JPEG."""
+    import cv2
+    from skimage import data
+
+    rgb = data.astronaut()
+    sizes = np.geomspace(300, 4400, n).astype(int)
+    out = []
+    d = dst / "photos"
+    d.mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(sizes):
+        img = cv2.resize(rgb[:, :, ::-1], (int(s), int(s * 0.75)), interpolation=cv2.INTER_CUBIC)
+        p = d / f"photo_{i:02d}_{s}px.jpg"
+        cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        out.append(str(p))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("case", choices=["fer2013", "large"])
+    ap.add_argument("--images", type=int, default=3000, help="FER2013 train images (0 = all)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--modes", default="aligned,auto")
+    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+
+    from prepro.landmarks import find_predictor
+
+    predictor = str(find_predictor(None))
+    work = Path(tempfile.mkdtemp(prefix="fb-bench-src-"))
+    try:
+        if args.case == "fer2013":
+            if not (DATA / "fer2013").is_dir():
+                sys.exit(f"needs {DATA / 'fer2013'}")
+            paths = subset_folder(DATA / "fer2013", args.images, work / "src")
+            source, fmt, dataset = str(work / "src"), "folder", "fer2013"
+        else:
+            paths = make_large_photos(work / "src")
+            source, fmt, dataset = str(work / "src" / "photos"), "flat", None
+        n = len(paths)
+        results: dict = {"case": args.case, "images": n, "jobs": args.jobs, "cpus": os.cpu_count()}
+        if not args.skip_reference:
+            runs = [reference_loop(paths, predictor) for _ in range(args.repeats)]
+            secs = statistics.median(r[0] for r in runs)
+            results["reference"] = {"seconds": secs, "images_per_s": n / secs, "kept": runs[0][1],
+                                    "kept_frac": runs[0][1] / n}
+            print(f"reference: {n / secs:8.1f} img/s  kept {runs[0][1]}/{n}", flush=True)
+        for mode in args.modes.split(","):
+            runs = [run_faceblocks(source, mode, args.jobs, None, fmt=fmt, dataset=dataset)
+                    for _ in range(args.repeats)]
+            secs = statistics.median(r["seconds"] for r in runs)
+            r = {"seconds": secs, "images_per_s": n / secs, "kept": runs[0]["samples"],
+                 "kept_frac": runs[0]["samples"] / n, "failed": runs[0]["failed"],
+                 "peak_rss_mb": max(x["peak_rss_mb"] for x in runs),
+                 "all_seconds": [round(x["seconds"], 2) for x in runs]}
+            if "reference" in results:
+                r["speedup"] = r["images_per_s"] / results["reference"]["images_per_s"]
+            results[mode] = r
+            print(f"{mode:>9}: {r['images_per_s']:8.1f} img/s  kept {r['kept']}/{n}  "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB" +
+                  (f"  speed-up x{r['speedup']:.2f}" if "speedup" in r else ""), flush=True)
+        print(json.dumps(results, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
