@@ -250,6 +250,99 @@ def verify(out_dir):
 
 
 # ---------------------------------------------------------------------------------------------
+# export / preview
+
+
+def _names(values) -> list[str] | None:
+    """Repeated options and comma lists alike: ('train,val', 'test') -> ['train', 'val', 'test']."""
+    names = [x.strip() for v in values or () for x in v.split(",") if x.strip()]
+    return names or None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("shards_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("out", type=click.Path(file_okay=False, path_type=str))
+@click.option("--format", "fmt", default="png", show_default=True, type=click.Choice(["png", "npz", "hdf5"]),
+              help="png: class folders OUT/<region>/<split>/<label>/<id>.png + manifest.csv; npz: "
+                   "OUT/<split>.npz; hdf5: one shard-format file OUT/blocks.h5.")
+@click.option("--regions", default="eyes,mouth", show_default=True, metavar="LIST",
+              help="What to export, from eyes,mouth,face,landmarks (landmarks: OUT/landmarks.npz with "
+                   "png, arrays in each .npz; hdf5 always holds everything).")
+@click.option("--split", "splits", multiple=True, metavar="NAME[,NAME]",
+              help="Splits to export (repeatable or a comma list; default all).")
+@click.option("--label", "labels", multiple=True, metavar="NAME[,NAME]",
+              help="Canonical labels to export, or unlabelled (repeatable or a comma list; default all).")
+@click.option("--box-method", "box_methods", multiple=True,
+              type=click.Choice(["detector", "whole_image", "whole_image_fallback"]),
+              help="Keep samples whose face box was found this way (repeatable; default all).")
+@click.option("--min-quality", default=None, type=click.FloatRange(0, 1),
+              help="Keep samples whose landmark quality is at least this.")
+@click.option("--overwrite", is_flag=True, help="Replace the files this export writes in a non-empty OUT.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quality, overwrite, quiet):
+    """Export the blocks of SHARDS_DIR to OUT for other projects, with filters.
+
+    png trees read as they are with torchvision's ImageFolder(OUT/eyes/train) or Keras'
+    image_dataset_from_directory; npz archives load with np.load(allow_pickle=False); blocks.h5
+    is read like a shard. File names are made from checked ids, never raw from the data.
+
+    \b
+    Examples:
+      faceblocks export out/fer2013 export/fer-png
+      faceblocks export out/fer2013 export/fer-npz --format npz --regions eyes,mouth,landmarks
+      faceblocks export out/jaffe export/jaffe-h5 --format hdf5 --min-quality 0.5
+      faceblocks export out/fer2013 export/happy-sad --split train,val --label happy --label sad
+    """
+    from prepro.export import export_blocks
+
+    try:
+        summary = export_blocks(shards_dir, out, fmt=fmt, regions=regions, splits=_names(splits),
+                                labels=_names(labels), box_methods=list(box_methods) or None,
+                                min_quality=min_quality, overwrite=overwrite, progress=not quiet)
+    except _library_errors() as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{summary.samples} samples exported to {out} as {fmt} ({', '.join(summary.regions)}); "
+               f"{len(summary.files)} file{'s' if len(summary.files) != 1 else ''} written" +
+               (f", {len(summary.removed)} left by the previous export removed" if summary.removed else ""))
+    for split, per in summary.counts.items():
+        click.echo(f"  {split:<6} " + ", ".join(f"{lab} {n}" for lab, n in per.items()))
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("shards_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="The PNG to write (default: SHARDS_DIR/preview.png).")
+@click.option("--split", default=None, help="Only this split (train, val, test).")
+@click.option("--label", "labels", multiple=True, metavar="NAME[,NAME]",
+              help="Only these labels (repeatable or a comma list).")
+@click.option("--count", default=24, show_default=True, type=click.IntRange(1, 400),
+              help="Samples on the sheet (5 per row).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random choice.")
+@click.option("--worst", default=None, type=click.IntRange(1, 400), metavar="N",
+              help="Show the N lowest-quality samples instead (to find landmark failures).")
+def preview(shards_dir, out_png, split, labels, count, seed, worst):
+    """A contact sheet PNG: aligned faces with landmarks and block boxes, beside the blocks.
+
+    Green dots are the 68 landmarks, the blue and red outlines the eyes and mouth blocks; each
+    tile gives the label, the landmark quality and how the face box was found.
+
+    \b
+    Examples:
+      faceblocks preview out/fer2013
+      faceblocks preview out/fer2013 --split test --label happy,sad --count 10 --out happy-sad.png
+      faceblocks preview out/fer2013 --worst 24 --out worst.png
+    """
+    from prepro.preview import contact_sheet
+
+    try:
+        path = contact_sheet(shards_dir, out_png, split=split, labels=_names(labels),
+                             count=worst or count, seed=seed, worst=worst is not None)
+    except _library_errors() as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(str(path))
+
+
+# ---------------------------------------------------------------------------------------------
 # train / evaluate
 
 
@@ -313,7 +406,7 @@ def train(shards_dir, run_dir, model, epochs, batch_size, lr, weight_decay, labe
             # The run's stored settings are used; only the run-control options given may change.
             control = {"epochs": epochs, "max_minutes": max_minutes, "patience": patience,
                        "device": device, "workers": workers, "quiet": quiet}
-            other = given - set(control) - {"resume"}
+            other = given - set(control) - {"resume", "shards_dir", "run_dir"}
             if other:
                 raise click.UsageError(f"--resume uses the run's stored settings; it cannot change "
                                        f"{', '.join('--' + o.replace('_', '-') for o in sorted(other))}")

@@ -335,7 +335,9 @@ def run_preprocess(
                dynamic_ncols=True)
     tasks = (delayed(_run_chunk)(a, payload, settings) for a, payload in chunks())
     try:
-        with parallel_config(backend=backend, n_jobs=n_jobs):
+        # Only name a backend when asked: a surrounding `parallel_config` (e.g. dask) then applies.
+        config = {"backend": backend} if backend else {}
+        with parallel_config(n_jobs=n_jobs, **config):
             results = Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(tasks)
             for a, outputs in results:
                 for k, res in enumerate(outputs):
