@@ -1,0 +1,94 @@
+"""`faceblocks preview`: the contact sheet's file, size, sample choice and block outlines."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from shardfakes import make_fake_shards
+
+from cli import main
+from prepro.preview import block_outline, contact_sheet, pick
+from prepro.shards import Manifest, ShardError, ShardReader
+
+
+@pytest.fixture()
+def shards(tmp_path):
+    root = make_fake_shards(tmp_path / "shards", labels=("happy", "sad"),
+                            per_class={"train": 12, "val": 4, "test": 4}, shard_size=7)
+    k = 0
+    for seg in Manifest.load(root).shard_segments():
+        with h5py.File(root / seg.file, "r+") as f:
+            n = f["quality"].shape[0]
+            f["quality"][...] = ((np.arange(k, k + n) * 37) % 101 / 100.0).astype(np.float32)
+        k += n
+    return root
+
+
+def _png_size(path):
+    import cv2
+
+    img = cv2.imread(str(path))
+    assert img is not None
+    return img.shape[1], img.shape[0]
+
+
+def test_contact_sheet_default(shards):
+    path = contact_sheet(shards)
+    assert path == shards / "preview.png" and path.is_file()
+    w, h = _png_size(path)
+    assert 1000 <= w <= 1600 and 400 <= h <= 1000  # 24 samples, 5 per row
+    assert path.stat().st_size < 1_000_000
+    assert not list(shards.glob("*.tmp"))
+
+
+def test_contact_sheet_options(shards, tmp_path):
+    out = contact_sheet(shards, tmp_path / "sub" / "few.png", split="train", labels=["happy"], count=3,
+                        seed=1)
+    w, h = _png_size(out)
+    assert w < 1000 and h < 300  # one row of three
+    a = pick(ShardReader(shards), 5, seed=3)
+    b = pick(ShardReader(shards), 5, seed=3)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 5
+    with pytest.raises(ShardError, match="unknown label"):
+        contact_sheet(shards, tmp_path / "x.png", labels=["joy"])
+
+
+def test_worst_picks_lowest_quality(shards):
+    reader = ShardReader(shards)
+    quality = np.array([float(reader.get(i, ("quality",))["quality"]) for i in range(len(reader))])
+    idx = pick(reader, 6, worst=True)
+    assert np.allclose(quality[idx], np.sort(quality)[:6])
+    assert list(quality[idx]) == sorted(quality[idx])
+    reader = ShardReader(shards, split="val")
+    q_val = np.array([float(reader.get(i, ("quality",))["quality"]) for i in range(len(reader))])
+    assert np.allclose(q_val[pick(reader, 2, worst=True)], np.sort(q_val)[:2])
+
+
+def test_block_outline_maps_through_affines():
+    # original -> block: scale 2 and shift; original -> face: scale 0.5
+    block = np.array([[2, 0, -20], [0, 2, -10]], np.float32)
+    face = np.array([[0.5, 0, 0], [0, 0.5, 0]], np.float32)
+    quad = block_outline(block, (8, 16), face)
+    # block (0,0) is original (10,5) -> face (5, 2.5); block (16,8) is original (18,9) -> face (9,4.5)
+    np.testing.assert_allclose(quad, [[5, 2.5], [9, 2.5], [9, 4.5], [5, 4.5]])
+    assert block_outline(np.zeros((2, 3)), (8, 16), face) is None
+
+
+def test_cli_preview(shards, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "worst.png"
+    r = runner.invoke(main, ["preview", str(shards), "--worst", "4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and str(out) in r.output
+    w, _ = _png_size(out)
+    assert w < 1300  # four tiles in one row
+    r = runner.invoke(main, ["preview", str(shards), "--split", "test", "--label", "happy,sad",
+                             "--count", "5"])
+    assert r.exit_code == 0, r.output
+    assert (shards / "preview.png").is_file()
+    r = runner.invoke(main, ["preview", str(shards), "--label", "joy"])
+    assert r.exit_code == 1 and "allowed" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["preview", "-h"])
+    assert r.exit_code == 0 and "Example" in r.output
