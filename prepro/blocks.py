@@ -1,0 +1,182 @@
+"""Block geometry: the eye-and-eyebrow, mouth and aligned-face blocks cut from 68 landmarks.
+
+Coordinates follow `prepro.landmarks`: landmarks are pixel indices of the ORIGINAL image (pixel
+centres at integers). Each block comes with a 2x3 affine matrix mapping original-image
+coordinates to block pixel coordinates (OpenCV convention: block pixel (i, j) has its centre at
+(i, j)), so landmarks and boxes can be drawn on blocks.
+
+How a block is placed: the frame is rotated about the eye midpoint so the eyes are level (if
+``rotate``); the block's landmarks' bounding box in that frame is grown by ``margin`` times the
+inter-ocular distance on every side, then grown (never shrunk) along one axis to the output aspect
+ratio, so nothing is stretched; one ``cv2.warpAffine`` maps the source straight into the block.
+Parts of a block past the image border are filled per ``pad``, never wrapped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PAD_MODES = ("replicate", "constant")
+
+_EYES_IDX = np.r_[17:27, 36:48]  # eyebrows and eyes (same as landmarks.EYES_BLOCK_IDX)
+_MOUTH_IDX = np.r_[48:68]
+# Below this linear scale factor a bilinear warp aliases; the source region is first reduced
+# with an area filter by an integer factor.
+_AREA_PREFILTER_BELOW = 0.5
+_MIN_IOD = 0.5  # pixels: eye centres closer than this are degenerate landmarks
+_EYE_MEANS = np.zeros((2, 68))  # row 0 averages points 36-41 (right eye), row 1 points 42-47
+_EYE_MEANS[0, 36:42] = _EYE_MEANS[1, 42:48] = 1.0 / 6
+
+
+class BlockError(ValueError):
+    """Landmarks from which no block can be cut (NaNs, collapsed eyes); the message says why."""
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    eyes_size: tuple[int, int] = (32, 96)  # (H, W) of the eye-and-eyebrow block
+    mouth_size: tuple[int, int] = (32, 64)  # (H, W) of the mouth block
+    face_size: tuple[int, int] = (64, 64)  # (H, W) of the aligned whole-face block
+    eyes_margin: float = 0.2  # grown on each side, as a fraction of the inter-ocular distance
+    mouth_margin: float = 0.2  # same for the mouth block
+    face_margin: float = 0.1  # same for the face block (around all 68 points)
+    rotate: bool = True  # rotate so the eye centres are level
+    pad: str = "replicate"  # fill past the image border: "replicate" (edge pixels) | "constant" (0)
+
+    def __post_init__(self) -> None:
+        for name in ("eyes_size", "mouth_size", "face_size"):
+            v = getattr(self, name)
+            if (not isinstance(v, (tuple, list)) or len(v) != 2
+                    or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 1
+                               for x in v)):
+                raise ValueError(f"{name} must be (height, width) with two integers >= 1, got {v!r}")
+            object.__setattr__(self, name, (int(v[0]), int(v[1])))
+        for name in ("eyes_margin", "mouth_margin", "face_margin"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= 10.0):
+                raise ValueError(f"{name} must be a number in [0, 10] (fraction of the inter-ocular "
+                                 f"distance), got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if not isinstance(self.rotate, bool):
+            raise ValueError(f"rotate must be True or False, got {self.rotate!r}")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {self.pad!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (sizes as [H, W] lists)."""
+        return {"eyes_size": list(self.eyes_size), "mouth_size": list(self.mouth_size),
+                "face_size": list(self.face_size), "eyes_margin": self.eyes_margin,
+                "mouth_margin": self.mouth_margin, "face_margin": self.face_margin,
+                "rotate": self.rotate, "pad": self.pad}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BlockConfig":
+        """Inverse of `to_dict` (unknown keys are an error)."""
+        kw = dict(d)
+        for name in ("eyes_size", "mouth_size", "face_size"):
+            if name in kw and isinstance(kw[name], list):
+                kw[name] = tuple(kw[name])
+        return cls(**kw)
+
+
+@dataclass
+class Blocks:
+    eyes: np.ndarray  # uint8 (H, W) = cfg.eyes_size
+    mouth: np.ndarray  # uint8 cfg.mouth_size
+    face: np.ndarray  # uint8 cfg.face_size
+    eyes_affine: np.ndarray  # 2x3 float32: original-image coords -> eyes block pixel coords
+    mouth_affine: np.ndarray
+    face_affine: np.ndarray
+
+
+def cut_blocks(gray: np.ndarray, landmarks: np.ndarray, cfg: BlockConfig, scale: float = 1.0) -> Blocks:
+    """Cut the three blocks from ``gray``, a decode of the original image at ``scale`` (decoded
+    size / original size), using 68 ``landmarks`` in original-image coordinates."""
+    import cv2
+
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2 or gray.size == 0:
+        raise ValueError("gray must be a non-empty 2-D uint8 array")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    p = np.asarray(landmarks, dtype=np.float64)
+    if p.shape != (68, 2):
+        raise BlockError(f"expected 68x2 landmarks, got shape {p.shape}")
+    if not np.isfinite(p).all():
+        raise BlockError("landmarks contain NaN or infinite values")
+    # Scalar geometry in plain floats: numpy calls on 2-vectors cost more than the math.
+    (rx, ry), (lx, ly) = _EYE_MEANS @ p
+    dx, dy = lx - rx, ly - ry
+    iod = math.hypot(dx, dy)
+    if not iod >= _MIN_IOD:
+        raise BlockError(f"degenerate landmarks: inter-ocular distance {iod:.2f} px")
+    cx, cy = 0.5 * (rx + lx), 0.5 * (ry + ly)
+    cos, sin = (dx / iod, dy / iod) if cfg.rotate else (1.0, 0.0)
+    # Rotated frame about the eye midpoint: q = R (p - c), R = [[cos, sin], [-sin, cos]] (levels
+    # the eyes). Only the extents are needed: rotate all points once, then reduce per block.
+    qx = (p[:, 0] - cx) * cos + (p[:, 1] - cy) * sin
+    qy = (p[:, 1] - cy) * cos - (p[:, 0] - cx) * sin
+    ex, ey, mx, my = qx[_EYES_IDX], qy[_EYES_IDX], qx[48:], qy[48:]
+    extents = ((ex.min(), ey.min(), ex.max(), ey.max(), cfg.eyes_size, cfg.eyes_margin),
+               (mx.min(), my.min(), mx.max(), my.max(), cfg.mouth_size, cfg.mouth_margin),
+               (qx.min(), qy.min(), qx.max(), qy.max(), cfg.face_size, cfg.face_margin))
+    border = cv2.BORDER_REPLICATE if cfg.pad == "replicate" else cv2.BORDER_CONSTANT
+    # Reduced decode: original x = (x_dec + 0.5) / scale - 0.5 = x_dec * inv_s + t.
+    inv_s = 1.0 / scale
+    t = 0.5 * inv_s - 0.5
+
+    out = []
+    for x0, y0, x1, y1, (h_out, w_out), margin in extents:
+        grow = margin * iod
+        x0, y0, x1, y1 = float(x0) - grow, float(y0) - grow, float(x1) + grow, float(y1) + grow
+        bw, bh = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
+        if bw * h_out < bh * w_out:  # too narrow for the output aspect: widen about the centre
+            x0 -= 0.5 * (bh * w_out / h_out - bw)
+            bw = bh * w_out / h_out
+        else:
+            y0 -= 0.5 * (bw * h_out / w_out - bh)
+        k = w_out / bw  # block pixels per original pixel, the same on both axes
+        # Block pixel i has its centre at rotated x0 + (i + 0.5) / k:
+        # u = k (cos (x - cx) + sin (y - cy) - x0) - 0.5, v = k (-sin (x - cx) + cos (y - cy) - y0) - 0.5.
+        a, b = k * cos, k * sin
+        ou = -a * cx - b * cy - k * x0 - 0.5
+        ov = b * cx - a * cy - k * y0 - 0.5
+        m_orig = np.array([[a, b, ou], [-b, a, ov]])
+        # The same map from decoded pixels: substitute x = x_dec * inv_s + t.
+        m_dec = np.array([[a * inv_s, b * inv_s, ou + (a + b) * t],
+                          [-b * inv_s, a * inv_s, ov + (a - b) * t]])
+        out.append(_warp(cv2, gray, m_dec, k * inv_s, w_out, h_out, border))
+        out.append(m_orig.astype(np.float32))
+    return Blocks(eyes=out[0], mouth=out[2], face=out[4],
+                  eyes_affine=out[1], mouth_affine=out[3], face_affine=out[5])
+
+
+def _warp(cv2: Any, src: np.ndarray, m: np.ndarray, factor: float, w: int, h: int,
+          border: int) -> np.ndarray:
+    """warpAffine ``src`` by ``m`` into (h, w); heavy downscales first area-reduce the region used."""
+    if factor < _AREA_PREFILTER_BELOW:
+        n = int(1.0 / factor)  # integer reduction: keeps the block at >= 1 source pixel per output pixel
+        # Source region the block reads (its corners through the inverse map), plus a filter margin.
+        inv = cv2.invertAffineTransform(m)
+        corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64) - (0.5, 0.5, 0)
+        xy = corners @ inv.T
+        sh, sw = src.shape
+        x0 = max(int(math.floor(xy[:, 0].min())) - n, 0)
+        y0 = max(int(math.floor(xy[:, 1].min())) - n, 0)
+        x1 = min(int(math.ceil(xy[:, 0].max())) + n + 1, sw)
+        y1 = min(int(math.ceil(xy[:, 1].max())) + n + 1, sh)
+        if x1 - x0 >= 2 * n and y1 - y0 >= 2 * n:
+            # Align the crop to multiples of n so reduced pixel j covers source x0 + [n j, n j + n).
+            x1 = x0 + (x1 - x0) // n * n
+            y1 = y0 + (y1 - y0) // n * n
+            roi = cv2.resize(src[y0:y1, x0:x1], ((x1 - x0) // n, (y1 - y0) // n),
+                             interpolation=cv2.INTER_AREA)
+            # Source pixel x maps to reduced (x - x0 + 0.5) / n - 0.5; compose its inverse into m.
+            a = m[:, :2] * n
+            b = m[:, :2] @ (x0 + 0.5 * n - 0.5, y0 + 0.5 * n - 0.5) + m[:, 2]
+            m = np.hstack([a, b[:, None]])
+            src = roi
+    return cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)

@@ -1,0 +1,182 @@
+"""Safe decoding of image files to 8-bit grayscale.
+
+Every file either becomes a uint8 HxW C-contiguous array or raises `ImageDecodeError` whose
+message is a short human reason (the pipeline lists it as the failure reason). The pixel count in
+the header is checked before any pixel is decoded; truncated data is an error, never a half-grey
+image (Pillow's ``LOAD_TRUNCATED_IMAGES`` is left False and is checked).
+
+Conversions to grayscale: colour -> ITU-R 601 luminance (for JPEG straight from the Y channel);
+alpha (LA, RGBA, palette with transparency) -> composited on black, i.e. the grey is multiplied by
+alpha, so transparent pixels are black whatever colour they store; 16-bit -> rounded value / 257
+(65535 -> 255, 32768 -> 128); 32-bit float -> scaled so the image maximum is 255; 1-bit -> 0/255.
+EXIF orientation is applied, so phone photos come out upright.
+
+Large images can be decoded reduced (``work_max_side``): JPEGs by libjpeg's DCT-domain scaling
+(1/2, 1/4, 1/8, nearly free), other formats by an area resize after the full decode. The returned
+scale is decoded size / original size; original pixel ``x`` is at ``(x + 0.5) * scale - 0.5``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import warnings
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be turned into a grayscale image; the message is the reason."""
+
+
+def read_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+              work_max_side: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode ``path`` to (uint8 HxW C-contiguous grayscale, scale).
+
+    ``scale`` is decoded size / original size: 1.0 unless ``work_max_side`` allowed a reduced
+    decode, which never brings the longest side below ``work_max_side``. Images whose header
+    claims more than ``max_pixels`` pixels are refused before decoding.
+    """
+    from PIL import Image, ImageFile, UnidentifiedImageError
+
+    if work_max_side is not None and work_max_side < 1:
+        raise ValueError(f"work_max_side must be >= 1 or None, got {work_max_side}")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone in this process switched it on; with it, cut files decode as half-grey images.
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images would "
+                           "decode silently; set it back to False")
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Our own max_pixels check below is the limit; Pillow's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (cannot identify format)") from None
+    except Image.DecompressionBombError as e:
+        # Pillow refuses > 2 * MAX_IMAGE_PIXELS while opening, before our check; same reason text.
+        # Its message has the pixel count but not the dimensions.
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(m.group(1)) if m else None
+        if pixels is not None and pixels > max_pixels:
+            raise ImageDecodeError(f"image too large: {pixels / 1e6:.1f} MP exceeds the "
+                                   f"{max_pixels / 1e6:g} MP limit") from None
+        raise ImageDecodeError(f"image too large: exceeds Pillow's decompression-bomb limit of "
+                               f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.1f} MP") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if "truncated" in str(e).lower():
+            raise ImageDecodeError("truncated image data (cut inside the header)") from None
+        raise ImageDecodeError(f"corrupt image header ({_short(e)})") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageDecodeError(f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the "
+                               f"{max_pixels / 1e6:g} MP limit")
+    scale = 1.0
+    if im.format == "JPEG":
+        scale = _jpeg_draft(im, work_max_side)
+    try:
+        im.load()
+    except OSError as e:
+        if "truncated" in str(e):
+            raise ImageDecodeError("truncated image data") from None
+        raise ImageDecodeError(f"corrupt image data ({_short(e)})") from None
+    except (SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise ImageDecodeError(f"corrupt image data ({_short(e)})") from None
+    im = _upright(im)
+    gray = _to_gray(im)
+    if work_max_side is not None and scale == 1.0 and max(gray.shape) > 2 * work_max_side:
+        import cv2
+
+        s = work_max_side / max(gray.shape)
+        # fx/fy given (no dsize): OpenCV maps with exactly this factor, so `s` is the true scale.
+        gray = cv2.resize(gray, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        scale = s
+    return gray, scale
+
+
+def gray_from_array(arr: Any) -> np.ndarray:
+    """Validate an already decoded image (e.g. from a CSV of pixels): uint8, 2-D, non-empty."""
+    if not isinstance(arr, np.ndarray):
+        raise ImageDecodeError(f"expected a numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.uint8:
+        raise ImageDecodeError(f"expected uint8 pixels, got {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageDecodeError(f"expected a 2-D HxW grayscale array, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _jpeg_draft(im: Any, work_max_side: int | None) -> float:
+    """Ask libjpeg for grayscale straight from Y and, if allowed, a 1/2..1/8 DCT-scaled decode."""
+    w, h = im.size
+    size = None
+    if work_max_side is not None and max(w, h) >= 2 * work_max_side:
+        k = work_max_side / max(w, h)
+        # Pillow picks the largest 1/s with size // s >= this size, so the result stays >= it.
+        size = (max(1, math.ceil(w * k)), max(1, math.ceil(h * k)))
+    if size is None and im.mode != "RGB":
+        return 1.0  # nothing to gain: no reduction, no colour conversion to skip
+    res = im.draft("L" if im.mode == "RGB" else im.mode, size)
+    if res is None or size is None:
+        return 1.0
+    # draft returns the original extent in decoded pixels (original / s): the scale is exactly 1/s.
+    return res[1][2] / w
+
+
+def _upright(im: Any) -> Any:
+    if im.format in ("JPEG", "PNG", "WEBP") and "exif" not in im.info:
+        return im  # these keep EXIF only in info["exif"] (after load); skip parsing nothing
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(im)
+    return im
+
+
+def _to_gray(im: Any) -> np.ndarray:
+    mode = im.mode
+    if mode == "L":
+        return np.array(im)
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "L")
+        mode = im.mode
+        if mode == "L":
+            return np.array(im)
+    if mode in ("LA", "La", "RGBA", "RGBa", "PA"):
+        la = np.array(im.convert("LA"), dtype=np.uint16)
+        # Composite on black: grey * alpha / 255, rounded.
+        return np.ascontiguousarray(((la[..., 0] * la[..., 1] + 127) // 255).astype(np.uint8))
+    if mode.startswith("I;16") or mode == "I":
+        a = np.array(im)
+        if mode == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageDecodeError("32-bit integer pixels outside 0..65535 are not supported")
+        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if mode == "F":
+        a = np.array(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ImageDecodeError("float image holds NaN or infinite pixels")
+        top = a.max()
+        if top <= 0:
+            return np.zeros(a.shape, np.uint8)
+        return np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+    if mode == "1":
+        return np.array(im.convert("L"))
+    try:
+        return np.array(im.convert("L"))
+    except (ValueError, OSError) as e:
+        raise ImageDecodeError(f"unsupported pixel mode {mode} ({_short(e)})") from None
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return msg if len(msg) <= 80 else msg[:77] + "..."
