@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator
 from prepro import __version__
 from prepro.blocks import BlockConfig
 from prepro.labels import CANONICAL_LABELS
-from prepro.shards import (MANIFEST, SHARD_DIR, SPLITS, Manifest, Sample, Segment, shard_attrs,
-                           write_shard)
+from prepro.shards import (MANIFEST, SHARD_DIR, SPLITS, Manifest, Sample, Segment, pack_block,
+                           shard_attrs, write_shard)
 
 FACE_MODES = ("auto", "detect", "aligned")
 
@@ -130,7 +130,9 @@ def _process_one(item, pixels: str | tuple[str, str] | None, s: _WorkerSettings,
     h = round(gray.shape[0] / scale)
     w = round(gray.shape[1] / scale)
     return Sample(
-        eyes=blk.eyes, mouth=blk.mouth, face=blk.face, landmarks=face.landmarks, box=face.box,
+        # deflated here, in the worker, so that compression runs in parallel
+        eyes=pack_block(blk.eyes), mouth=pack_block(blk.mouth), face=pack_block(blk.face),
+        landmarks=face.landmarks, box=face.box,
         eyes_affine=blk.eyes_affine, mouth_affine=blk.mouth_affine, face_affine=blk.face_affine,
         label=CANONICAL_LABELS.index(item.label) if item.label is not None else -1,
         split=SPLITS.index(item.split), source=item.source_id, subject=item.subject or "",

@@ -137,8 +137,11 @@ class _Walker:
         self.failures: list[Failure] = []
 
     def rel(self, path: str) -> str:
-        rel = os.path.relpath(path, self._root_text)
-        return _safe_text(Path(rel).as_posix())
+        prefix = self._root_text.rstrip(os.sep) + os.sep
+        # Paths are built by joining names onto the root, so slicing is exact (and 10x cheaper
+        # than relpath over tens of thousands of files).
+        rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, self._root_text)
+        return _safe_text(rel.replace(os.sep, "/"))
 
     def fail(self, path: str, reason: str, folder: bool = False) -> None:
         self.failures.append(Failure(self.rel(path) + ("/" if folder else ""), reason))
