@@ -478,44 +478,122 @@ def evaluate(checkpoint, shards_dir, split, tta_flip, out_dir, device, as_json):
     click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics_table(metrics))
 
 
+@main.command(context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=str), metavar="RUN_DIR_OR_CHECKPOINT")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image, one per line.")
+@click.option("--annotate", "annotate_dir", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Write each image with face box, landmarks, blocks and label drawn on it here.")
+@click.option("--face", "face_mode", default=None, type=click.Choice(["auto", "detect", "aligned"]),
+              help="Override the face mode the checkpoint was trained with (e.g. detect for group photos).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--predictor", default=None, type=click.Path(dir_okay=False, path_type=str),
+              help="dlib 68-point predictor .dat file (default: the one in face_recognition_models).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def predict(checkpoint, inputs, as_json, annotate_dir, face_mode, device, predictor, quiet):
+    """Classify every face in images, folders or glob patterns (INPUT...).
+
+    The face and block preprocessing is the one the checkpoint was trained with. For each face:
+    the label, the class probabilities and the region attention weights. An image that cannot be
+    read or holds no face is reported and skipped.
+
+    \b
+    Examples:
+      faceblocks predict runs/fer2013 photo.jpg
+      faceblocks predict runs/fer2013/best.pt 'photos/**/*.jpg' --json > predictions.jsonl
+      faceblocks predict runs/fer2013 group.jpg --face detect --annotate annotated/
+    """
+    from training.predict import predict as predict_run
+
+    try:
+        results = predict_run(checkpoint, inputs, annotate_dir=annotate_dir, device=device,
+                              face_mode=face_mode, predictor_path=predictor,
+                              progress=not quiet and not as_json)
+    except _library_errors() as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r.to_dict(), ensure_ascii=False))
+        return
+    for r in results:
+        if r.error:
+            click.echo(f"{r.path}: {r.error}")
+        for k, f in enumerate(r.faces):
+            top = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3]
+            click.echo(f"{r.path} [face {k + 1}, {f.box_method}, quality {f.quality:.2f}]: {f.label}  ("
+                       + ", ".join(f"{c} {p:.2f}" for c, p in top) + ")  regions "
+                       + ", ".join(f"{n} {w:.2f}" for n, w in f.region_weights.items()))
+    n_faces = sum(len(r.faces) for r in results)
+    n_bad = sum(1 for r in results if r.error)
+    click.echo(f"{len(results)} images, {n_faces} faces, {n_bad} without a prediction"
+               + (f"; annotated copies in {annotate_dir}" if annotate_dir else ""))
+
+
 # ---------------------------------------------------------------------------------------------
 # demo
 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=str), default="demo-out")
-@click.option("--per-class", default=40, show_default=True, type=click.IntRange(2, 10_000),
+@click.option("--per-class", default=60, show_default=True, type=click.IntRange(4, 10_000),
               help="Synthetic images per expression.")
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(1), help="Training epochs.")
 @click.option("-j", "--jobs", default=-1, show_default=True, type=int, help="Worker processes; -1 = all cores.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def demo(out_dir, per_class, jobs, quiet):
-    """The first run: no download needed.
+def demo(out_dir, per_class, epochs, jobs, quiet):
+    """The first run, no download needed: sample, preprocess, train, evaluate, preview.
 
     Builds a small synthetic labelled sample (scikit-image's public-domain astronaut photograph,
-    warped per expression, with varied pose, scale, lighting and noise) in OUT_DIR/sample, and
-    preprocesses it into OUT_DIR/shards with the default detector-based face mode.
+    warped per expression, with varied pose, scale, lighting and noise) in OUT_DIR/sample,
+    preprocesses it into OUT_DIR/shards with the default detector-based face mode, trains the
+    two-branch network in OUT_DIR/run, evaluates it on the held-out test split, and draws a
+    contact sheet. Each finished stage is kept: running it again continues. The sample is one
+    synthetic identity, for trying the tool only.
 
     \b
     Example:
       faceblocks demo demo-out
     """
     from prepro.pipeline import PreprocessConfig, run_preprocess
+    from prepro.preview import contact_sheet
     from prepro.synthetic import make_sample
+    from training import TrainConfig, evaluate as evaluate_run, format_metrics_table, train as train_run
 
     out = Path(out_dir)
-    sample = out / "sample"
+    sample, shards, run = out / "sample", out / "shards", out / "run"
+    say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
-        if not sample.is_dir():
-            click.echo(f"building the synthetic sample in {sample} ...", err=True)
-            make_sample(sample, per_class=per_class)
-        summary = run_preprocess(str(sample), str(out / "shards"), PreprocessConfig(), jobs=jobs,
-                                 progress=not quiet)
+        done = sample / "done.txt"  # written last, so a half-built sample is rebuilt
+        if not done.is_file():
+            say(f"[1/5] building the synthetic sample in {sample} ...")
+            counts = make_sample(sample, per_class=per_class)
+            done.write_text(json.dumps(counts) + "\n")
+        say(f"[2/5] preprocessing into {shards} ...")
+        summary = run_preprocess(str(sample), str(shards), PreprocessConfig(), jobs=jobs,
+                                 progress=not quiet, log=say)
+        click.echo(f"preprocess: {summary.samples} samples, {summary.failed} failed")
+        say(f"[3/5] training two-branch in {run} ...")
+        cfg = TrainConfig(model="two-branch", epochs=epochs, batch_size=32, lr=3e-3, warmup_epochs=1,
+                          progress=not quiet)
+        if (run / "best.pt").is_file() and not (run / "last.pt").is_file():
+            raise click.ClickException(f"{run} is damaged: delete it and run the demo again")
+        if (run / "last.pt").is_file():
+            result = train_run(str(shards), str(run), None, resume=True, log=say)
+        else:
+            result = train_run(str(shards), str(run), cfg, log=say)
+        click.echo(f"train: best val macro-F1 {result.best_val_macro_f1:.3f} at epoch {result.best_epoch}")
+        say("[4/5] evaluating on the test split ...")
+        metrics = evaluate_run(str(run), str(shards), split="test")
+        click.echo(format_metrics_table(metrics))
+        say("[5/5] drawing the contact sheet ...")
+        sheet = contact_sheet(shards, out / "preview.png", count=20)
     except _library_errors() as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{summary.samples} samples, {summary.failed} failed, in {out / 'shards'} "
-               f"({summary.seconds:.1f} s)")
-    click.echo(f"next: faceblocks inspect {out / 'shards'}")
-    click.echo("on real data: faceblocks preprocess path/to/fer2013 out/fer2013 --dataset fer2013")
+    click.echo("")
+    click.echo(f"pictures: {sheet}  {run / 'confusion.png'}  {run / 'curves.png'}")
+    click.echo("on real FER2013 (Kaggle folder layout):")
+    click.echo("  faceblocks preprocess path/to/fer2013 out/fer2013 --dataset fer2013")
+    click.echo("  faceblocks train out/fer2013 runs/fer2013 && faceblocks evaluate runs/fer2013 out/fer2013 --split val")
 
 
 if __name__ == "__main__":

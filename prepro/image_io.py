@@ -23,7 +23,7 @@ import math
 import os
 import re
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,9 +34,22 @@ class ImageDecodeError(ValueError):
     """A file that cannot be turned into a grayscale image; the message is the reason."""
 
 
+class Decoded(NamedTuple):
+    gray: np.ndarray  # uint8 (H, W), C-contiguous, upright
+    scale: float  # decoded size / original size (1.0 unless decoded reduced)
+    size: tuple[int, int]  # the original (upright) height and width, exactly
+
+
 def read_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
               work_max_side: int | None = None) -> tuple[np.ndarray, float]:
-    """Decode ``path`` to (uint8 HxW C-contiguous grayscale, scale).
+    """Decode ``path`` to (uint8 HxW C-contiguous grayscale, scale); see `decode_gray`."""
+    d = decode_gray(path, max_pixels=max_pixels, work_max_side=work_max_side)
+    return d.gray, d.scale
+
+
+def decode_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                work_max_side: int | None = None) -> Decoded:
+    """Decode ``path`` to grayscale, with the decode scale and the exact original size.
 
     ``scale`` is decoded size / original size: 1.0 unless ``work_max_side`` allowed a reduced
     decode, which never brings the longest side below ``work_max_side``. Images whose header
@@ -92,7 +105,10 @@ def read_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
         raise ImageDecodeError(f"corrupt image data ({_short(e)})") from None
     except (SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageDecodeError(f"corrupt image data ({_short(e)})") from None
+    before = im.size
     im = _upright(im)
+    if im.size != before:  # EXIF rotated by 90 degrees: the original's sides swap too
+        w, h = h, w
     gray = _to_gray(im)
     if work_max_side is not None and scale == 1.0 and max(gray.shape) > 2 * work_max_side:
         import cv2
@@ -101,7 +117,7 @@ def read_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
         # fx/fy given (no dsize): OpenCV maps with exactly this factor, so `s` is the true scale.
         gray = cv2.resize(gray, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_AREA)
         scale = s
-    return gray, scale
+    return Decoded(gray, scale, (h, w))
 
 
 def gray_from_array(arr: Any) -> np.ndarray:

@@ -307,21 +307,27 @@ class FaceModel:
     def _detect(self, gray: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         """Detections as (left, top, right, bottom, score) box edges in ``gray`` pixels, largest
         first."""
-        h, w = gray.shape
-        img, s = gray, 1.0
-        if max(h, w) > self.detect_max_side:
-            # HOG cost grows with the pixel count: detect on a small copy, predict at full size.
-            import cv2
+        import cv2
 
+        h, w = gray.shape
+        if max(h, w) <= self.small_image_side:
+            # A small image is a crop: its face fills it, so it needs only to reach the
+            # detector's window (~80 px), by whole doublings as dlib's own upsampling would.
+            s = 1.0
+            while min(h, w) * s < MIN_DETECT_SIDE and s < 8:
+                s *= 2
+        else:
+            # A photo: bring the longest side to detect_max_side, down (HOG cost grows with the
+            # pixel count) or up (so a face of ~1/8 of the photo still reaches the window).
             s = self.detect_max_side / max(h, w)
-            img = cv2.resize(gray, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        upsample = 0
-        side = min(img.shape)
-        while side * 2 ** upsample < MIN_DETECT_SIDE and upsample < 3:
-            upsample += 1
-        rects, scores, _ = self.detector.run(img, upsample, 0.0)
+        img = gray
+        if s != 1.0:
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            img = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
+        sx, sy = img.shape[1] / w, img.shape[0] / h
+        rects, scores, _ = self.detector.run(img, 0, 0.0)
         # dlib rectangles are inclusive; edges are exclusive, hence +1.
-        dets = [(r.left() / s, r.top() / s, (r.right() + 1) / s, (r.bottom() + 1) / s, float(sc))
+        dets = [(r.left() / sx, r.top() / sy, (r.right() + 1) / sx, (r.bottom() + 1) / sy, float(sc))
                 for r, sc in zip(rects, scores)]
         dets.sort(key=lambda d: (d[2] - d[0]) * (d[3] - d[1]), reverse=True)
         return dets

@@ -108,7 +108,7 @@ def _face_model(s: _WorkerSettings):
 
 def _process_one(item, pixels: str | tuple[str, str] | None, s: _WorkerSettings, model) -> Sample | tuple[str, str]:
     from prepro.blocks import BlockError, cut_blocks
-    from prepro.image_io import ImageDecodeError, read_gray
+    from prepro.image_io import ImageDecodeError, decode_gray
     from prepro.landmarks import BOX_METHODS, NoFaceError
     from prepro.readers import BadPixelsError, parse_pixels
 
@@ -117,8 +117,10 @@ def _process_one(item, pixels: str | tuple[str, str] | None, s: _WorkerSettings,
             return (item.source_id, pixels[1])
         if pixels is not None:
             gray, scale = parse_pixels(pixels), 1.0
+            size = gray.shape
         else:
-            gray, scale = read_gray(item.path, max_pixels=s.max_pixels, work_max_side=s.work_max_side)
+            gray, scale, size = decode_gray(item.path, max_pixels=s.max_pixels,
+                                            work_max_side=s.work_max_side)
         face = model.find(gray, scale)
         blk = cut_blocks(gray, face.landmarks, s.blocks, scale)
     except (ImageDecodeError, BadPixelsError, NoFaceError, BlockError) as e:
@@ -127,8 +129,6 @@ def _process_one(item, pixels: str | tuple[str, str] | None, s: _WorkerSettings,
         return (item.source_id, f"unreadable file ({e.strerror or e})")
     except Exception as e:  # one strange file must never end a long run: list it and go on
         return (item.source_id, f"unexpected error {type(e).__name__}: {e}")
-    h = round(gray.shape[0] / scale)
-    w = round(gray.shape[1] / scale)
     return Sample(
         # deflated here, in the worker, so that compression runs in parallel
         eyes=pack_block(blk.eyes), mouth=pack_block(blk.mouth), face=pack_block(blk.face),
@@ -137,7 +137,7 @@ def _process_one(item, pixels: str | tuple[str, str] | None, s: _WorkerSettings,
         label=CANONICAL_LABELS.index(item.label) if item.label is not None else -1,
         split=SPLITS.index(item.split), source=item.source_id, subject=item.subject or "",
         box_method=BOX_METHODS.index(face.method), det_score=face.det_score,
-        quality=face.quality, image_size=(h, w),
+        quality=face.quality, image_size=tuple(size),
     )
 
 
@@ -251,7 +251,8 @@ def run_preprocess(
     from tqdm import tqdm
 
     from prepro.landmarks import BOX_METHODS, find_predictor, sha256_file
-    from prepro.readers import BadPixelsError, CsvRowReader, assign_splits, list_source
+    from prepro.readers import (BadPixelsError, CsvRowReader, assign_splits, count_mismatches,
+                                list_source)
     from prepro.specs import load_spec
 
     t0 = time.perf_counter()
@@ -261,6 +262,8 @@ def run_preprocess(
 
     listing = list_source(source, cfg.fmt, spec=spec)
     spec = listing.spec  # the description actually used (the CSV reader picks its own by default)
+    for message in count_mismatches(listing.items, spec):
+        log(f"note: {message} (a partial copy of the dataset?)")
     items = listing.items
     if any(it.split is None for it in items):
         items = assign_splits(items, val_frac=cfg.val_frac, test_frac=cfg.test_frac,

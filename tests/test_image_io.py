@@ -177,3 +177,15 @@ def test_gray_from_array() -> None:
         gray_from_array(np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ImageDecodeError, match="numpy"):
         gray_from_array([[1, 2]])
+
+
+def test_decode_gray_reports_the_exact_original_size(tmp_path):
+    from PIL import Image
+
+    from prepro.image_io import decode_gray
+
+    p = tmp_path / "odd.jpg"
+    Image.fromarray(np.full((3001, 4403), 128, np.uint8)).save(p, quality=80)
+    d = decode_gray(p, work_max_side=500)
+    assert d.scale < 1 and d.size == (3001, 4403)
+    assert max(d.gray.shape) >= 500
