@@ -563,7 +563,7 @@ def demo(out_dir, per_class, epochs, jobs, quiet):
     sample, shards, run = out / "sample", out / "shards", out / "run"
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     try:
-        done = sample / "done.txt"  # written last, so a half-built sample is rebuilt
+        done = out / "sample.done"  # written last, so a half-built sample is rebuilt
         if not done.is_file():
             say(f"[1/5] building the synthetic sample in {sample} ...")
             counts = make_sample(sample, per_class=per_class)

@@ -120,9 +120,18 @@ def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open`` would give a new file (mkstemp's 0600 would hide results from
+    colleagues on a shared machine)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write, fsync and rename, so a reader never sees a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.fchmod(fd, default_file_mode())
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from prepro import __version__
+from prepro.shards import default_file_mode
 from training.errors import CheckpointError
 
 FORMAT = "faceblocks-checkpoint"
@@ -87,6 +88,7 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.fchmod(fd, default_file_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
