@@ -23,5 +23,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Needs ../shared/data (FER2013); figures and commands are in BENCHMARKS.md.
+bench: install
+	$(BIN)/python benchmarks/bench_preprocess.py fer2013 --images 3000 --repeats 3 --jobs 2
+	$(BIN)/python benchmarks/bench_train.py throughput --threads 2 --batch-size 64 --steps 20
+
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) *.egg-info .pytest_cache

@@ -144,18 +144,24 @@ def subset_folder(src: Path, n: int, dst: Path) -> list[str]:
     return [str(f) for f in files]
 
 
-def make_large_photos(dst: Path, n: int = 12, seed: int = 0) -> list[str]:
-    """Real photo, large sizes: the astronaut portrait resized to 300..4400 px, saved as JPEG."""
+def make_large_photos(dst: Path, n: int = 48, seed: int = 0) -> list[str]:
+    """A real photo at large sizes: the astronaut portrait at 12 sizes from 300 to 4,400 px wide,
+    each in n/12 variants (shifted crop, lighting), saved as JPEG. (Not mirrored: dlib's frontal
+    detector misses the mirrored portrait at every size, which would only measure misses.)"""
     import cv2
     from skimage import data
 
-    rgb = data.astronaut()
-    sizes = np.geomspace(300, 4400, n).astype(int)
+    rgb = data.astronaut()[:, :, ::-1]
+    sizes = np.geomspace(300, 4400, 12).astype(int)
     out = []
     d = dst / "photos"
     d.mkdir(parents=True, exist_ok=True)
-    for i, s in enumerate(sizes):
-        img = cv2.resize(rgb[:, :, ::-1], (int(s), int(s * 0.75)), interpolation=cv2.INTER_CUBIC)
+    for i in range(n):
+        s, variant = int(sizes[i % 12]), i // 12
+        shift = 8 * variant  # a different crop of the same photo for each variant
+        img = rgb[shift:, shift:].astype(np.float32) * (1.0 - 0.15 * variant) + 10 * variant
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        img = cv2.resize(np.ascontiguousarray(img), (s, int(s * 0.75)), interpolation=cv2.INTER_CUBIC)
         p = d / f"photo_{i:02d}_{s}px.jpg"
         cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         out.append(str(p))

@@ -29,7 +29,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import IO, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -128,19 +128,24 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write, fsync and rename, so a reader never sees a half-written file."""
+def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it to ``path``,
+    so a reader (or a resumed run) never sees a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.fchmod(fd, default_file_mode())
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), "w")
 
 
 def write_shard(path: Path, samples: Sequence[Sample], attrs: dict[str, Any]) -> str:

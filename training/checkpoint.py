@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from prepro import __version__
-from prepro.shards import default_file_mode
+from prepro.shards import atomic_write
 from training.errors import CheckpointError
 
 FORMAT = "faceblocks-checkpoint"
@@ -87,17 +86,7 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
     """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.fchmod(fd, default_file_mode())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path: str | os.PathLike, arch: str | None = None, for_resume: bool = False) -> dict[str, Any]:
