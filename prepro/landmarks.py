@@ -15,7 +15,6 @@ Nothing heavy is imported at module import: dlib and OpenCV load on first use.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -112,15 +111,6 @@ def find_predictor(path: str | Path | None = None) -> Path:
     raise PredictorNotFoundError(
         f"no 68-point shape predictor: the face_recognition_models package {where}; install it "
         f"(pip install face_recognition_models) or pass --predictor PATH to {PREDICTOR_FILE}")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (the predictor is ~100 MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -18,13 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from prepro import __version__
 from prepro.blocks import BlockConfig
 from prepro.labels import CANONICAL_LABELS
+from prepro.landmarks import FACE_MODES
 from prepro.shards import (MANIFEST, SHARD_DIR, SPLITS, Manifest, Sample, Segment, pack_block,
-                           shard_attrs, write_shard)
-
-FACE_MODES = ("auto", "detect", "aligned")
+                           sha256_file, shard_attrs, write_shard)
 
 
 class PreprocessError(Exception):
@@ -250,7 +248,7 @@ def run_preprocess(
     from joblib import Parallel, delayed, parallel_config
     from tqdm import tqdm
 
-    from prepro.landmarks import BOX_METHODS, find_predictor, sha256_file
+    from prepro.landmarks import BOX_METHODS, find_predictor
     from prepro.readers import (BadPixelsError, CsvRowReader, assign_splits, count_mismatches,
                                 list_source)
     from prepro.specs import load_spec
@@ -281,7 +279,7 @@ def run_preprocess(
         box_methods=list(BOX_METHODS),
         block_sizes={"eyes": list(cfg.blocks.eyes_size), "mouth": list(cfg.blocks.mouth_size),
                      "face": list(cfg.blocks.face_size)},
-        predictor_sha256=_cached_sha256(predictor_path, sha256_file),
+        predictor_sha256=_cached_sha256(predictor_path),
         n_items=len(items),
         listing_failures=[{"source": f.source, "reason": f.reason} for f in listing.failures],
     )
@@ -381,9 +379,10 @@ def _run_chunk(start: int, payload: list, settings: _WorkerSettings) -> tuple[in
 _SHA_CACHE: dict[tuple[str, float, int], str] = {}
 
 
-def _cached_sha256(path: Path, fn: Callable[[str], str]) -> str:
+def _cached_sha256(path: Path) -> str:
+    """The predictor's SHA-256, hashed once per process (it is ~100 MB)."""
     st = path.stat()
     key = (str(path), st.st_mtime, st.st_size)
     if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = fn(str(path))
+        _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]

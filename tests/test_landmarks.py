@@ -61,7 +61,9 @@ def test_find_predictor_explicit_missing(tmp_path: Path) -> None:
 def test_sha256_file(tmp_path: Path) -> None:
     p = tmp_path / "x"
     p.write_bytes(b"abc")
-    assert L.sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    from prepro.shards import sha256_file
+
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
 def test_regions_cover_all_points_once() -> None:
