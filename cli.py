@@ -309,37 +309,65 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("shards_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.argument("inputs", nargs=-1, required=True, metavar="SHARDS_DIR|INPUT...")
 @click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="The PNG to write (default: SHARDS_DIR/preview.png).")
-@click.option("--split", default=None, help="Only this split (train, val, test).")
+              help="The PNG to write (default: SHARDS_DIR/preview.png, or preview.png for raw images).")
+@click.option("--split", default=None, help="Shards only: only this split (train, val, test).")
 @click.option("--label", "labels", multiple=True, metavar="NAME[,NAME]",
-              help="Only these labels (repeatable or a comma list).")
+              help="Shards only: only these labels (repeatable or a comma list).")
 @click.option("--count", default=24, show_default=True, type=click.IntRange(1, 400),
               help="Samples on the sheet (5 per row).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random choice.")
 @click.option("--worst", default=None, type=click.IntRange(1, 400), metavar="N",
               help="Show the N lowest-quality samples instead (to find landmark failures).")
-def preview(shards_dir, out_png, split, labels, count, seed, worst):
+@click.option("--face", "face_mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "detect", "aligned"]),
+              help="Raw images only: how the face is found, as in `preprocess`.")
+@click.option("--eyes-size", default="32x96", show_default=True, help="Raw images only: eyes block, HxW.")
+@click.option("--mouth-size", default="32x64", show_default=True, help="Raw images only: mouth block, HxW.")
+@click.option("--face-size", default="64x64", show_default=True, help="Raw images only: whole face, HxW.")
+def preview(inputs, out_png, split, labels, count, seed, worst, face_mode, eyes_size, mouth_size, face_size):
     """A contact sheet PNG: aligned faces with landmarks and block boxes, beside the blocks.
 
-    Green dots are the 68 landmarks, the blue and red outlines the eyes and mouth blocks; each
-    tile gives the label, the landmark quality and how the face box was found.
+    Give a shard folder (made by `preprocess`) to see what was stored, or raw images, folders or
+    glob patterns to see what `preprocess` would cut from them before running it. Green dots
+    are the 68 landmarks, the blue and red outlines the eyes and mouth blocks; each tile gives
+    the label (or file name), the landmark quality and how the face box was found. A raw image
+    without a usable face gets a tile that says why.
 
     \b
     Examples:
       faceblocks preview out/fer2013
       faceblocks preview out/fer2013 --split test --label happy,sad --count 10 --out happy-sad.png
       faceblocks preview out/fer2013 --worst 24 --out worst.png
+      faceblocks preview photos/ --face detect --out photos-preview.png
+      faceblocks preview 'raw/**/*.jpg' --worst 10
     """
-    from prepro.preview import contact_sheet
+    from prepro.preview import contact_sheet, contact_sheet_images
 
+    shards = len(inputs) == 1 and (Path(inputs[0]) / "manifest.json").is_file()
     try:
-        path = contact_sheet(shards_dir, out_png, split=split, labels=_names(labels),
-                             count=worst or count, seed=seed, worst=worst is not None)
+        if shards:
+            path = contact_sheet(inputs[0], out_png, split=split, labels=_names(labels),
+                                 count=worst or count, seed=seed, worst=worst is not None)
+            click.echo(str(path))
+            return
+        ctx = click.get_current_context()
+        ignored = [f"--{n}" for n in ("split", "label") if ctx.get_parameter_source(
+            "labels" if n == "label" else n) == click.core.ParameterSource.COMMANDLINE]
+        if ignored:
+            raise click.UsageError(f"{' and '.join(ignored)} only apply to a shard folder; "
+                                   f"{inputs[0]} is not one (it has no manifest.json)")
+        from prepro.blocks import BlockConfig
+
+        blocks = BlockConfig(eyes_size=_size(eyes_size), mouth_size=_size(mouth_size), face_size=_size(face_size))
+        sheet = contact_sheet_images(inputs, out_png or "preview.png", face_mode=face_mode, blocks=blocks,
+                                     count=worst or count, seed=seed, worst=worst is not None)
     except _library_errors() as e:
         raise click.ClickException(str(e)) from None
-    click.echo(str(path))
+    for path, reason in sheet.failures:
+        click.echo(f"{path}: {reason}")
+    click.echo(f"{sheet.path} ({sheet.shown} of {sheet.images} images, {len(sheet.failures)} without blocks)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,8 +483,10 @@ def _stored_config(run_dir: str):
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Where metrics.json and the confusion matrix go (default: the run folder).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--allow-mismatch", is_flag=True,
+              help="Evaluate even if the shards' blocks were cut with other margins, rotation or padding.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(checkpoint, shards_dir, split, tta_flip, out_dir, device, as_json):
+def evaluate(checkpoint, shards_dir, split, tta_flip, out_dir, device, allow_mismatch, as_json):
     """Accuracy, macro-F1, per-class scores, confusion matrix and region attention on a split.
 
     SHARDS_DIR may come from another dataset (train on FER2013, test on CK+ or JAFFE): the labels
@@ -472,7 +502,7 @@ def evaluate(checkpoint, shards_dir, split, tta_flip, out_dir, device, as_json):
 
     try:
         metrics = evaluate_run(checkpoint, shards_dir, split=split, tta_flip=tta_flip, out_dir=out_dir,
-                               device=device)
+                               device=device, allow_preprocessing_mismatch=allow_mismatch)
     except _library_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics_table(metrics))
@@ -527,6 +557,65 @@ def predict(checkpoint, inputs, as_json, annotate_dir, face_mode, device, predic
     n_bad = sum(1 for r in results if r.error)
     click.echo(f"{len(results)} images, {n_faces} faces, {n_bad} without a prediction"
                + (f"; annotated copies in {annotate_dir}" if annotate_dir else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# run: the chain
+
+
+@main.command("run", context_settings=CONTEXT)
+@click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
+              help="Output folder (default: the config's run.out, relative to the config file).")
+@click.option("--overwrite", is_flag=True,
+              help="The config changed: redo the stages that depend on the changed tables.")
+@click.option("-j", "--jobs", default=None, type=int, help="Preprocessing workers (default: data.jobs).")
+@click.option("--template", is_flag=True, help="Print a commented config with every key and its default.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage messages.")
+def run_cmd(config, out_dir, overwrite, jobs, template, quiet):
+    """Preprocess, train, evaluate and preview from one TOML CONFIG, into one folder.
+
+    The folder gets config.toml (the config used), shards/, run/, eval-<split>/, preview.png
+    and report.md (figures and pictures). Running it again skips every stage whose output is
+    complete and valid and resumes an interrupted one. `--template` prints every key with its
+    default and allowed values.
+
+    \b
+    Examples:
+      faceblocks run --template > fer2013.toml      # then set data.source and run.out
+      faceblocks run fer2013.toml
+      faceblocks run fer2013.toml --out runs/fer2013-b --overwrite
+    \b
+    A minimal config:
+      [run]
+      out = "runs/fer2013"
+      [data]
+      source = "data/fer2013"
+      dataset = "fer2013"
+      face = "aligned"
+      [train]
+      model = "two-branch"
+      epochs = 30
+    """
+    from training.chain import run_chain, template as config_template
+
+    if template:
+        click.echo(config_template())
+        return
+    if config is None:
+        raise click.UsageError("give a CONFIG file (or --template to print one)")
+    say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    try:
+        result = run_chain(config, out_dir=out_dir, overwrite=overwrite, jobs=jobs, progress=not quiet, log=say)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted: run `faceblocks run {config}` again to continue") from None
+    except _library_errors() as e:
+        raise click.ClickException(str(e)) from None
+    for st in result.stages:
+        click.echo(f"{st.name:<11}{st.action:<9}{st.seconds:>8.1f} s  {st.detail}")
+    for split, m in result.metrics.items():
+        click.echo(f"{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({m['n_samples']} samples)")
+    click.echo(f"report: {result.report}")
 
 
 # ---------------------------------------------------------------------------------------------

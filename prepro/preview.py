@@ -10,12 +10,14 @@ face box was found. Plain numpy + OpenCV compositing; the sheet is a few hundred
 from __future__ import annotations
 
 import os
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-from prepro.shards import ShardError, ShardReader
+from prepro.shards import ShardError, ShardReader, atomic_write
 
 COLUMNS = 5
 FACE_PX = 128  # the aligned face is drawn this tall
@@ -151,8 +153,6 @@ def contact_sheet(shards_dir: str | os.PathLike, out_png: str | os.PathLike | No
     ``count`` samples with the lowest landmark quality (lowest first) instead of a seeded random
     choice. ``out_png`` defaults to ``SHARDS_DIR/preview.png``.
     """
-    import cv2
-
     if count < 1:
         raise ValueError("count must be at least 1")
     labels = None if labels is None else [labels] if isinstance(labels, str) else list(labels)
@@ -174,6 +174,18 @@ def contact_sheet(shards_dir: str | os.PathLike, out_png: str | os.PathLike | No
             tiles.append(_tile(s, label, methods[mi] if 0 <= mi < len(methods) else str(mi)))
     finally:
         reader.close()
+    what = f"{len(tiles)} lowest-quality" if worst else f"{len(tiles)} random (seed {seed})"
+    scope = (f" {split}" if split else "") + (f" [{', '.join(labels)}]" if labels else "")
+    title = (f"{Path(shards_dir).name or shards_dir}: {what} of {len(reader)}{scope} samples   "
+             "green: landmarks, blue: eyes block, red: mouth block")
+    out = Path(out_png) if out_png is not None else Path(shards_dir) / "preview.png"
+    return _write_sheet(tiles, title, out)
+
+
+def _write_sheet(tiles: list[np.ndarray], title: str, out: Path) -> Path:
+    """Lay ``tiles`` out COLUMNS to a row under ``title`` and write the PNG atomically."""
+    import cv2
+
     th = max(t.shape[0] for t in tiles)
     tw = max(t.shape[1] for t in tiles)
     cols = min(COLUMNS, len(tiles))
@@ -183,18 +195,114 @@ def contact_sheet(shards_dir: str | os.PathLike, out_png: str | os.PathLike | No
         r, c = divmod(k, cols)
         y, x = HEADER_H + GAP + r * (th + GAP), GAP + c * (tw + GAP)
         sheet[y:y + t.shape[0], x:x + t.shape[1]] = t
-    what = f"{len(tiles)} lowest-quality" if worst else f"{len(tiles)} random (seed {seed})"
-    scope = (f" {split}" if split else "") + (f" [{', '.join(labels)}]" if labels else "")
-    title = _ascii(f"{Path(shards_dir).name or shards_dir}: {what} of {len(reader)}{scope} samples   "
-                   "green: landmarks, blue: eyes block, red: mouth block", 200)
-    cv2.putText(sheet, title, (GAP, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
-
-    out = Path(out_png) if out_png is not None else Path(shards_dir) / "preview.png"
+    cv2.putText(sheet, _ascii(title, 200), (GAP, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
     out.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise ValueError("could not encode the contact sheet as PNG")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: f.write(buf.tobytes()))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw images: what `preprocess` would cut, before anything is written
+
+
+@dataclass
+class ImageSheet:
+    """A contact sheet of raw images and what could not be shown."""
+
+    path: Path  # the PNG written
+    images: int  # images found among the inputs
+    shown: int  # tiles on the sheet (failures included, drawn as such)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason) of the shown ones
+
+
+def _failure_tile(gray: np.ndarray | None, name: str, reason: str) -> np.ndarray:
+    """A tile of the same size as `_tile`'s: the image (if it decoded) and why no face was cut."""
+    import cv2
+
+    tile = np.full((FACE_PX + 2 * MARGIN, FACE_PX + 2 * MARGIN + GAP + BLOCK_W, 3), _BG, np.uint8)
+    if gray is not None:
+        img = cv2.cvtColor(_fit(gray, FACE_PX, FACE_PX), cv2.COLOR_GRAY2BGR)
+        h, w = img.shape[:2]
+        tile[MARGIN:MARGIN + h, MARGIN:MARGIN + w] = img
+    cv2.rectangle(tile, (MARGIN - 2, MARGIN - 2), (MARGIN + FACE_PX + 1, MARGIN + FACE_PX + 1), _MOUTH, 1)
+    x0 = FACE_PX + 2 * MARGIN + GAP
+    lines = [_ascii(name, 18), "NO BLOCKS:"] + [_ascii(w, 22) for w in textwrap.wrap(reason, 22)[:5]]
+    y = MARGIN + 12
+    for text in lines:
+        cv2.putText(tile, text, (x0, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _TEXT, 1, cv2.LINE_AA)
+        y += 15
+    return tile
+
+
+def _cut_one(path: str, faces, blocks, max_pixels: int) -> tuple[dict | None, np.ndarray | None, str]:
+    """(sample dict for `_tile`, decoded image, failure reason or the box method)."""
+    from prepro.blocks import BlockError, cut_blocks
+    from prepro.image_io import ImageDecodeError, decode_gray
+    from prepro.landmarks import NoFaceError
+
+    gray = None
+    try:
+        gray, scale, _size = decode_gray(path, max_pixels=max_pixels, work_max_side=1024)
+        face = faces.find(gray, scale)
+        blk = cut_blocks(gray, face.landmarks, blocks, scale)
+    except (ImageDecodeError, NoFaceError, BlockError) as e:
+        return None, gray, str(e)
+    except OSError as e:
+        return None, gray, f"unreadable file ({e.strerror or e})"
+    sample = {"eyes": blk.eyes, "mouth": blk.mouth, "face": blk.face, "landmarks": face.landmarks,
+              "eyes_affine": blk.eyes_affine, "mouth_affine": blk.mouth_affine, "face_affine": blk.face_affine,
+              "quality": face.quality}
+    return sample, gray, face.method
+
+
+def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike, face_mode: str = "auto",
+                         blocks=None, count: int = 24, seed: int = 0, worst: bool = False,
+                         predictor: str | None = None, max_pixels: int = 40_000_000) -> ImageSheet:
+    """A contact sheet of raw images (files, folders, globs) cut as `preprocess` would cut them.
+
+    ``count`` images are chosen at random (seeded, shown in path order) when there are more;
+    ``worst`` processes every image and shows the failures first, then the lowest landmark
+    quality. An image that cannot be read or holds no face gets a tile that says why.
+    """
+    from prepro.blocks import BlockConfig
+    from prepro.landmarks import FaceModel, find_predictor
+    from prepro.readers import expand_image_inputs
+
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    paths = expand_image_inputs(inputs)
+    if not paths:
+        raise FileNotFoundError("no image files among the inputs")
+    blocks = blocks if blocks is not None else BlockConfig()
+    faces = FaceModel(find_predictor(predictor), face_mode=face_mode)
+    if worst:
+        chosen = paths
+    elif len(paths) > count:
+        rng = np.random.default_rng(seed)
+        chosen = [paths[i] for i in np.sort(rng.choice(len(paths), size=count, replace=False))]
+    else:
+        chosen = paths
+    done = [(p, *_cut_one(p, faces, blocks, max_pixels)) for p in chosen]
+    if worst:
+        # failures first, then the lowest quality
+        done.sort(key=lambda d: -1.0 if d[1] is None else float(d[1]["quality"]))
+        done = done[:count]
+    tiles, failures = [], []
+    for path, sample, gray, info in done:
+        name = Path(path).name
+        if sample is None:
+            failures.append((path, info))
+            tiles.append(_failure_tile(gray, name, info))
+        else:
+            tiles.append(_tile(sample, name, info))
+    if worst:
+        what = f"{len(tiles)} lowest-quality"
+    else:
+        what = f"{len(tiles)}" + (f" random (seed {seed})" if len(paths) > count else "")
+    title = (f"{what} of {len(paths)} images, face mode {face_mode}   "
+             "green: landmarks, blue: eyes block, red: mouth block")
+    out = _write_sheet(tiles, title, Path(out_png))
+    return ImageSheet(path=out, images=len(paths), shown=len(tiles), failures=failures)

@@ -8,13 +8,14 @@ Names come from the data: nothing here builds an output path from them.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import math
 import os
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
@@ -109,6 +110,24 @@ def order_key(item: RawItem) -> tuple:
 def is_image_file(name: str) -> bool:
     """True when ``name`` has one of `IMG_EXTENSIONS` (case-insensitive)."""
     return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def expand_image_inputs(inputs: Iterable[str]) -> list[str]:
+    """Files, folders (searched recursively for images) and glob patterns, in a stable order."""
+    out: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, dirs, files in os.walk(item):
+                dirs.sort()
+                out += [os.path.join(root, f) for f in sorted(files) if is_image_file(f)]
+        elif os.path.exists(item):
+            out.append(item)
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
+            out += [m for m in matches if os.path.isfile(m)]
+    return out
 
 
 def _safe_text(name: str) -> str:

@@ -11,7 +11,7 @@ from test_pipeline import make_source
 
 from cli import main
 
-COMMANDS = ["preprocess", "inspect", "verify", "train", "evaluate", "predict", "export", "preview", "demo"]
+COMMANDS = ["preprocess", "inspect", "verify", "train", "evaluate", "predict", "export", "preview", "run", "demo"]
 
 
 @pytest.fixture()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -92,3 +94,47 @@ def test_cli_preview(shards, tmp_path):
     assert r.exit_code == 1 and "allowed" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["preview", "-h"])
     assert r.exit_code == 0 and "Example" in r.output
+
+
+# ------------------------------------------------------------------------------------------------
+# raw images: what preprocess would cut, before running it
+
+
+@pytest.fixture(scope="module")
+def raw_images(tmp_path_factory):
+    from PIL import Image
+
+    from prepro.synthetic import make_sample
+
+    root = tmp_path_factory.mktemp("raw")
+    make_sample(root / "sample", per_class=2, expressions=("happy", "surprise"))
+    (root / "sample" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    Image.fromarray(np.full((300, 300), 128, np.uint8)).save(root / "sample" / "blank.png")
+    return root / "sample"
+
+
+def test_contact_sheet_of_raw_images(raw_images, tmp_path):
+    from prepro.preview import contact_sheet_images
+
+    sheet = contact_sheet_images([str(raw_images)], tmp_path / "raw.png", face_mode="auto")
+    assert sheet.images == sheet.shown == 6 and sheet.path.is_file()
+    assert sorted(Path(p).name for p, _ in sheet.failures) == ["blank.png", "broken.jpg"]
+    assert any("no face" in why for _, why in sheet.failures)
+    w, h = _png_size(sheet.path)
+    assert w > 1000 and h > 300  # two rows: 5 + 1
+    few = contact_sheet_images([str(raw_images / "happy" / "*.png")], tmp_path / "few.png", count=1, seed=2)
+    assert few.images == 2 and few.shown == 1 and not few.failures
+    worst = contact_sheet_images([str(raw_images)], tmp_path / "worst.png", count=3, worst=True)
+    assert worst.shown == 3 and len(worst.failures) == 2  # failures come first
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        contact_sheet_images([str(tmp_path / "nothing-*.png")], tmp_path / "x.png")
+
+
+def test_cli_preview_raw_images(raw_images, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sheet.png"
+    r = runner.invoke(main, ["preview", str(raw_images), "--out", str(out), "--face", "detect"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and "broken.jpg: " in r.output and "(6 of 6 images, 2 without blocks)" in r.output
+    r = runner.invoke(main, ["preview", str(raw_images), "--split", "test"])
+    assert r.exit_code == 2 and "--split" in r.output and "shard folder" in r.output

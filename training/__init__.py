@@ -10,13 +10,15 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.errors import (BlockSizeMismatchError, CheckpointError, ConfigError, EmptySplitError,
-                             LabelMismatchError, RunExistsError, TrainingDivergedError, TrainingError)
+                             LabelMismatchError, PreprocessingMismatchError, RunExistsError, TrainingDivergedError,
+                             TrainingError)
 
 _LAZY = {"train": "training.engine", "evaluate": "training.engine", "format_metrics_table": "training.engine",
          "TrainResult": "training.engine", "load_checkpoint": "training.checkpoint"}
 
 __all__ = ["TrainConfig", "TrainingError", "ConfigError", "EmptySplitError", "BlockSizeMismatchError",
-           "LabelMismatchError", "RunExistsError", "TrainingDivergedError", "CheckpointError", *_LAZY]
+           "LabelMismatchError", "PreprocessingMismatchError", "RunExistsError", "TrainingDivergedError",
+           "CheckpointError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

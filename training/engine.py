@@ -27,15 +27,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from prepro.shards import Manifest, ShardError, atomic_write_text
+from prepro.shards import Manifest, ShardError, atomic_write_text, sha256_file
 from training.checkpoint import (build_model_from_checkpoint, load_checkpoint, make_checkpoint, rng_state,
                                  save_checkpoint, set_rng_state)
 from training.config import TrainConfig, differing_fields
 from training.data import (NORM_MEAN, NORM_STD, BalancedDistributedSampler, BlockDataset, augment,
                            class_weights, flip_batch, normalize, passthrough_collate, to_float)
 from training.errors import (BlockSizeMismatchError, CheckpointError, ConfigError, LabelMismatchError,
-                             RunExistsError, TrainingDivergedError)
+                             PreprocessingMismatchError, RunExistsError, TrainingDivergedError)
 
+RESULT_FILE = "result.json"  # written when a run ends (epochs, early stopping, time budget); absent mid-run
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc", "val_macro_f1",
               "seconds", "partial")
 
@@ -84,6 +85,26 @@ def _check_block_sizes(shard_sizes: dict[str, Sequence[int]], ckpt_sizes: dict[s
             w = "x".join(map(str, want))
             raise BlockSizeMismatchError(f"{shards_dir} has {r} blocks of {h} pixels but the model was trained on "
                                          f"{w}: preprocess with --{r}-size {w} (or train a new model on these shards)")
+
+
+# Block geometry that changes what a block shows (sizes are checked separately, by region).
+_GEOMETRY_FLAGS = {"eyes_margin": "--eyes-margin", "mouth_margin": "--mouth-margin", "face_margin": "--face-margin",
+                   "rotate": "--rotate/--no-rotate", "pad": "--pad"}
+
+
+def preprocessing_differences(shard_params: dict[str, Any], ckpt_params: dict[str, Any],
+                              regions: Sequence[str]) -> list[str]:
+    """How the shards' block geometry differs from the one a checkpoint was trained on, one line each.
+
+    The face mode may differ (evaluating on another dataset); margins, rotation and padding of the
+    blocks the model reads may not, since they change what the model sees.
+    """
+    have, want = shard_params.get("blocks") or {}, ckpt_params.get("blocks") or {}
+    if not want:
+        return []  # a checkpoint trained on shards that do not record it: nothing to compare
+    keys = ["rotate", "pad"] + [f"{r}_margin" for r in regions]
+    return [f"{_GEOMETRY_FLAGS[k]} {want.get(k)!r} in training, {have.get(k)!r} here" for k in keys
+            if have.get(k) != want.get(k)]
 
 
 def _regions_of(cfg: TrainConfig) -> tuple[str, ...]:
@@ -333,6 +354,8 @@ def _train(shards_dir, run_dir: Path, cfg, resume, overwrite, rank, world, local
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # Present only while the run's checkpoints are those of a run that ended normally.
+        (run_dir / RESULT_FILE).unlink(missing_ok=True)
     aug_gen = torch.Generator()
 
     def checkpoint(epoch: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -457,8 +480,11 @@ def _train(shards_dir, run_dir: Path, cfg, resume, overwrite, rank, world, local
             say(f"early stopping: no better val macro-F1 for {cfg.patience} epochs")
             break
 
-    return TrainResult(run_dir=str(run_dir), epochs_done=len(history), best_epoch=best_epoch,
-                       best_val_macro_f1=best_metric, stop_reason=stop_reason, last=row)
+    result = TrainResult(run_dir=str(run_dir), epochs_done=len(history), best_epoch=best_epoch,
+                         best_val_macro_f1=best_metric, stop_reason=stop_reason, last=row)
+    if is_main:
+        atomic_write_text(run_dir / RESULT_FILE, json.dumps(result.__dict__, indent=1))
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,8 +502,13 @@ def _resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike, split: str = "test",
              tta_flip: bool = False, out_dir: str | os.PathLike | None = None, batch_size: int = 256,
-             device: str = "auto", num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
+             device: str = "auto", num_workers: int = 0, progress: bool = False,
+             allow_preprocessing_mismatch: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a shard folder; writes metrics.json and the confusion matrix.
+
+    Shards whose blocks were cut with other margins, rotation or padding than the checkpoint's
+    training shards are refused (PreprocessingMismatchError) unless ``allow_preprocessing_mismatch``;
+    the differences are then recorded in the metrics.
 
     Labels are matched by name: samples whose label the model does not know are excluded and
     counted (``n_excluded``, ``excluded_by_label``). Macro-F1 averages over the classes present in
@@ -494,6 +525,12 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     regions: list[str] = ckpt["regions"]
     manifest = Manifest.load(shards_dir)
     _check_block_sizes({k: list(v) for k, v in manifest.block_sizes.items()}, ckpt["block_sizes"], regions, shards_dir)
+    differences = preprocessing_differences(manifest.params, ckpt.get("preprocessing") or {}, regions)
+    if differences and not allow_preprocessing_mismatch:
+        raise PreprocessingMismatchError(
+            f"{shards_dir} was cut differently from the shards {ckpt_path.name} was trained on "
+            f"({'; '.join(differences)}): preprocess again with the training values, or pass "
+            "--allow-mismatch to evaluate anyway")
     shared = [n for n in class_names if n in manifest.label_names]
     if not shared:
         raise LabelMismatchError(f"{shards_dir} has labels {', '.join(manifest.label_names)}, none of which the model "
@@ -513,6 +550,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     per_class_w = {class_names[c]: dict(zip(regions, region_w[y == c].mean(0).round(6).tolist())) for c in present}
     metrics: dict[str, Any] = {
         "checkpoint": str(ckpt_path),
+        "checkpoint_sha256": sha256_file(ckpt_path),
         "arch": ckpt["arch"],
         "epoch": ckpt["epoch"],
         "shards_dir": str(shards_dir),
@@ -528,6 +566,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
         "macro_f1": float(np.mean(f1)),
         "per_class": {class_names[c]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for c, p, r, f, s in zip(present, prec, rec, f1, support)},
+        "preprocessing_differences": differences,
         "regions": regions,
         "region_weights_mean": dict(zip(regions, region_w.mean(0).round(6).tolist())),
         "region_weights_per_class": per_class_w,
@@ -576,6 +615,8 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
         lines.append(f"excluded {metrics['n_excluded']} samples with labels the model does not know ({per})")
     if metrics["n_unlabelled"]:
         lines.append(f"skipped {metrics['n_unlabelled']} unlabelled samples")
+    if metrics.get("preprocessing_differences"):
+        lines.append("warning: blocks cut differently from training: " + "; ".join(metrics["preprocessing_differences"]))
     regions = metrics["regions"]
     head = f"{'class':<12}{'precision':>10}{'recall':>8}{'F1':>8}{'support':>9}  " + " ".join(f"{r:>6}" for r in regions)
     lines += ["", head, "-" * len(head)]

@@ -19,6 +19,10 @@ class BlockSizeMismatchError(TrainingError):
     """The shards' block sizes differ from those a checkpoint was trained on."""
 
 
+class PreprocessingMismatchError(TrainingError):
+    """The shards' blocks were cut with other margins, rotation or padding than a checkpoint's."""
+
+
 class LabelMismatchError(TrainingError):
     """A checkpoint and a shard folder share no label names."""
 

@@ -7,7 +7,6 @@ attention weights. An image that cannot be read or holds no face is reported, no
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from prepro.readers import is_image_file
+from prepro.readers import expand_image_inputs
 from training.errors import CheckpointError
 
 
@@ -40,24 +39,6 @@ class ImagePrediction:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "error": self.error, "annotated": self.annotated,
                 "faces": [f.__dict__ for f in self.faces]}
-
-
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    """Files, folders (searched recursively for images) and glob patterns, in a stable order."""
-    out: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                out += [os.path.join(root, f) for f in sorted(files) if is_image_file(f)]
-        elif os.path.exists(item):
-            out.append(item)
-        else:
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
-            out += [m for m in matches if os.path.isfile(m)]
-    return out
 
 
 class Predictor:
@@ -184,7 +165,7 @@ def predict(checkpoint: str | os.PathLike, inputs: Iterable[str], annotate_dir: 
     """Classify every face of every input image; optionally write annotated copies."""
     from tqdm import tqdm
 
-    paths = expand_inputs(inputs)
+    paths = expand_image_inputs(inputs)
     if not paths:
         raise FileNotFoundError("no image files among the inputs")
     p = Predictor(checkpoint, device=device, face_mode=face_mode, predictor_path=predictor_path)
