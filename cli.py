@@ -683,6 +683,8 @@ def demo(out_dir, per_class, epochs, jobs, quiet):
     click.echo("on real FER2013 (Kaggle folder layout):")
     click.echo("  faceblocks preprocess path/to/fer2013 out/fer2013 --dataset fer2013")
     click.echo("  faceblocks train out/fer2013 runs/fer2013 && faceblocks evaluate runs/fer2013 out/fer2013 --split val")
+    click.echo("or all stages from one config: faceblocks run --template > fer2013.toml (set data.source), "
+               "then faceblocks run fer2013.toml")
 
 
 if __name__ == "__main__":
