@@ -12,6 +12,7 @@ macro-F1; it takes hours on a 2-core CPU for 30 epochs, minutes per epoch on a G
     faceblocks preprocess path/to/fer2013 out/fer2013 --dataset fer2013 --face aligned
     python benchmarks/bench_train.py accuracy out/fer2013 runs/fer-two-branch --model two-branch --epochs 30
     python benchmarks/bench_train.py accuracy out/fer2013 runs/fer-30min --max-minutes 30 --test
+    python benchmarks/bench_train.py summary runs/fer-two-branch runs/fer-30min     # Markdown table
 """
 
 from __future__ import annotations
@@ -89,6 +90,27 @@ def accuracy(args: argparse.Namespace) -> dict:
     return report
 
 
+def summary(run_dirs: list[Path]) -> str:
+    """A Markdown table of finished accuracy runs (reads accuracy.json, best.pt and eval-val/metrics.json)."""
+    from architectures import count_params
+    from training.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    head = ["run", "network", "parameters", "epochs", "training time", "best epoch", "val accuracy",
+            "val macro-F1", "mean region weights (val)"]
+    rows = []
+    for run in run_dirs:
+        rep = json.loads((run / "accuracy.json").read_text())
+        ckpt = load_checkpoint(run / "best.pt")
+        val = json.loads((run / "eval-val" / "metrics.json").read_text())
+        weights = ", ".join(f"{r} {w:.2f}" for r, w in val["region_weights_mean"].items())
+        rows.append([run.name, f"`{rep['model']}`", f"{count_params(build_model_from_checkpoint(ckpt)):,}",
+                     f"{rep['epochs_done']} ({rep['stop_reason']})", f"{rep['train_minutes']:.1f} min",
+                     rep["best_epoch"], f"{100 * rep['val_accuracy']:.2f}%", f"{rep['val_macro_f1']:.4f}", weights])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -118,8 +140,12 @@ def main() -> None:
     a.add_argument("--resume", action="store_true")
     a.add_argument("--overwrite", action="store_true")
     a.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("summary", help="a Markdown table of finished accuracy runs")
+    m.add_argument("run_dirs", nargs="+", type=Path)
     args = p.parse_args()
-    if args.cmd == "throughput":
+    if args.cmd == "summary":
+        print(summary(args.run_dirs))
+    elif args.cmd == "throughput":
         from architectures import list_models
 
         res = throughput(args.models or list_models(), args.batch_size, args.steps, args.warmup, args.threads,

@@ -214,3 +214,12 @@ def test_evaluate_refuses_shards_cut_differently(finished, tmp_path):
     assert m["preprocessing_differences"] and m["n_samples"] > 0
     r = CliRunner().invoke(main, ["evaluate", str(out / "run"), str(other), "--out", str(tmp_path / "ev2")])
     assert r.exit_code == 1 and "--allow-mismatch" in r.output and "Traceback" not in r.output
+
+
+def test_committed_configs_are_valid():
+    root = Path(__file__).resolve().parents[1]
+    configs = sorted((root / "benchmarks").glob("*.toml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg["data"]["source"] and cfg["run"]["out"]
