@@ -353,8 +353,8 @@ def preview(inputs, out_png, split, labels, count, seed, worst, face_mode, eyes_
             click.echo(str(path))
             return
         ctx = click.get_current_context()
-        ignored = [f"--{n}" for n in ("split", "label") if ctx.get_parameter_source(
-            "labels" if n == "label" else n) == click.core.ParameterSource.COMMANDLINE]
+        ignored = [flag for flag, name in (("--split", "split"), ("--label", "labels"))
+                   if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if ignored:
             raise click.UsageError(f"{' and '.join(ignored)} only apply to a shard folder; "
                                    f"{inputs[0]} is not one (it has no manifest.json)")

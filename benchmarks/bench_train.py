@@ -93,6 +93,7 @@ def accuracy(args: argparse.Namespace) -> dict:
 def summary(run_dirs: list[Path]) -> str:
     """A Markdown table of finished accuracy runs (reads accuracy.json, best.pt and eval-val/metrics.json)."""
     from architectures import count_params
+    from training.chain import markdown_table
     from training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     head = ["run", "network", "parameters", "epochs", "training time", "best epoch", "val accuracy",
@@ -106,9 +107,7 @@ def summary(run_dirs: list[Path]) -> str:
         rows.append([run.name, f"`{rep['model']}`", f"{count_params(build_model_from_checkpoint(ckpt)):,}",
                      f"{rep['epochs_done']} ({rep['stop_reason']})", f"{rep['train_minutes']:.1f} min",
                      rep["best_epoch"], f"{100 * rep['val_accuracy']:.2f}%", f"{rep['val_macro_f1']:.4f}", weights])
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(head, rows))
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def _data_options() -> dict[str, Option]:
     from prepro.readers import FORMATS
 
     return {
-        "source": Option("str", None, "raw images: a folder, the FER2013 CSV, ... (relative to this file)"),
+        "source": Option("str?", None, "raw images: a folder, the FER2013 CSV, ... (relative to this file)"),
         "format": Option("str", "auto", "layout of the source", tuple(FORMATS)),
         "dataset": Option("str?", None, "dataset description: fer2013, fer2013-csv, ferg, ckplus, jaffe or a .toml"),
         "face": Option("str", "auto", "how the face is found", tuple(FACE_MODES)),
@@ -139,6 +139,8 @@ def _check_value(key: str, opt: Option, v: Any) -> Any:
             else _KIND_WORDS[opt.kind]
         return ChainConfigError(f"{key} must be {allowed}, got {v!r} ({_type_name(v)}){extra}")
 
+    if v is None and opt.kind.endswith("?"):
+        return None  # an optional key left at its default (TOML itself has no null)
     kind = opt.kind.rstrip("?")
     if kind == "bool":
         if not isinstance(v, bool):
@@ -248,14 +250,8 @@ def load_config(path: str | os.PathLike) -> ChainConfig:
                                    f"[{table}]: {', '.join(options)}")
         values[table] = {}
         for key, opt in options.items():
-            if key in given:
-                v = given[key]
-                values[table][key] = _check_value(f"{path}: {table}.{key}", opt, v)
-            else:
-                values[table][key] = json.loads(json.dumps(opt.default))
-    for key in ("eyes_size", "mouth_size", "face_size"):
-        if isinstance(values["data"][key], str):
-            values["data"][key] = _check_value(f"{path}: data.{key}", schema["data"][key], values["data"][key])
+            v = given[key] if key in given else json.loads(json.dumps(opt.default))
+            values[table][key] = _check_value(f"{path}: {table}.{key}", opt, v)
     if not values["data"]["source"]:
         raise ChainConfigError(f"{path}: data.source is required (the raw images to preprocess)")
     base = path.resolve().parent
@@ -397,16 +393,17 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
     t0 = time.monotonic()
     pcfg = cfg.preprocess_config()
     redo = "data" in changed
+    n_jobs = jobs if jobs is not None else cfg["data"]["jobs"]
     log("[1/4] preprocess" + (" (config changed: redoing)" if redo else ""))
-    summary = run_preprocess(cfg["data"]["source"], str(shards), pcfg, jobs=jobs if jobs is not None
-                             else cfg["data"]["jobs"], overwrite=redo, progress=progress, log=log)
+    summary = run_preprocess(cfg["data"]["source"], str(shards), pcfg, jobs=n_jobs, overwrite=redo,
+                             progress=progress, log=log)
     if summary.written_now == 0 and not redo:
         report = verify(shards)
         if not report.whole:
             log(f"the shards are damaged ({'; '.join(report.problems[:3])}): preprocessing again")
             shutil.rmtree(shards)  # the chain's own folder: its shards can be rebuilt from the source
-            summary = run_preprocess(cfg["data"]["source"], str(shards), pcfg, progress=progress, log=log,
-                                     jobs=jobs if jobs is not None else cfg["data"]["jobs"])
+            summary = run_preprocess(cfg["data"]["source"], str(shards), pcfg, jobs=n_jobs, progress=progress,
+                                     log=log)
     ran = summary.written_now > 0 or redo
     shards_changed = ran  # the preview depends on the shards alone
     result.stages.append(StageRecord("preprocess", "ran" if ran else "skipped", time.monotonic() - t0,
@@ -453,7 +450,7 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
     t0 = time.monotonic()
     sha = sha256_file(run / "best.pt")
     tta = cfg["evaluate"]["tta_flip"]
-    done = []
+    done, evaluated = [], False
     for split in cfg["evaluate"]["splits"]:
         ev = out / f"eval-{split}"
         old = _read_json(ev / "metrics.json")
@@ -471,7 +468,8 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
             continue
         log(format_metrics_table(result.metrics[split]))
         done.append(f"{split} evaluated")
-    result.stages.append(StageRecord("evaluate", "ran" if any("evaluated" in d for d in done) else "skipped",
+        evaluated = True
+    result.stages.append(StageRecord("evaluate", "ran" if evaluated else "skipped",
                                      time.monotonic() - t0, ", ".join(done)))
 
     # -- stage 4: preview
@@ -503,7 +501,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 # report.md
 
 
-def _md_table(head: list[str], rows: list[list[Any]]) -> list[str]:
+def markdown_table(head: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return out
@@ -532,7 +530,7 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
     splits = s.get("splits", {})
     labels = [lab for lab in manifest.label_names + ["unlabelled"] if any(lab in per for per in splits.values())]
     if splits and labels:
-        lines += _md_table(["split"] + labels + ["total"],
+        lines += markdown_table(["split"] + labels + ["total"],
                            [[sp] + [per.get(lab, 0) for lab in labels] + [sum(per.values())]
                             for sp, per in splits.items()])
         lines.append("")
@@ -552,11 +550,11 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
         rows = [[name, f"{pc['precision']:.3f}", f"{pc['recall']:.3f}", f"{pc['f1']:.3f}", pc["support"]]
                 + [f"{m['region_weights_per_class'].get(name, {}).get(r, float('nan')):.3f}" for r in regions]
                 for name, pc in m["per_class"].items()]
-        lines += _md_table(["class", "precision", "recall", "F1", "support"] + [f"weight {r}" for r in regions],
+        lines += markdown_table(["class", "precision", "recall", "F1", "support"] + [f"weight {r}" for r in regions],
                            rows)
         lines += ["", f"![confusion matrix on {split}](eval-{split}/confusion.png)", ""]
     lines += ["## Stages (this invocation)", ""]
-    lines += _md_table(["stage", "action", "seconds", "detail"],
+    lines += markdown_table(["stage", "action", "seconds", "detail"],
                        [[r.name, r.action, f"{r.seconds:.1f}", r.detail] for r in result.stages])
     lines.append("")
     path = out / "report.md"
