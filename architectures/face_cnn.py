@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from architectures.blocks import ConvBranch
+from architectures.layers import ConvBranch
 from architectures.registry import Output, register_model
 
 
@@ -15,11 +15,8 @@ class FaceCNN(nn.Module):
     """A single ConvBranch over the ``face`` block and a linear classifier; region weight is 1."""
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (16, 48, 96, 256), feat_dim: int = 256,
-                 dropout: float = 0.3, branch_dropout: float = 0.1, **block_sizes):
+                 dropout: float = 0.3, branch_dropout: float = 0.1):
         super().__init__()
-        unknown = set(block_sizes) - {"eyes_size", "mouth_size", "face_size"}
-        if unknown:
-            raise TypeError(f"unexpected argument(s): {', '.join(sorted(unknown))}")
         self.regions = ("face",)
         self.branch = ConvBranch(widths, feat_dim, dropout=branch_dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat_dim, num_classes))

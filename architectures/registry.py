@@ -7,6 +7,9 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
+from architectures.names import MODEL_NAMES
+from prepro.errors import InputError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -17,13 +20,15 @@ class Output(NamedTuple):
     region_weights: torch.Tensor  # (B, len(model.regions))
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(InputError):
     """A model name that is not registered."""
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a model factory under its function name with ``_`` spelled ``-``."""
     name = fn.__name__.replace("_", "-")
+    if name not in MODEL_NAMES:
+        raise TypeError(f"model {name!r} is not in architectures.names.MODEL_NAMES")  # a programming error
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
     _MODELS[name] = fn
@@ -40,8 +45,11 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     if name not in _MODELS:
         raise UnknownModelError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    model = _MODELS[name](num_classes=num_classes, **kwargs)
+        raise InputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    try:
+        model = _MODELS[name](num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"bad arguments for {name!r} ({e})") from None
     model.arch_name = name
     return model
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from architectures.blocks import ConvBranch
+from architectures.layers import ConvBranch
 from architectures.registry import Output, register_model
 
 
@@ -46,14 +46,10 @@ class TwoBranchNet(nn.Module):
     def __init__(self, num_classes: int, regions: Sequence[str] = ("eyes", "mouth"),
                  fusion: str = "attention", widths: Sequence[int] = (16, 48, 96, 192),
                  context_widths: Sequence[int] = (16, 32, 64, 96), feat_dim: int = 128,
-                 dropout: float = 0.3, branch_dropout: float = 0.1, **block_sizes):
+                 dropout: float = 0.3, branch_dropout: float = 0.1):
         super().__init__()
         if fusion not in ("attention", "concat"):
             raise ValueError(f"fusion must be 'attention' or 'concat', got {fusion!r}")
-        # Block sizes are accepted (the trainer passes them) but not needed: pooling is adaptive.
-        unknown = set(block_sizes) - {"eyes_size", "mouth_size", "face_size"}
-        if unknown:
-            raise TypeError(f"unexpected argument(s): {', '.join(sorted(unknown))}")
         self.regions = tuple(regions)
         self.fusion = fusion
         # The whole face is context only: a narrower branch keeps the focus on the prior regions.

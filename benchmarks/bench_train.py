@@ -1,158 +1,206 @@
-"""Training throughput per network on CPU, and an accuracy run on FER2013 shards.
+"""Training speed and accuracy per CPU-minute on FER2013.
 
-Throughput times the real training step (uint8 -> float, batch augmentation, forward, backward,
-AdamW step) on in-memory random blocks of the default sizes, so it measures compute, not reading:
+``throughput`` times the real training step (uint8 -> float, batch augmentation, forward,
+backward, AdamW) on in-memory random blocks of the given sizes: compute only, no reading:
 
-    python benchmarks/bench_train.py throughput --threads 2 --batch-size 64 --steps 20
+    python benchmarks/bench_train.py throughput --threads 2 --batch-size 64 --steps 30 \\
+        --models two-branch face-cnn --sizes 32x96,32x64,64x64 16x48,16x32,48x48
 
-The accuracy run trains on the FER2013 shards' train split (Training), selects the epoch by
-macro-F1 on val (PublicTest), and reports val (and optionally test = PrivateTest) accuracy and
-macro-F1; it takes hours on a 2-core CPU for 30 epochs, minutes per epoch on a GPU:
+``sweep`` trains every run of a sweep file (TOML: a ``[defaults]`` table of `TrainConfig` fields
+and one ``[[run]]`` table per run, each naming its ``shards`` folder) into OUT/<name>, selecting
+the epoch on the holdout carved from Training, then evaluates PublicTest (the shards' ``val``
+split) and writes OUT/<name>/result.json. Finished runs are skipped, stopped ones resumed:
 
-    faceblocks preprocess path/to/fer2013 out/fer2013 --dataset fer2013 --face aligned
-    python benchmarks/bench_train.py accuracy out/fer2013 runs/fer-two-branch --model two-branch --epochs 30
-    python benchmarks/bench_train.py accuracy out/fer2013 runs/fer-30min --max-minutes 30 --test
-    python benchmarks/bench_train.py summary runs/fer-two-branch runs/fer-30min     # Markdown table
+    python benchmarks/bench_train.py sweep benchmarks/sweep-cpu.toml bench-out/sweep
+
+``table`` prints the Markdown table of finished runs (the Pareto view: PublicTest accuracy and
+macro-F1 against training minutes), with mean and spread over the seeds of runs that differ only
+in their seed:
+
+    python benchmarks/bench_train.py table bench-out/sweep/*
+
+Training minutes are each run's own epoch times (log.csv) summed; BENCHMARKS.md says whether the
+machine was otherwise idle while they were measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_SIZES = {"eyes": (32, 96), "mouth": (32, 64), "face": (64, 64)}
+
+def _sizes(text: str) -> dict[str, tuple[int, int]]:
+    e, m, f = (tuple(int(v) for v in s.split("x")) for s in text.split(","))
+    return {"eyes": e, "mouth": m, "face": f}
 
 
-def throughput(models: list[str], batch_size: int, steps: int, warmup: int, threads: int, augment: bool) -> list[dict]:
+def throughput(models: list[str], sizes: list[str], batch_size: int, steps: int, warmup: int, threads: int,
+               channels_last: bool, model_kwargs: dict) -> list[dict]:
     import torch
 
     from architectures import count_params, create_model
-    from training.data import augment as augment_batch
-    from training.data import normalize, to_float
+    from training.data import augment, normalize, to_float
 
     torch.set_num_threads(threads)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     results = []
     for name in models:
-        torch.manual_seed(0)
-        model = create_model(name, num_classes=7).train()
-        regions = model.regions
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        g = torch.Generator().manual_seed(0)
-        batch = {r: torch.randint(0, 256, (batch_size, 1, *DEFAULT_SIZES[r]), dtype=torch.uint8) for r in regions}
-        y = torch.randint(0, 7, (batch_size,))
-        times = []
-        for i in range(warmup + steps):
-            t0 = time.perf_counter()
-            x = to_float(batch, regions, torch.device("cpu"))
-            if augment:
-                x = augment_batch(x, regions, g)
-            out = model(normalize(x, regions))
-            loss = torch.nn.functional.cross_entropy(out.logits, y, label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        total = sum(times)
-        results.append({"model": name, "params": count_params(model), "batch_size": batch_size, "threads": threads,
-                        "augment": augment, "samples_per_s": round(steps * batch_size / total, 1),
-                        "ms_per_step": round(1000 * total / steps, 1)})
-        print(json.dumps(results[-1]), flush=True)
+        for size_text in sizes:
+            shape = _sizes(size_text)
+            torch.manual_seed(0)
+            model = create_model(name, 7, **model_kwargs).train().to(memory_format=fmt)
+            regions = model.regions
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            g = torch.Generator().manual_seed(0)
+            batch = {r: torch.randint(0, 256, (batch_size, 1, *shape[r]), dtype=torch.uint8) for r in regions}
+            y = torch.randint(0, 7, (batch_size,))
+            times = []
+            for i in range(warmup + steps):
+                t0 = time.perf_counter()
+                x = normalize(augment(to_float(batch, regions, torch.device("cpu"), fmt), regions, g), regions)
+                loss = torch.nn.functional.cross_entropy(model(x).logits, y, label_smoothing=0.1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            results.append({"model": name, "sizes": size_text, "params": count_params(model), "threads": threads,
+                            "batch_size": batch_size, "channels_last": channels_last,
+                            "samples_per_s": round(batch_size / med, 1), "ms_per_step_median": round(1000 * med, 1)})
+            print(json.dumps(results[-1]), flush=True)
     return results
 
 
-def accuracy(args: argparse.Namespace) -> dict:
-    from training import TrainConfig, evaluate, train
+# ---------------------------------------------------------------------------------------------
+# Sweep
 
-    cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      max_minutes=args.max_minutes, patience=args.patience, seed=args.seed,
-                      class_weighting=args.class_weighting, num_workers=args.num_workers,
-                      labels=args.labels, progress=not args.no_progress)
+
+def load_sweep(path: Path) -> list[dict]:
+    """The runs of a sweep file, each with its defaults filled in and paths made absolute."""
+    spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    defaults = spec.get("defaults", {})
+    runs = []
+    for r in spec.get("run", []):
+        run = {**defaults, **r}
+        run["shards"] = str((path.parent / run["shards"]).resolve()) if not Path(run["shards"]).is_absolute() \
+            else run["shards"]
+        runs.append(run)
+    names = [r["name"] for r in runs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{path}: run names must be unique")
+    return runs
+
+
+def run_one(run: dict, out: Path) -> dict:
+    from training.config import TrainConfig
+    from training.evaluate import evaluate
+    from training.train import train
+
+    folder = out / run["name"]
+    done = folder / "result.json"
+    if done.is_file() and (folder / "publictest.json").is_file():
+        return json.loads((folder / "publictest.json").read_text())
+    cfg = TrainConfig.from_dict({k: v for k, v in run.items() if k not in ("name", "shards")})
     t0 = time.monotonic()
-    result = train(args.shards_dir, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
-    minutes = (time.monotonic() - t0) / 60
-    report = {"model": args.model, "train_minutes": round(minutes, 1), "epochs_done": result.epochs_done,
-              "best_epoch": result.best_epoch, "stop_reason": result.stop_reason}
-    run = Path(args.run_dir)
-    val = evaluate(run, args.shards_dir, split="val", out_dir=run / "eval-val", tta_flip=args.tta)
-    report.update(val_accuracy=round(val["accuracy"], 4), val_macro_f1=round(val["macro_f1"], 4))
-    if args.test:
-        test = evaluate(run, args.shards_dir, split="test", out_dir=run / "eval-test", tta_flip=args.tta)
-        report.update(test_accuracy=round(test["accuracy"], 4), test_macro_f1=round(test["macro_f1"], 4))
-    (run / "accuracy.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps(report))
+    resume = (folder / "last.pt").is_file() and not done.is_file()
+    result = train(run["shards"], folder, None if resume else cfg, resume=resume, overwrite=not resume, log=print)
+    wall = time.monotonic() - t0
+    val = evaluate(folder, run["shards"], split="val", out_dir=folder / "eval-publictest")
+    report = {"name": run["name"], "model": cfg.model, "shards": run["shards"], "config": cfg.to_dict(),
+              "epochs_done": result.epochs_done, "best_epoch": result.best_epoch,
+              "holdout_macro_f1": round(result.best_val_macro_f1, 4), "train_minutes": round(_log_minutes(folder), 2),
+              "wall_minutes_this_call": round(wall / 60, 2), "publictest_accuracy": round(val["accuracy"], 4),
+              "publictest_macro_f1": round(val["macro_f1"], 4),
+              "per_class_f1": {c: round(m["f1"], 3) for c, m in val["per_class"].items()},
+              "region_weights": val["region_weights_mean"]}
+    (folder / "publictest.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report), flush=True)
     return report
 
 
-def summary(run_dirs: list[Path]) -> str:
-    """A Markdown table of finished accuracy runs (reads accuracy.json, best.pt and eval-val/metrics.json)."""
+def _log_minutes(folder: Path) -> float:
+    with open(folder / "log.csv", encoding="utf-8") as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f)) / 60
+
+
+def table(folders: list[Path]) -> str:
+    """Markdown: one row per run, then one per group of runs that differ only in the seed."""
     from architectures import count_params
     from training.chain import markdown_table
     from training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
-    head = ["run", "network", "parameters", "epochs", "training time", "best epoch", "val accuracy",
-            "val macro-F1", "mean region weights (val)"]
+    reps = [json.loads((f / "publictest.json").read_text()) | {"folder": str(f)} for f in folders
+            if (f / "publictest.json").is_file()]
+    head = ["run", "network", "blocks (eyes, mouth, face)", "parameters", "epochs", "training minutes",
+            "PublicTest accuracy", "PublicTest macro-F1"]
     rows = []
-    for run in run_dirs:
-        rep = json.loads((run / "accuracy.json").read_text())
-        ckpt = load_checkpoint(run / "best.pt")
-        val = json.loads((run / "eval-val" / "metrics.json").read_text())
-        weights = ", ".join(f"{r} {w:.2f}" for r, w in val["region_weights_mean"].items())
-        rows.append([run.name, f"`{rep['model']}`", f"{count_params(build_model_from_checkpoint(ckpt)):,}",
-                     f"{rep['epochs_done']} ({rep['stop_reason']})", f"{rep['train_minutes']:.1f} min",
-                     rep["best_epoch"], f"{100 * rep['val_accuracy']:.2f}%", f"{rep['val_macro_f1']:.4f}", weights])
-    return "\n".join(markdown_table(head, rows))
+    for r in sorted(reps, key=lambda r: r["train_minutes"]):
+        ckpt = load_checkpoint(Path(r["folder"]) / "best.pt")
+        sizes = ", ".join("x".join(map(str, ckpt["block_sizes"][k])) for k in ("eyes", "mouth", "face")
+                          if k in ckpt["block_sizes"])
+        rows.append([r["name"], f"`{r['model']}`", sizes, f"{count_params(build_model_from_checkpoint(ckpt)):,}",
+                     r["epochs_done"], f"{r['train_minutes']:.1f}", f"{100 * r['publictest_accuracy']:.2f}%",
+                     f"{r['publictest_macro_f1']:.4f}"])
+    lines = markdown_table(head, rows)
+    groups: dict[str, list[dict]] = {}
+    for r in reps:
+        key = json.dumps({**r["config"], "seed": None, "progress": None}, sort_keys=True) + r["shards"]
+        groups.setdefault(key, []).append(r)
+    seeded = [g for g in groups.values() if len(g) > 1]
+    if seeded:
+        lines += ["", *markdown_table(["runs", "seeds", "training minutes (mean)", "PublicTest accuracy mean ± sd",
+                                       "macro-F1 mean ± sd"], [_seed_row(g) for g in seeded])]
+    return "\n".join(lines)
+
+
+def _seed_row(group: list[dict]) -> list:
+    acc = [100 * r["publictest_accuracy"] for r in group]
+    f1 = [r["publictest_macro_f1"] for r in group]
+    return [", ".join(r["name"] for r in group), len(group), f"{statistics.mean(r['train_minutes'] for r in group):.1f}",
+            f"{statistics.mean(acc):.2f}% ± {statistics.stdev(acc):.2f}", f"{statistics.mean(f1):.4f} ± {statistics.stdev(f1):.4f}"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("throughput", help="training samples/s per model on random in-memory blocks")
-    t.add_argument("--models", nargs="+", default=None, help="default: every registered model")
+    t = sub.add_parser("throughput", help="training samples/s on random in-memory blocks")
+    t.add_argument("--models", nargs="+", default=["two-branch", "two-branch-face", "two-branch-concat", "face-cnn"])
+    t.add_argument("--sizes", nargs="+", default=["32x96,32x64,64x64"], help="eyes,mouth,face sizes (HxW each)")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--warmup", type=int, default=3)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--model-kwargs", type=json.loads, default={})
     t.add_argument("--json", type=Path, default=None, help="also write the results here")
-    a = sub.add_parser("accuracy", help="train on FER2013 train, select on val, report val accuracy and macro-F1")
-    a.add_argument("shards_dir")
-    a.add_argument("run_dir")
-    a.add_argument("--model", default="two-branch")
-    a.add_argument("--epochs", type=int, default=30)
-    a.add_argument("--batch-size", type=int, default=64)
-    a.add_argument("--lr", type=float, default=2e-3)
-    a.add_argument("--max-minutes", type=float, default=0.0)
-    a.add_argument("--patience", type=int, default=0)
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--class-weighting", default="none", choices=["none", "inverse", "sqrt"])
-    a.add_argument("--num-workers", type=int, default=0)
-    a.add_argument("--labels", nargs="+", default=None)
-    a.add_argument("--tta", action="store_true", help="evaluate with horizontal-flip test-time augmentation")
-    a.add_argument("--test", action="store_true", help="also report the test split (FER2013 PrivateTest)")
-    a.add_argument("--resume", action="store_true")
-    a.add_argument("--overwrite", action="store_true")
-    a.add_argument("--no-progress", action="store_true")
-    m = sub.add_parser("summary", help="a Markdown table of finished accuracy runs")
-    m.add_argument("run_dirs", nargs="+", type=Path)
+    s = sub.add_parser("sweep", help="train and evaluate every run of a sweep file")
+    s.add_argument("spec", type=Path)
+    s.add_argument("out", type=Path)
+    s.add_argument("--only", nargs="+", default=None, help="run only these names")
+    m = sub.add_parser("table", help="Markdown table of finished sweep runs")
+    m.add_argument("folders", nargs="+", type=Path)
     args = p.parse_args()
-    if args.cmd == "summary":
-        print(summary(args.run_dirs))
-    elif args.cmd == "throughput":
-        from architectures import list_models
-
-        res = throughput(args.models or list_models(), args.batch_size, args.steps, args.warmup, args.threads,
-                         not args.no_augment)
+    if args.cmd == "throughput":
+        res = throughput(args.models, args.sizes, args.batch_size, args.steps, args.warmup, args.threads,
+                         args.channels_last, args.model_kwargs)
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
+    elif args.cmd == "sweep":
+        for run in load_sweep(args.spec):
+            if args.only is None or run["name"] in args.only:
+                run_one(run, args.out)
     else:
-        accuracy(args)
+        print(table(args.folders))
 
 
 if __name__ == "__main__":

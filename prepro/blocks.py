@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from prepro.errors import SampleError
+from prepro.landmarks import EYES_BLOCK_IDX, MOUTH_BLOCK_IDX
+from prepro.settings import check, from_mapping, setting, to_dict
+
 PAD_MODES = ("replicate", "constant")
 
-_EYES_IDX = np.r_[17:27, 36:48]  # eyebrows and eyes (same as landmarks.EYES_BLOCK_IDX)
-_MOUTH_IDX = np.r_[48:68]
 # Below this linear scale factor a bilinear warp aliases; the source region is first reduced
 # with an area filter by an integer factor.
 _AREA_PREFILTER_BELOW = 0.5
@@ -32,55 +34,38 @@ _EYE_MEANS = np.zeros((2, 68))  # row 0 averages points 36-41 (right eye), row 1
 _EYE_MEANS[0, 36:42] = _EYE_MEANS[1, 42:48] = 1.0 / 6
 
 
-class BlockError(ValueError):
+class BlockError(SampleError):
     """Landmarks from which no block can be cut (NaNs, collapsed eyes); the message says why."""
 
 
 @dataclass(frozen=True)
 class BlockConfig:
-    eyes_size: tuple[int, int] = (32, 96)  # (H, W) of the eye-and-eyebrow block
-    mouth_size: tuple[int, int] = (32, 64)  # (H, W) of the mouth block
-    face_size: tuple[int, int] = (64, 64)  # (H, W) of the aligned whole-face block
-    eyes_margin: float = 0.2  # grown on each side, as a fraction of the inter-ocular distance
-    mouth_margin: float = 0.2  # same for the mouth block
-    face_margin: float = 0.1  # same for the face block (around all 68 points)
-    rotate: bool = True  # rotate so the eye centres are level
-    pad: str = "replicate"  # fill past the image border: "replicate" (edge pixels) | "constant" (0)
+    """Sizes and geometry of the three blocks cut from each face."""
+
+    eyes_size: tuple[int, int] = setting((32, 96), "eyes-and-eyebrows block, HEIGHTxWIDTH", "size", low=4, high=1024)
+    mouth_size: tuple[int, int] = setting((32, 64), "mouth block, HEIGHTxWIDTH", "size", low=4, high=1024)
+    face_size: tuple[int, int] = setting((64, 64), "aligned whole-face block, HEIGHTxWIDTH", "size", low=4, high=1024)
+    eyes_margin: float = setting(0.2, "margin around the eyes block, times the inter-ocular distance", "float",
+                                 low=0, high=2)
+    mouth_margin: float = setting(0.2, "margin around the mouth block, times the inter-ocular distance", "float",
+                                  low=0, high=2)
+    face_margin: float = setting(0.1, "margin around the face block, times the inter-ocular distance", "float",
+                                 low=0, high=2)
+    rotate: bool = setting(True, "rotate the face so the eyes are level", "bool", cli="--rotate/--no-rotate")
+    pad: str = setting("replicate", "how a block reaching past the image border is filled", "str",
+                       choices=PAD_MODES)
 
     def __post_init__(self) -> None:
-        for name in ("eyes_size", "mouth_size", "face_size"):
-            v = getattr(self, name)
-            if (not isinstance(v, (tuple, list)) or len(v) != 2
-                    or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 1
-                               for x in v)):
-                raise ValueError(f"{name} must be (height, width) with two integers >= 1, got {v!r}")
-            object.__setattr__(self, name, (int(v[0]), int(v[1])))
-        for name in ("eyes_margin", "mouth_margin", "face_margin"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v <= 10.0):
-                raise ValueError(f"{name} must be a number in [0, 10] (fraction of the inter-ocular "
-                                 f"distance), got {v!r}")
-            object.__setattr__(self, name, float(v))
-        if not isinstance(self.rotate, bool):
-            raise ValueError(f"rotate must be True or False, got {self.rotate!r}")
-        if self.pad not in PAD_MODES:
-            raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {self.pad!r}")
+        check(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (sizes as [H, W] lists)."""
-        return {"eyes_size": list(self.eyes_size), "mouth_size": list(self.mouth_size),
-                "face_size": list(self.face_size), "eyes_margin": self.eyes_margin,
-                "mouth_margin": self.mouth_margin, "face_margin": self.face_margin,
-                "rotate": self.rotate, "pad": self.pad}
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BlockConfig":
-        """Inverse of `to_dict` (unknown keys are an error)."""
-        kw = dict(d)
-        for name in ("eyes_size", "mouth_size", "face_size"):
-            if name in kw and isinstance(kw[name], list):
-                kw[name] = tuple(kw[name])
-        return cls(**kw)
+        """Inverse of `to_dict`; unknown keys and bad values are an InputError."""
+        return from_mapping(cls, d)
 
 
 @dataclass
@@ -119,7 +104,7 @@ def cut_blocks(gray: np.ndarray, landmarks: np.ndarray, cfg: BlockConfig, scale:
     # the eyes). Only the extents are needed: rotate all points once, then reduce per block.
     qx = (p[:, 0] - cx) * cos + (p[:, 1] - cy) * sin
     qy = (p[:, 1] - cy) * cos - (p[:, 0] - cx) * sin
-    ex, ey, mx, my = qx[_EYES_IDX], qy[_EYES_IDX], qx[48:], qy[48:]
+    ex, ey, mx, my = qx[EYES_BLOCK_IDX], qy[EYES_BLOCK_IDX], qx[MOUTH_BLOCK_IDX], qy[MOUTH_BLOCK_IDX]
     extents = ((ex.min(), ey.min(), ex.max(), ey.max(), cfg.eyes_size, cfg.eyes_margin),
                (mx.min(), my.min(), mx.max(), my.max(), cfg.mouth_size, cfg.mouth_margin),
                (qx.min(), qy.min(), qx.max(), qy.max(), cfg.face_size, cfg.face_margin))

@@ -30,13 +30,17 @@ shard folder (unique, and the same whatever the filters) and the source stem kee
 ``[A-Za-z0-9_-]``; every folder is checked to lie inside OUT before anything is written to it.
 
 An OUT that already holds files is refused unless ``overwrite``; then the files this export writes
-are replaced, and the files the previous export listed in its ``export.json`` that this one does not
-write again are removed (so a class-folder tree never mixes two exports). Nothing else is deleted.
+are replaced, and the files the previous export wrote that this one does not write again are
+removed (so a class-folder tree never mixes two exports) — but only those it can prove it wrote:
+listed in the previous ``export.json`` with their SHA-256, unchanged since, and named as an export
+names its files. Nothing else is deleted. OUT may not lie inside the shard folder, and one export
+at a time writes into an OUT (a lock, see `prepro.outputs`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -47,12 +51,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from prepro.shards import BLOCK_FIELDS, STRING_FIELDS, Manifest, ShardError, shard_attrs
+from prepro.errors import DataError, InputError, OutputError
+from prepro.faces import BOX_METHODS
+from prepro.outputs import atomic_write, atomic_write_text, output_lock, sha256_file
+from prepro.shards import BLOCK_FIELDS, STRING_FIELDS, Manifest, check_shard, shard_attrs
 
 FORMATS = ("png", "npz", "hdf5")
 REGIONS = ("eyes", "mouth", "face", "landmarks")
 IMAGE_REGIONS = ("eyes", "mouth", "face")
-BOX_METHODS = ("detector", "whole_image", "whole_image_fallback")
 UNLABELLED = "unlabelled"
 EXPORT_RECORD = "export.json"
 CSV_NAME = "manifest.csv"
@@ -62,10 +68,9 @@ GEOMETRY = ("landmarks", "eyes_affine", "mouth_affine", "face_affine", "image_si
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-class ExportError(ValueError):
-    """An export that cannot be done as asked (bad filter, occupied output folder, nothing selected)."""
+# The names an export gives its files: only files named so can ever be removed by a later export.
+_OWN_FILE = re.compile(r"^((eyes|mouth|face)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+\.png"
+                       r"|manifest\.csv|landmarks\.npz|[A-Za-z0-9_-]+\.npz|blocks\.h5)$")
 
 
 @dataclass
@@ -116,8 +121,8 @@ def sample_id(split: str, label: str, index: int, source: str) -> str:
 
 def _check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _SAFE_NAME.match(name) or name == UNLABELLED and kind == "label":
-        raise ExportError(f"the shard folder's manifest has a {kind} name {name!r} that cannot be used "
-                          "as a folder name; the folder is damaged or not made by faceblocks")
+        raise DataError(f"the shard folder's manifest has a {kind} name {name!r} that cannot be used "
+                        "as a folder name; the folder is damaged or not made by faceblocks")
     return name
 
 
@@ -125,7 +130,7 @@ def _inside(root: Path, path: Path) -> Path:
     real_root = os.path.realpath(root)
     real = os.path.realpath(path)
     if os.path.commonpath([real_root, real]) != real_root:
-        raise ExportError(f"{path} would lie outside {root}; refusing to write there")
+        raise OutputError(f"{path} would lie outside {root}; refusing to write there")
     return path
 
 
@@ -141,9 +146,9 @@ def _choose(kind: str, asked: Iterable[str] | str | None, allowed: Sequence[str]
     ok = list(allowed) + [x for x in extra if x not in allowed]
     bad = [x for x in names if x not in ok]
     if bad:
-        raise ExportError(f"unknown {kind}(s) {', '.join(map(repr, bad))}; allowed: {', '.join(ok)}")
+        raise InputError(f"unknown {kind}(s) {', '.join(map(repr, bad))}; allowed: {', '.join(ok)}")
     if not names:
-        raise ExportError(f"no {kind} given")
+        raise InputError(f"no {kind} given")
     return list(dict.fromkeys(names))
 
 
@@ -174,22 +179,23 @@ def _select(root: Path, m: Manifest, splits, labels, box_methods, min_quality) -
         method_idx = {m.box_methods.index(b) for b in box_methods if b in m.box_methods}
     parts: list[_Part] = []
     start = 0
-    for seg in m.shard_segments():
+    for seg in m.shards:
         n_seg = seg.n_samples
         if splits is not None and seg.split not in splits:
             start += n_seg
             continue
         path = root / seg.file
-        if not path.is_file():
-            raise ShardError(f"shard {seg.file} is missing: run `faceblocks verify {root}`")
+        why = check_shard(root, seg)
+        if why:
+            raise DataError(f"shard {seg.file} is {why}: run `faceblocks verify {root}` and preprocess again")
         try:
             with h5py.File(path, "r") as f:
                 lab = f["label"][()].astype(np.int64)
                 spl = f["split"][()].astype(np.int64)
                 met = f["box_method"][()].astype(np.int64)
                 qual = f["quality"][()].astype(np.float64)
-        except (OSError, KeyError) as e:
-            raise ShardError(f"shard {seg.file} is unreadable ({e}): run `faceblocks verify {root}`") from e
+        except (OSError, KeyError, ValueError) as e:
+            raise DataError(f"shard {seg.file} is unreadable ({str(e)[:100]}): run `faceblocks verify {root}`") from None
         keep = np.ones(len(lab), bool)
         if split_idx is not None:
             keep &= np.isin(spl, list(split_idx))
@@ -202,9 +208,9 @@ def _select(root: Path, m: Manifest, splits, labels, box_methods, min_quality) -
         rows = np.flatnonzero(keep)
         if len(rows):
             if spl[rows].min() < 0 or spl[rows].max() >= len(m.split_names):
-                raise ShardError(f"shard {seg.file} has a split index outside the manifest's split names")
+                raise DataError(f"shard {seg.file} has a split index outside the manifest's split names")
             if lab[rows].min() < -1 or lab[rows].max() >= len(m.label_names):
-                raise ShardError(f"shard {seg.file} has a label index outside the manifest's label names")
+                raise DataError(f"shard {seg.file} has a label index outside the manifest's label names")
             parts.append(_Part(path=path, start=start, rows=rows, split=spl[rows], label=lab[rows]))
         start += len(lab)
     return parts
@@ -233,30 +239,32 @@ def _strings(values) -> list[str]:
 
 
 class _Out:
-    """The output folder: refusal without overwrite, containment checks, the list of files written."""
+    """The output folder: refusal without overwrite, containment checks, the files written and
+    their checksums, and the removal of what the previous export provably wrote."""
 
     def __init__(self, out_dir: Path, overwrite: bool):
         self.root = Path(out_dir)
         if self.root.exists() and not self.root.is_dir():
-            raise ExportError(f"{self.root} is a file, not a folder")
-        previous: list[str] = []
-        if self.root.is_dir() and any(self.root.iterdir()):
+            raise OutputError(f"{self.root} is a file, not a folder")
+        previous: dict[str, str] = {}
+        if self.root.is_dir() and any(p.name != ".faceblocks.lock" for p in self.root.iterdir()):
             if not overwrite:
-                raise ExportError(f"{self.root} already holds files; pass --overwrite to replace "
+                raise OutputError(f"{self.root} already holds files; pass --overwrite to replace "
                                   "the files this export writes (other files are left alone)")
             previous = self._previous_files()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.previous = previous
-        self.files: list[str] = []
+        self.files: dict[str, str] = {}  # relative path -> SHA-256, in writing order
         self._dirs_ok: set[str] = set()
 
-    def _previous_files(self) -> list[str]:
-        record = self.root / EXPORT_RECORD
+    def _previous_files(self) -> dict[str, str]:
+        """What the previous export's record lists as written (path -> SHA-256); {} if unreadable."""
         try:
-            files = json.loads(record.read_text(encoding="utf-8")).get("files", [])
+            files = json.loads((self.root / EXPORT_RECORD).read_text(encoding="utf-8")).get("files", {})
         except (OSError, ValueError, AttributeError):
-            return []
-        return [x for x in files if isinstance(x, str)]
+            return {}
+        if not isinstance(files, dict):
+            return {}
+        return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
 
     def path(self, rel: str) -> Path:
         """``OUT/rel`` after checking that its folder lies inside OUT (creating the folder)."""
@@ -264,30 +272,42 @@ class _Out:
         parent = str(p.parent)
         if parent not in self._dirs_ok:
             _inside(self.root, p.parent)
-            p.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(f"cannot create {p.parent} ({e.strerror or e})") from None
             _inside(self.root, p.parent)  # again, after mkdir: a symlink on the way shows now
             self._dirs_ok.add(parent)
         if p.is_symlink():
             p.unlink()  # replace the link itself, never what it points to
-        self.files.append(rel)
         return p
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        p = self.path(rel)
+        try:
+            p.write_bytes(data)
+        except OSError as e:
+            raise OutputError(f"cannot write {p} ({e.strerror or e})") from None
+        self.files[rel] = hashlib.sha256(data).hexdigest()
+
+    def write_atomic(self, rel: str, write, mode: str = "wb") -> None:
+        p = self.path(rel)
+        atomic_write(p, write, mode)
+        self.files[rel] = sha256_file(p)
+
     def remove_stale(self) -> list[str]:
-        """Remove the files the previous export wrote that this one did not; then empty folders."""
-        written = set(self.files)
-        removed = []
-        folders = set()
-        for rel in self.previous:
-            if rel in written or rel == EXPORT_RECORD or Path(rel).is_absolute():
-                continue
-            if ".." in re.split(r"[/\\]", rel):
+        """Remove the files the previous export provably wrote that this one did not; then the
+        folders that became empty."""
+        removed, folders = [], set()
+        for rel, digest in self.previous.items():
+            if rel in self.files or not _OWN_FILE.match(rel):
                 continue
             p = self.root / rel
             try:
                 _inside(self.root, p.parent)
-            except ExportError:
+            except OutputError:
                 continue
-            if p.is_file() or p.is_symlink():
+            if p.is_file() and not p.is_symlink() and sha256_file(p) == digest:
                 p.unlink()
                 removed.append(rel)
                 folders.update(q for q in p.parents if q != self.root and self.root in q.parents)
@@ -297,10 +317,6 @@ class _Out:
             except OSError:
                 pass
         return removed
-
-
-def _atomic(path: Path) -> Path:
-    return path.with_name(path.name + ".tmp")
 
 
 def _progress(total: int, enabled: bool, desc: str):
@@ -325,13 +341,11 @@ def export_blocks(shards_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt
     ``min_quality`` keeps samples whose landmark quality is at least that. See the module's
     docstring for the three formats and the file layout.
     """
-    import h5py
-
     if fmt not in FORMATS:
-        raise ExportError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     regions = _choose("region", regions, REGIONS)
     if regions is None:
-        raise ExportError("no region given")
+        raise InputError("no region given")
     root = Path(shards_dir)
     m = Manifest.load(root)
     for name in m.split_names:
@@ -342,15 +356,26 @@ def export_blocks(shards_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt
     labels = _choose("label", labels, m.label_names, [UNLABELLED])
     box_methods = _choose("box method", box_methods, BOX_METHODS, m.box_methods)
     if min_quality is not None and not (0.0 <= float(min_quality) <= 1.0):
-        raise ExportError(f"min_quality must be between 0 and 1, not {min_quality}")
-    if Path(out_dir).resolve() == root.resolve():
-        raise ExportError("the output folder must not be the shard folder itself")
+        raise InputError(f"min_quality must be between 0 and 1, not {min_quality}")
+    real_out, real_root = Path(os.path.realpath(out_dir)), Path(os.path.realpath(root))
+    if real_out == real_root or real_root in real_out.parents:
+        raise OutputError(f"the export folder {out_dir} must not be the shard folder {root} or lie inside it")
 
     parts = _select(root, m, splits, labels, box_methods, min_quality)
     total = sum(len(p.rows) for p in parts)
     if total == 0:
-        raise ExportError(f"no sample of {root} passes the filters; nothing exported")
-    out = _Out(Path(out_dir), overwrite)
+        raise InputError(f"no sample of {root} passes the filters; nothing exported")
+    with output_lock(Path(out_dir)):
+        return _export(root, m, _Out(Path(out_dir), overwrite), fmt, regions, parts,
+                       {"splits": splits, "labels": labels, "box_methods": box_methods, "min_quality": min_quality},
+                       progress)
+
+
+def _export(root: Path, m: Manifest, out: "_Out", fmt: str, regions: list[str], parts: list[_Part],
+            filters: dict[str, Any], progress: bool) -> ExportSummary:
+    import h5py
+
+    total = sum(len(p.rows) for p in parts)
     label_of = lambda i: UNLABELLED if i < 0 else m.label_names[i]  # noqa: E731
     counts: dict[str, dict[str, int]] = {}
     for p in parts:
@@ -368,15 +393,9 @@ def export_blocks(shards_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt
         regions = list(REGIONS)  # a shard-format file holds every dataset of a shard
     summary = ExportSummary(out_dir=str(out.root), fmt=fmt, regions=list(regions), samples=total,
                             counts=counts, files=list(out.files), removed=removed)
-    record = {"shards_dir": str(root), "format": fmt, "regions": list(regions),
-              "filters": {"splits": splits, "labels": labels, "box_methods": box_methods,
-                          "min_quality": min_quality},
-              "samples": total, "counts": counts, "files": summary.files,
-              "faceblocks_version": m.faceblocks_version}
-    rec_path = out.root / EXPORT_RECORD
-    tmp = _atomic(rec_path)
-    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, rec_path)
+    record = {"shards_dir": str(root), "format": fmt, "regions": list(regions), "filters": filters,
+              "samples": total, "counts": counts, "files": out.files, "faceblocks_version": m.faceblocks_version}
+    atomic_write_text(out.root / EXPORT_RECORD, json.dumps(record, indent=1, ensure_ascii=False))
     return summary
 
 
@@ -386,63 +405,61 @@ def _ids(m: Manifest, p: _Part, sources: list[str], label_of) -> list[str]:
 
 
 def _export_png(out: _Out, m: Manifest, parts: list[_Part], regions, label_of, bar, h5py) -> None:
-    import cv2
-
     images = [r for r in IMAGE_REGIONS if r in regions]
     with_landmarks = "landmarks" in regions
     total = sum(len(p.rows) for p in parts)
-    geometry = {}
-    if with_landmarks:
-        geometry = {"landmarks": np.zeros((total, 68, 2), np.float32),
-                    "eyes_affine": np.zeros((total, 2, 3), np.float32),
-                    "mouth_affine": np.zeros((total, 2, 3), np.float32),
-                    "face_affine": np.zeros((total, 2, 3), np.float32),
-                    "image_size": np.zeros((total, 2), np.int32)}
+    geometry = {name: np.zeros((total,) + shape, np.int32 if name == "image_size" else np.float32)
+                for name, shape in (("landmarks", (68, 2)), ("eyes_affine", (2, 3)), ("mouth_affine", (2, 3)),
+                                    ("face_affine", (2, 3)), ("image_size", (2,)))} if with_landmarks else {}
     all_ids: list[str] = []
-    csv_path = out.path(CSV_NAME)
-    tmp = _atomic(csv_path)
     header = (["id", "source", "subject", "split", "label"] + images
               + (["landmarks_row"] if with_landmarks else []) + ["box_method", "quality"])
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+
+    def write_csv(fh) -> None:
         w = csv.writer(fh)
         w.writerow(header)
         for p in parts:
-            with h5py.File(p.path, "r") as f:
-                sources = _strings(_read_rows(f, "source", p.rows))
-                subjects = _strings(_read_rows(f, "subject", p.rows))
-                methods = _read_rows(f, "box_method", p.rows)
-                quality = _read_rows(f, "quality", p.rows)
-                blocks = {r: _read_rows(f, r, p.rows) for r in images}
+            rows = _png_rows(out, m, p, images, geometry, len(all_ids), label_of, h5py)
+            for row in rows:
                 if with_landmarks:
-                    at = len(all_ids)
-                    for name in GEOMETRY:
-                        geometry[name][at:at + len(p.rows)] = _read_rows(f, name, p.rows)
-            ids = _ids(m, p, sources, label_of)
-            for k, sid in enumerate(ids):
-                split = m.split_names[int(p.split[k])]
-                label = label_of(int(p.label[k]))
-                row = [sid, sources[k], subjects[k], split, label]
-                for r in images:
-                    rel = f"{r}/{split}/{label}/{sid}.png"
-                    ok, buf = cv2.imencode(".png", blocks[r][k])
-                    if not ok:
-                        raise ExportError(f"could not encode {rel} as PNG")
-                    out.path(rel).write_bytes(buf.tobytes())
-                    row.append(rel)
-                if with_landmarks:
-                    row.append(len(all_ids) + k)
-                row += [_method_name(m, methods[k]),
-                        np.format_float_positional(np.float32(quality[k]), unique=True, trim="-")]
+                    row.insert(5 + len(images), len(all_ids))
+                all_ids.append(row[0])
                 w.writerow(row)
                 bar.update(1)
-            all_ids += ids
-    os.replace(tmp, csv_path)
+
+    out.write_atomic(CSV_NAME, write_csv, "w")
     if with_landmarks:
-        path = out.path(LANDMARKS_NAME)
-        tmp = _atomic(path)
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, ids=np.array(all_ids, dtype=str), **geometry)
-        os.replace(tmp, path)
+        out.write_atomic(LANDMARKS_NAME, lambda fh: np.savez_compressed(fh, ids=np.array(all_ids, dtype=str),
+                                                                        **geometry))
+
+
+def _png_rows(out: _Out, m: Manifest, p: _Part, images: list[str], geometry: dict, at: int, label_of,
+              h5py) -> list[list]:
+    """Write one shard part's PNGs; its CSV rows (without the landmarks column)."""
+    import cv2
+
+    with h5py.File(p.path, "r") as f:
+        sources = _strings(_read_rows(f, "source", p.rows))
+        subjects = _strings(_read_rows(f, "subject", p.rows))
+        methods = _read_rows(f, "box_method", p.rows)
+        quality = _read_rows(f, "quality", p.rows)
+        blocks = {r: _read_rows(f, r, p.rows) for r in images}
+        for name in geometry:
+            geometry[name][at:at + len(p.rows)] = _read_rows(f, name, p.rows)
+    rows = []
+    for k, sid in enumerate(_ids(m, p, sources, label_of)):
+        split, label = m.split_names[int(p.split[k])], label_of(int(p.label[k]))
+        row = [sid, sources[k], subjects[k], split, label]
+        for r in images:
+            rel = f"{r}/{split}/{label}/{sid}.png"
+            ok, buf = cv2.imencode(".png", blocks[r][k])
+            if not ok:
+                raise RuntimeError(f"OpenCV could not encode {rel} as PNG")
+            out.write_bytes(rel, buf.tobytes())
+            row.append(rel)
+        row += [_method_name(m, methods[k]), np.format_float_positional(np.float32(quality[k]), unique=True, trim="-")]
+        rows.append(row)
+    return rows
 
 
 def _export_npz(out: _Out, m: Manifest, parts: list[_Part], regions, label_of, bar, h5py) -> None:
@@ -475,56 +492,46 @@ def _export_npz(out: _Out, m: Manifest, parts: list[_Part], regions, label_of, b
             arrays[k] = np.array(acc[k], dtype=str)
         arrays["label_names"] = np.array(m.label_names, dtype=str)
         arrays["split"] = np.array(split, dtype=str)
-        path = out.path(f"{split}.npz")
-        tmp = _atomic(path)
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
+        out.write_atomic(f"{split}.npz", lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def _export_hdf5(out: _Out, m: Manifest, parts: list[_Part], regions, label_of, bar, h5py) -> None:
-    total = sum(len(p.rows) for p in parts)
-    path = out.path(HDF5_NAME)
-    tmp = _atomic(path)
     used = sorted({int(s) for p in parts for s in np.unique(p.split)})
     split_attr = m.split_names[used[0]] if len(used) == 1 else "mixed"
-    try:
-        with h5py.File(parts[0].path, "r") as first, h5py.File(tmp, "w", track_order=True) as dst:
-            names = list(first.keys())
-            for name in names:
-                src = first[name]
-                shape = (total,) + src.shape[1:]
-                if name in STRING_FIELDS:
-                    dst.create_dataset(name, shape=shape, dtype=h5py.string_dtype("utf-8"), track_times=False)
-                elif name in BLOCK_FIELDS:
-                    dst.create_dataset(name, shape=shape, dtype=src.dtype, chunks=(1,) + src.shape[1:],
-                                       compression="gzip", compression_opts=4, shuffle=False,
-                                       track_times=False)
-                else:
-                    dst.create_dataset(name, shape=shape, dtype=src.dtype,
-                                       chunks=(min(total, 1024),) + src.shape[1:], compression="gzip",
-                                       compression_opts=4, track_times=False)
+
+    def write(fh) -> None:
+        with h5py.File(parts[0].path, "r") as first, h5py.File(fh, "w", track_order=True) as dst:
+            _hdf5_layout(first, dst, sum(len(p.rows) for p in parts), h5py)
             for key, value in shard_attrs(m, split_attr, 0).items():
                 dst.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-            dst.attrs["n_samples"] = total
+            dst.attrs["n_samples"] = sum(len(p.rows) for p in parts)
             at = 0
             for p in parts:
                 n = len(p.rows)
                 with h5py.File(p.path, "r") as f:
-                    for name in names:
+                    for name in first.keys():
                         data = _read_rows(f, name, p.rows)
-                        if name in STRING_FIELDS:
-                            data = np.array(_strings(data), dtype=object)
-                        dst[name][at:at + n] = data
+                        dst[name][at:at + n] = np.array(_strings(data), dtype=object) if name in STRING_FIELDS else data
                 at += n
                 bar.update(n)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    out.write_atomic(HDF5_NAME, write, "w+b")  # h5py reads back what it writes
 
 
-__all__ = ["ExportError", "ExportSummary", "export_blocks", "safe_component", "source_stem", "sample_id",
+def _hdf5_layout(first, dst, total: int, h5py) -> None:
+    """Datasets shaped like a shard's, for ``total`` samples."""
+    for name in first.keys():
+        src = first[name]
+        shape = (total,) + src.shape[1:]
+        if name in STRING_FIELDS:
+            dst.create_dataset(name, shape=shape, dtype=h5py.string_dtype("utf-8"), track_times=False)
+        elif name in BLOCK_FIELDS:
+            dst.create_dataset(name, shape=shape, dtype=src.dtype, chunks=(1,) + src.shape[1:], compression="gzip",
+                               compression_opts=4, shuffle=False, track_times=False)
+        else:
+            dst.create_dataset(name, shape=shape, dtype=src.dtype, chunks=(min(total, 1024),) + src.shape[1:],
+                               compression="gzip", compression_opts=4, track_times=False)
+
+
+__all__ = ["ExportSummary", "export_blocks", "safe_component", "source_stem", "sample_id",
            "FORMATS", "REGIONS", "BOX_METHODS"]

@@ -110,7 +110,8 @@ def decode_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
     if im.size != before:  # EXIF rotated by 90 degrees: the original's sides swap too
         w, h = h, w
     gray = _to_gray(im)
-    if work_max_side is not None and scale == 1.0 and max(gray.shape) > 2 * work_max_side:
+    if (work_max_side is not None and scale == 1.0 and max(gray.shape) > 2 * work_max_side
+            and min(gray.shape) * work_max_side / max(gray.shape) >= 1):  # a sliver is left as it is
         import cv2
 
         s = work_max_side / max(gray.shape)

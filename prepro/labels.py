@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from prepro.errors import InputError
+
 # The position of a label here is the label index stored in shards: never reorder, only append.
 CANONICAL_LABELS: tuple[str, ...] = (
     "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt",
@@ -25,10 +27,14 @@ LABEL_ALIASES: Mapping[str, str] = {
 }
 
 
-class UnknownLabelError(ValueError):
-    """A label spelling that maps onto none of `CANONICAL_LABELS`."""
+class UnknownLabelError(InputError):
+    """A label spelling that maps onto none of `CANONICAL_LABELS`.
+
+    A subclass of its own because the readers catch it to list the file or row as a failure.
+    """
 
     def __init__(self, name: str, extra_aliases: Mapping[str, str] | None = None) -> None:
+        """Build the message from the unknown ``name`` and the allowed spellings."""
         self.name = name
         extra = ""
         if extra_aliases:

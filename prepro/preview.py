@@ -17,7 +17,9 @@ from typing import Iterable
 
 import numpy as np
 
-from prepro.shards import ShardError, ShardReader, atomic_write
+from prepro.errors import InputError, OutputError
+from prepro.outputs import atomic_write
+from prepro.shards import ShardReader
 
 COLUMNS = 5
 FACE_PX = 128  # the aligned face is drawn this tall
@@ -33,7 +35,7 @@ _MOUTH = (40, 40, 230)  # red
 _POINTS = (40, 220, 40)  # green
 _TEXT = (20, 20, 20)
 _BG = (245, 245, 245)
-_SHORT_METHOD = {"detector": "det", "whole_image": "whole", "whole_image_fallback": "fallback"}
+_SHORT_METHOD = {"estimated": "crop", "estimated_fallback": "crop*"}
 
 
 def _ascii(text: str, max_len: int = 60) -> str:
@@ -154,12 +156,12 @@ def contact_sheet(shards_dir: str | os.PathLike, out_png: str | os.PathLike | No
     choice. ``out_png`` defaults to ``SHARDS_DIR/preview.png``.
     """
     if count < 1:
-        raise ValueError("count must be at least 1")
+        raise InputError("count must be at least 1")
     labels = None if labels is None else [labels] if isinstance(labels, str) else list(labels)
     reader = ShardReader(shards_dir, split=split, labels=labels)
     try:
         if len(reader) == 0:
-            raise ShardError(f"{shards_dir} has no samples" + (f" in split {split}" if split else "")
+            raise InputError(f"{shards_dir} has no samples" + (f" in split {split}" if split else "")
                              + (f" with labels {', '.join(labels)}" if labels else ""))
         idx = pick(reader, count, seed=seed, worst=worst)
         methods = reader.manifest.box_methods
@@ -196,10 +198,13 @@ def _write_sheet(tiles: list[np.ndarray], title: str, out: Path) -> Path:
         y, x = HEADER_H + GAP + r * (th + GAP), GAP + c * (tw + GAP)
         sheet[y:y + t.shape[0], x:x + t.shape[1]] = t
     cv2.putText(sheet, _ascii(title, 200), (GAP, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {out} ({e.strerror or e})") from None
     ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
-        raise ValueError("could not encode the contact sheet as PNG")
+        raise RuntimeError("OpenCV could not encode the contact sheet as PNG")
     atomic_write(out, lambda f: f.write(buf.tobytes()))
     return out
 
@@ -237,72 +242,46 @@ def _failure_tile(gray: np.ndarray | None, name: str, reason: str) -> np.ndarray
     return tile
 
 
-def _cut_one(path: str, faces, blocks, max_pixels: int) -> tuple[dict | None, np.ndarray | None, str]:
-    """(sample dict for `_tile`, decoded image, failure reason or the box method)."""
-    from prepro.blocks import BlockError, cut_blocks
-    from prepro.image_io import ImageDecodeError, decode_gray
-    from prepro.landmarks import NoFaceError
-
-    gray = None
-    try:
-        gray, scale, _size = decode_gray(path, max_pixels=max_pixels, work_max_side=1024)
-        face = faces.find(gray, scale)
-        blk = cut_blocks(gray, face.landmarks, blocks, scale)
-    except (ImageDecodeError, NoFaceError, BlockError) as e:
-        return None, gray, str(e)
-    except OSError as e:
-        return None, gray, f"unreadable file ({e.strerror or e})"
-    sample = {"eyes": blk.eyes, "mouth": blk.mouth, "face": blk.face, "landmarks": face.landmarks,
-              "eyes_affine": blk.eyes_affine, "mouth_affine": blk.mouth_affine, "face_affine": blk.face_affine,
-              "quality": face.quality}
-    return sample, gray, face.method
-
-
-def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike, face_mode: str = "auto",
-                         blocks=None, count: int = 24, seed: int = 0, worst: bool = False,
-                         predictor: str | None = None, max_pixels: int = 40_000_000) -> ImageSheet:
-    """A contact sheet of raw images (files, folders, globs) cut as `preprocess` would cut them.
+def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike, cutter, count: int = 24,
+                         seed: int = 0, worst: bool = False) -> ImageSheet:
+    """A contact sheet of raw images (files, folders, globs) cut by ``cutter`` (a
+    `prepro.faces.FaceCutter`: exactly what `preprocess` would cut).
 
     ``count`` images are chosen at random (seeded, shown in path order) when there are more;
     ``worst`` processes every image and shows the failures first, then the lowest landmark
     quality. An image that cannot be read or holds no face gets a tile that says why.
     """
-    from prepro.blocks import BlockConfig
-    from prepro.landmarks import FaceModel, find_predictor
     from prepro.readers import expand_image_inputs
 
     if count < 1:
-        raise ValueError("count must be at least 1")
+        raise InputError("count must be at least 1")
     paths = expand_image_inputs(inputs)
     if not paths:
-        raise FileNotFoundError("no image files among the inputs")
-    blocks = blocks if blocks is not None else BlockConfig()
-    faces = FaceModel(find_predictor(predictor), face_mode=face_mode)
-    if worst:
+        raise InputError("no image files among the inputs")
+    if worst or len(paths) <= count:
         chosen = paths
-    elif len(paths) > count:
+    else:
         rng = np.random.default_rng(seed)
         chosen = [paths[i] for i in np.sort(rng.choice(len(paths), size=count, replace=False))]
-    else:
-        chosen = paths
-    done = [(p, *_cut_one(p, faces, blocks, max_pixels)) for p in chosen]
-    if worst:
-        # failures first, then the lowest quality
-        done.sort(key=lambda d: -1.0 if d[1] is None else float(d[1]["quality"]))
+    done = [(p, cutter.cut(p, keep_image=True)) for p in chosen]
+    if worst:  # failures first, then the lowest quality
+        done.sort(key=lambda d: -1.0 if d[1].failure else d[1].faces[0].face.quality)
         done = done[:count]
     tiles, failures = [], []
-    for path, sample, gray, info in done:
+    for path, cut in done:
         name = Path(path).name
-        if sample is None:
-            failures.append((path, info))
-            tiles.append(_failure_tile(gray, name, info))
-        else:
-            tiles.append(_tile(sample, name, info))
-    if worst:
-        what = f"{len(tiles)} lowest-quality"
-    else:
-        what = f"{len(tiles)}" + (f" random (seed {seed})" if len(paths) > count else "")
-    title = (f"{what} of {len(paths)} images, face mode {face_mode}   "
+        if cut.failure:
+            failures.append((path, cut.failure))
+            tiles.append(_failure_tile(cut.gray, name, cut.failure))
+            continue
+        f, b = cut.faces[0].face, cut.faces[0].blocks
+        sample = {"eyes": b.eyes, "mouth": b.mouth, "face": b.face, "landmarks": f.landmarks,
+                  "eyes_affine": b.eyes_affine, "mouth_affine": b.mouth_affine, "face_affine": b.face_affine,
+                  "quality": f.quality}
+        tiles.append(_tile(sample, name, f.method))
+    what = f"{len(tiles)} lowest-quality" if worst else (
+        f"{len(tiles)}" + (f" random (seed {seed})" if len(paths) > count else ""))
+    title = (f"{what} of {len(paths)} images, face mode {cutter.settings.face_mode}   "
              "green: landmarks, blue: eyes block, red: mouth block")
     out = _write_sheet(tiles, title, Path(out_png))
     return ImageSheet(path=out, images=len(paths), shown=len(tiles), failures=failures)

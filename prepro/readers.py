@@ -1,19 +1,27 @@
-"""List the items of a raw face-image source: class folders, the FER2013 CSV, FERG-DB, JAFFE, flat.
+"""List the items of a raw face-image source: class folders, the FER2013 CSV, FERG-DB, JAFFE, flat,
+and label files (a CSV/TSV/TXT of image paths, labels and optional face boxes: AffectNet, RAF-DB).
 
-Listing only looks at names (and, for the CSV, at each row's fields): decoding images and pixel
-strings happens later, in the workers. Every input is accounted for: each file or row becomes a
-`RawItem` or a `Failure` with a human-readable reason; only hidden names (".DS_Store") are skipped.
-Names come from the data: nothing here builds an output path from them.
+Listing only looks at names (and, for the CSV and label files, at each row's fields): decoding
+images and pixel strings happens later, in the workers. Every input is accounted for: each file or
+row becomes a `RawItem` or a `Failure` with a human-readable reason; only hidden names
+(".DS_Store") and blank lines are skipped. Names come from the data: nothing here builds an output
+path from them, and nothing outside the source is read.
+
+Problems with the source as a whole raise `prepro.errors.InputError`; a FER2013 row whose pixels
+cannot be read or parsed raises `BadPixelsError` (a `SampleError`: that row's failure).
 """
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
 import math
 import os
 import re
+import stat
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -22,10 +30,11 @@ from typing import IO
 
 import numpy as np
 
-from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label
-from prepro.specs import SPLITS, DatasetSpec, load_spec
+from prepro.errors import InputError, SampleError
+from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label, normalize_label_name
+from prepro.specs import FORMATS, SPLITS, DatasetSpec, load_spec
 
-FORMATS = ("auto", "folder", "fer2013-csv", "ferg", "jaffe", "flat")
+# FORMATS and SPLITS are defined in prepro.specs and importable from here too.
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -45,49 +54,49 @@ JAFFE_PATTERN = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})\d*\.\d+\.[A-Za-z]+$")
 _SPLIT_RANK = {s: i for i, s in enumerate(SPLITS)}
 
 
-class SourceNotFoundError(FileNotFoundError):
-    """The source path does not exist."""
+class SourceNotFoundError(InputError, FileNotFoundError):
+    """A source path or image input that does not exist.
+
+    Also a FileNotFoundError because callers of `expand_image_inputs` (preview, predict) catch that.
+    """
 
 
-class EmptySourceError(ValueError):
-    """A source in which no usable image (or CSV row) was found."""
+class BadPixelsError(SampleError):
+    """A FER2013 row whose pixels cannot be read, or are not ``size*size`` integers in 0..255.
 
-
-class FormatDetectionError(ValueError):
-    """`detect_format` could not recognise the layout."""
-
-
-class UnknownFormatError(ValueError):
-    """A format name that is not in `FORMATS`."""
-
-
-class CsvHeaderError(ValueError):
-    """A CSV file whose header lacks the columns the FER2013 reader needs."""
-
-
-class BadPixelsError(ValueError):
-    """A FER2013 pixel string that is not ``size*size`` integers in 0..255."""
+    Its own class because the pipeline catches it to list the row as a failure and go on.
+    """
 
 
 @dataclass(frozen=True)
 class RawItem:
-    # stable id: POSIX path relative to the root, or "<csvname>:row=<n>" (n = 0-based data row)
+    """One usable input: an image file, or a row of the FER2013 CSV."""
+
+    # stable id: POSIX path relative to the root (label files: to the image folder), or
+    # "<csvname>:row=<n>" (n = 0-based data row)
     source_id: str
     path: str             # absolute path of the file to read (the image, or the CSV file)
     label: str | None     # canonical label, or None when unlabelled
     split: str | None     # "train" | "val" | "test" from the source, or None (assigned later)
     subject: str | None   # identity, for subject-disjoint splits
     offset: int = -1      # CSV only: byte offset of the row's line in the (uncompressed) file; -1 for images
+    # face box given by the source (label files): left, top, right, bottom in original-image pixels,
+    # right/bottom exclusive, finite, positive size; None when the face is to be found
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
 class Failure:
+    """An input that cannot be used, and why."""
+
     source: str           # source id (or folder) that could not be used
     reason: str           # human-readable reason
 
 
 @dataclass
 class Listing:
+    """What `list_source` found: the items, the failures and the description that applied."""
+
     format: str
     root: str
     items: list[RawItem]      # deterministic order: see `order_key`
@@ -125,17 +134,19 @@ def expand_image_inputs(inputs: Iterable[str]) -> list[str]:
         else:
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
-                raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
+                raise SourceNotFoundError(f"{item}: no such file, folder or matching pattern")
             out += [m for m in matches if os.path.isfile(m)]
     return out
 
 
 def _safe_text(name: str) -> str:
+    """``name`` printable as UTF-8 (undecodable bytes shown as escapes)."""
     # Names that are not valid UTF-8 arrive with surrogate escapes; show their bytes instead.
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _is_utf8(name: str) -> bool:
+    """True when ``name`` holds no undecodable bytes (surrogate escapes)."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -151,11 +162,13 @@ class _Walker:
     """Scans folders below ``root`` in sorted order, recording what cannot be used as failures."""
 
     def __init__(self, root: Path) -> None:
+        """A walker below the resolved folder ``root``, with no failures yet."""
         self.root = root
         self._root_text = str(root)
         self.failures: list[Failure] = []
 
     def rel(self, path: str) -> str:
+        """``path`` relative to the root, POSIX, printable: the item's source id."""
         prefix = self._root_text.rstrip(os.sep) + os.sep
         # Paths are built by joining names onto the root, so slicing is exact (and 10x cheaper
         # than relpath over tens of thousands of files).
@@ -163,6 +176,7 @@ class _Walker:
         return _safe_text(rel.replace(os.sep, "/"))
 
     def fail(self, path: str, reason: str, folder: bool = False) -> None:
+        """Record ``path`` (a folder: with a trailing "/") as a failure with ``reason``."""
         self.failures.append(Failure(self.rel(path) + ("/" if folder else ""), reason))
 
     def entries(self, folder: str) -> tuple[list[str], list[str]] | None:
@@ -203,6 +217,7 @@ class _Walker:
         return dirs, files
 
     def _link_kind(self, path: str) -> str | None:
+        """"file" for a link to a file inside the root; None (after recording why) otherwise."""
         target = os.path.realpath(path)
         if not os.path.exists(target):
             self.fail(path, "broken symbolic link")
@@ -258,6 +273,7 @@ def _subject_from_name(name: str, spec: DatasetSpec | None) -> tuple[str | None,
 
 
 def _label_or_reason(name: str, spec: DatasetSpec | None) -> tuple[str | None, str | None]:
+    """(canonical label, None) for a spelling, or (None, the reason it is unknown)."""
     try:
         return canonical_label(name, spec.labels if spec else None), None
     except UnknownLabelError as e:
@@ -278,7 +294,7 @@ def find_classes(directory: str | os.PathLike, extra_aliases: Mapping[str, str] 
     """
     classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
     if not classes:
-        raise FileNotFoundError(f"no class folders in {directory}")
+        raise InputError(f"no class folders in {directory}")
     class_to_idx = {}
     for c in classes:
         try:
@@ -289,6 +305,7 @@ def find_classes(directory: str | os.PathLike, extra_aliases: Mapping[str, str] 
 
 
 def _split_folder_names(spec: DatasetSpec | None) -> dict[str, str]:
+    """Split names (lower case) -> split: the usual folder names plus the spec's `split_names`."""
     names = dict(SPLIT_FOLDER_NAMES)
     if spec is not None:
         names.update({k.lower(): v for k, v in spec.split_names.items()})
@@ -296,11 +313,13 @@ def _split_folder_names(spec: DatasetSpec | None) -> dict[str, str]:
 
 
 def _prefix_pattern(names: Mapping[str, str]) -> re.Pattern[str]:
+    """A regex matching ``<name>_`` at the start of a file name, group 1 the name (longest first)."""
     alts = "|".join(re.escape(k) for k in sorted(names, key=len, reverse=True))
     return re.compile(rf"^({alts})_")
 
 
 def _list_folder(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
+    """Items of ROOT/<label>/* or ROOT/<split>/<label>/* (split also from FER2013 name prefixes)."""
     root = str(w.root)
     got = w.entries(root)
     if got is None:
@@ -365,6 +384,7 @@ def _list_folder(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
 
 
 def _class_files(w: _Walker, class_dirs: list[str], spec: DatasetSpec | None) -> list[tuple[str, str]]:
+    """(image path, label) below each class folder; a folder with an unknown label fails whole."""
     out = []
     for d in class_dirs:
         name = os.path.basename(d)
@@ -381,6 +401,7 @@ def _class_files(w: _Walker, class_dirs: list[str], spec: DatasetSpec | None) ->
 
 
 def _list_ferg(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
+    """Items of ROOT/<character>/<character>_<emotion>/*; the character is the subject."""
     got = w.entries(str(w.root))
     if got is None:
         return []
@@ -416,6 +437,7 @@ def _list_ferg(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
 
 
 def _list_jaffe(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
+    """Items of a folder of JAFFE-named images; label and subject come from the name."""
     items = []
     for path in w.images(str(w.root)):
         name = os.path.basename(path)
@@ -437,6 +459,7 @@ def _list_jaffe(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
 
 
 def _list_flat(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
+    """Unlabelled items: every image below the root."""
     items = []
     for path in w.images(str(w.root)):
         subject, why = _subject_from_name(os.path.basename(path), spec)
@@ -451,31 +474,63 @@ def _list_flat(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
 # fer2013-csv: emotion,pixels[,Usage]
 
 
+# What reading a (possibly gzipped) text file can raise: a missing or unreadable file, a file that is
+# no gzip (gzip.BadGzipFile is an OSError), a truncated stream (EOFError), corrupt compressed data
+# (zlib.error), bytes that are not UTF-8.
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
 def _open_binary(path: str) -> IO[bytes]:
+    """Open ``path`` for reading bytes, through gzip when its name ends with ``.gz``."""
     return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
 
 
+def _read_problem(e: BaseException) -> str:
+    """What one of `_READ_ERRORS` says about the file, in words."""
+    if isinstance(e, gzip.BadGzipFile):
+        return f"not a valid gzip file ({e})"
+    if isinstance(e, EOFError):
+        return "the compressed data ends early (a truncated .gz file)"
+    if isinstance(e, zlib.error):
+        return f"corrupt compressed data ({e})"
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(e, OSError):
+        return f"cannot be read ({e.strerror or e})"
+    return f"cannot be read ({type(e).__name__}: {e})"
+
+
 def _split_fields(line: bytes) -> list[str]:
+    """The comma-separated fields of a FER2013 CSV line, stripped; raises UnicodeDecodeError."""
     text = line.decode("utf-8").rstrip("\r\n")
     # FER2013 fields hold no commas; some exports quote them or put a space after the comma
     return [f.strip().strip('"').strip() for f in text.split(",")]
 
 
 def _csv_columns(header: bytes, path: str) -> dict[str, int]:
-    """Column name (lower case) -> index, from the header line; raises `CsvHeaderError`."""
+    """Column name (lower case) -> index, from the header line; raises `InputError`."""
     try:
         names = [n.lower() for n in _split_fields(header.removeprefix(b"\xef\xbb\xbf"))]
     except UnicodeDecodeError:
-        raise CsvHeaderError(f"{path}: the header line is not UTF-8 text") from None
+        raise InputError(f"{path}: the header line is not UTF-8 text") from None
     cols = {n: i for i, n in enumerate(names) if n}
     missing = [c for c in ("emotion", "pixels") if c not in cols]
     if missing:
-        raise CsvHeaderError(f"{path}: header {header[:80].decode('utf-8', 'replace').strip()!r} lacks "
+        raise InputError(f"{path}: header {header[:80].decode('utf-8', 'replace').strip()!r} lacks "
                              f"column(s) {', '.join(missing)}; expected emotion,pixels[,Usage]")
     return cols
 
 
 def _list_csv(path: str, spec: DatasetSpec | None, failures: list[Failure]) -> list[RawItem]:
+    """The rows of the FER2013 CSV at ``path``; a file that cannot be read raises `InputError`."""
+    try:
+        return _csv_rows(path, spec, failures)
+    except _READ_ERRORS as e:
+        raise InputError(f"{path}: {_read_problem(e)}") from None
+
+
+def _csv_rows(path: str, spec: DatasetSpec | None, failures: list[Failure]) -> list[RawItem]:
+    """One streaming pass over the CSV rows: items, and a `Failure` per unusable row."""
     csv_name = os.path.basename(path)
     codes = {k.strip(): v for k, v in (spec.labels if spec else {}).items()}
     usage_map = {k.lower(): v for k, v in (spec.split_names if spec else FER2013_SPLIT_NAMES).items()}
@@ -486,7 +541,7 @@ def _list_csv(path: str, spec: DatasetSpec | None, failures: list[Failure]) -> l
     with _open_binary(path) as fh:
         header = fh.readline()
         if not header.strip():
-            raise EmptySourceError(f"{path}: empty file; expected a header emotion,pixels[,Usage] and rows")
+            raise InputError(f"{path}: empty file; expected a header emotion,pixels[,Usage] and rows")
         cols = _csv_columns(header, path)
         i_emo, i_pix, i_use = cols["emotion"], cols["pixels"], cols.get("usage")
         n_fields = max(cols.values()) + 1
@@ -546,26 +601,34 @@ class CsvRowReader:
     """
 
     def __init__(self) -> None:
+        """A reader with no file open yet."""
         self._path: str | None = None
         self._fh: IO[bytes] | None = None
         self._header_len = 0
         self._pixels_col = 0
+        # (path, offset, message) of the first read that failed: a damaged stream stays damaged
+        # from there on, so later rows fail at once instead of decompressing it again each time
+        self._broken: tuple[str, int, str] | None = None
 
     def pixels(self, path: str, offset: int) -> str:
         """The pixels field of the row whose line starts at byte ``offset`` (of the uncompressed
-        stream, as recorded in `RawItem.offset`). Raises `BadPixelsError` if there is no such row."""
-        if path != self._path:
+        stream, as recorded in `RawItem.offset`).
+
+        Raises `BadPixelsError` if there is no such row or the file cannot be read there (missing,
+        not gzip, truncated, corrupt, a damaged header): never an OSError or EOFError.
+        """
+        if self._broken and self._broken[0] == path and offset >= self._broken[1]:
+            raise BadPixelsError(self._broken[2])
+        try:
+            line = self._line_at(path, offset)
+        except _READ_ERRORS as e:
             self.close()
-            self._fh = _open_binary(path)
-            header = self._fh.readline()
-            self._pixels_col = _csv_columns(header, path)["pixels"]
-            self._header_len = len(header)
-            self._path = path
-        if offset < self._header_len:
-            raise BadPixelsError(f"{path}: byte offset {offset} is inside the header, not at a row")
-        if self._fh.tell() != offset:
-            self._fh.seek(offset)  # gzip: forward seeks decompress only the gap
-        line = self._fh.readline()
+            message = f"{path}: cannot read the row at byte offset {offset}: {_read_problem(e)}"
+            self._broken = (path, offset, message)
+            raise BadPixelsError(message) from None
+        except InputError as e:  # the header cannot be used (changed since listing)
+            self.close()
+            raise BadPixelsError(str(e)) from None
         try:
             fields = _split_fields(line)
         except UnicodeDecodeError:
@@ -574,15 +637,34 @@ class CsvRowReader:
             raise BadPixelsError(f"{path}: no pixels field in the row at byte offset {offset}")
         return fields[self._pixels_col]
 
+    def _line_at(self, path: str, offset: int) -> bytes:
+        """The raw line at byte ``offset`` of ``path``, opening the file (and reading its header)
+        when it is not the one open."""
+        if path != self._path:
+            self.close()
+            self._fh = _open_binary(path)
+            self._path = path
+            header = self._fh.readline()
+            self._pixels_col = _csv_columns(header, path)["pixels"]
+            self._header_len = len(header)
+        if offset < self._header_len:
+            raise BadPixelsError(f"{path}: byte offset {offset} is inside the header, not at a row")
+        if self._fh.tell() != offset:
+            self._fh.seek(offset)  # gzip: forward seeks decompress only the gap
+        return self._fh.readline()
+
     def close(self) -> None:
+        """Close the open file, if any."""
         if self._fh is not None:
             self._fh.close()
         self._fh, self._path = None, None
 
     def __enter__(self) -> "CsvRowReader":
+        """The reader itself; it is closed on leaving the ``with`` block."""
         return self
 
     def __exit__(self, *exc) -> None:
+        """Close the open file."""
         self.close()
 
 
@@ -617,31 +699,543 @@ def parse_pixels(text: str, size: int = 48) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# labels: a label file (CSV, TSV or whitespace-separated) of image paths, labels, optional splits,
+# subjects and face boxes (AffectNet, RAF-DB, ExpW, ...)
+
+LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
+
+# Header names recognised without a dataset description, per column role; compared after
+# `normalize_label_name` (lower case, without spaces, "_" and "-": "subDirectory_filePath" ->
+# "subdirectoryfilepath").
+LABEL_FILE_HEADER_NAMES: Mapping[str, frozenset[str]] = {
+    "path": frozenset({"path", "image", "img", "file", "filename", "filepath", "imagepath", "imagename",
+                       "imagefile", "imgpath", "imgname", "subdirectoryfilepath"}),
+    "label": frozenset({"label", "expression", "emotion", "class", "category", "emotionlabel",
+                        "expressionlabel"}),
+    "split": frozenset({"split", "usage", "partition", "subset"}),
+    "subject": frozenset({"subject", "identity", "person", "subjectid", "personid", "identityid"}),
+}
+
+# Face-box header names per box format, one set per value in the format's order.
+BOX_HEADER_NAMES: Mapping[str, tuple[frozenset[str], ...]] = {
+    "xywh": (frozenset({"x", "facex", "boxx", "bboxx"}), frozenset({"y", "facey", "boxy", "bboxy"}),
+             frozenset({"width", "w", "facewidth", "facew", "boxwidth", "bboxwidth"}),
+             frozenset({"height", "h", "faceheight", "faceh", "boxheight", "bboxheight"})),
+    "ltrb": (frozenset({"left", "faceleft", "boxleft", "x1", "xmin"}),
+             frozenset({"top", "facetop", "boxtop", "y1", "ymin"}),
+             frozenset({"right", "faceright", "boxright", "x2", "xmax"}),
+             frozenset({"bottom", "facebottom", "boxbottom", "y2", "ymax"})),
+}
+
+_KNOWN_HEADER_NAMES = frozenset().union(*LABEL_FILE_HEADER_NAMES.values(),
+                                        *(n for sets in BOX_HEADER_NAMES.values() for n in sets))
+
+# A decimal number as float() reads it, without nan/inf (checked before float(), which would raise).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class _LabelFileLayout:
+    """Where the columns of one label file are, and how its lines split into fields."""
+
+    delimiter: str                          # one character, or "" for runs of whitespace
+    header: bool                            # the first line names the columns (and is no row)
+    path: int                               # 0-based column of the image path
+    label: int | None                       # column of the label; None: unlabelled rows
+    split: int | None                       # column of the split name; None: split from elsewhere
+    subject: int | None                     # column of the subject; None: no subject column
+    box: tuple[int, int, int, int] | None   # face-box columns in `box_format` order; None: no box
+    box_format: str                         # "xywh" | "ltrb"; "" without a box
+    min_fields: int = 0                     # fields a row needs so that every used column is there
+
+    def __post_init__(self) -> None:
+        """Compute `min_fields` from the columns (once, not per row)."""
+        used = [self.path, self.label, self.split, self.subject, *(self.box or ())]
+        object.__setattr__(self, "min_fields", max(i for i in used if i is not None) + 1)
+
+
+def _first_line(path: Path) -> str:
+    """The first line of a (possibly gzipped) text file, for format detection: decoded with
+    replacement characters, without a byte-order mark; `InputError` if the file cannot be read."""
+    try:
+        with _open_binary(str(path)) as fh:
+            line = fh.readline(1 << 20)
+    except _READ_ERRORS as e:
+        raise InputError(f"{path}: {_read_problem(e)}") from None
+    return line.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _auto_delimiter(line: str) -> str:
+    """The delimiter of a label file from its first line: tab, else comma, else semicolon, else
+    runs of whitespace ("")."""
+    for candidate in ("\t", ",", ";"):
+        if candidate in line:
+            return candidate
+    return ""
+
+
+def _split_line(text: str, delimiter: str) -> list[str]:
+    """The stripped fields of one label-file line; quoted fields are read the CSV way.
+
+    Raises `csv.Error` for a line the csv module cannot parse.
+    """
+    if not delimiter:
+        return text.split()
+    if '"' not in text:
+        return [f.strip() for f in text.split(delimiter)]
+    return [f.strip() for f in next(csv.reader([text], delimiter=delimiter), [""])]
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    """True when ``fields`` name columns: a known column name and no image file name among them."""
+    if any(is_image_file(f) for f in fields):
+        return False
+    return any(normalize_label_name(f) in _KNOWN_HEADER_NAMES for f in fields)
+
+
+def _looks_like_label_file(line: str) -> bool:
+    """True when ``line`` is unmistakably the first line of a label file: a header naming an
+    image-path column, or an image file name followed by at least one more field."""
+    try:
+        fields = _split_line(line, _auto_delimiter(line))
+    except csv.Error:
+        return False
+    if _looks_like_header(fields):
+        return any(normalize_label_name(f) in LABEL_FILE_HEADER_NAMES["path"] for f in fields)
+    return len(fields) >= 2 and is_image_file(fields[0])
+
+
+def _column_index(ref: str | int, names: list[str] | None, shown: str) -> int:
+    """The 0-based index of the column ``ref`` (an index, or a header name matched ignoring case)."""
+    if isinstance(ref, int):
+        return ref
+    if names is None:
+        raise InputError(f"{shown}: column {ref!r} is named, but the file has no header line")
+    lowered = [n.strip().lower() for n in names]
+    if ref.lower() not in lowered:
+        raise InputError(f"{shown}: no column {ref!r} in the header ({', '.join(names)})")
+    return lowered.index(ref.lower())
+
+
+def _header_columns(names: list[str], shown: str) -> dict[str, int]:
+    """Column role -> index, recognised from the header ``names`` (`LABEL_FILE_HEADER_NAMES`)."""
+    found: dict[str, int] = {}
+    for role, known in LABEL_FILE_HEADER_NAMES.items():
+        hits = [i for i, n in enumerate(names) if normalize_label_name(n) in known]
+        if len(hits) > 1:
+            raise InputError(f"{shown}: columns {', '.join(repr(names[i]) for i in hits)} could each be "
+                             f"the {role}; name the columns in a dataset description ('columns')")
+        if hits:
+            found[role] = hits[0]
+    is_csv = shown.lower().endswith((".csv", ".csv.gz"))
+    hint = "; a FER2013 CSV needs emotion,pixels[,Usage]" if is_csv else ""
+    for role in ("path", "label"):
+        if role not in found:
+            raise InputError(
+                f"{shown}: no {role} column in the header ({', '.join(names)}); recognised names: "
+                f"{', '.join(sorted(LABEL_FILE_HEADER_NAMES[role]))}, or name the columns in a dataset "
+                f"description ('columns'){hint}")
+    return found
+
+
+def _header_box(names: list[str], shown: str) -> tuple[tuple[int, int, int, int] | None, str]:
+    """Face-box columns and format recognised from the header ``names`` (`BOX_HEADER_NAMES`)."""
+    normalized = [normalize_label_name(n) for n in names]
+    for box_format, sets in BOX_HEADER_NAMES.items():
+        hits = [[i for i, n in enumerate(normalized) if n in known] for known in sets]
+        if not any(hits):
+            continue
+        if not all(len(h) == 1 for h in hits):
+            raise InputError(f"{shown}: the header ({', '.join(names)}) names part of a face box "
+                             f"({box_format}); give all four columns once, or 'box_columns' in a "
+                             "dataset description")
+        return (hits[0][0], hits[1][0], hits[2][0], hits[3][0]), box_format
+    return None, ""
+
+
+def _label_file_layout(first: str, spec: DatasetSpec | None, shown: str,
+                       split_elsewhere: bool) -> _LabelFileLayout:
+    """Where each column of a label file is, from its first line and the dataset description.
+
+    ``split_elsewhere``: the description takes the split from the file name or prefix, so a split
+    column found in the header is not used.
+    """
+    delimiter = spec.delimiter if spec is not None else "auto"
+    if delimiter == "auto":
+        delimiter = _auto_delimiter(first)
+    elif delimiter == "whitespace":
+        delimiter = ""
+    fields = _split_line(first, delimiter) if first else []
+    columns = dict(spec.columns) if spec is not None else {}
+    box_refs = spec.box_columns if spec is not None else ()
+    if spec is not None and spec.header is not None:
+        header = spec.header
+    elif any(isinstance(r, str) for r in (*columns.values(), *box_refs)):
+        header = True
+    else:
+        header = _looks_like_header(fields)
+    if header and "\ufffd" in first:  # decoded with replacement: the names cannot be trusted
+        raise InputError(f"{shown}: the header line is not UTF-8 text")
+    names = fields if header else None
+    box, box_format = None, ""
+    if columns:
+        cols = {role: _column_index(ref, names, shown) for role, ref in columns.items()}
+    elif header:
+        cols = _header_columns(fields, shown)
+        if not box_refs:
+            box, box_format = _header_box(fields, shown)
+    else:
+        cols = {"path": 0, "label": 1}
+    if box_refs:
+        box = tuple(_column_index(ref, names, shown) for ref in box_refs)
+        box_format = spec.box_format
+    if split_elsewhere:
+        cols.pop("split", None)
+    return _LabelFileLayout(delimiter, header, cols["path"], cols.get("label"), cols.get("split"),
+                            cols.get("subject"), box, box_format)
+
+
+def _relative_image_path(text: str) -> tuple[str | None, str | None]:
+    """A listed image path as a normalised POSIX path inside the image folder, or (None, reason).
+
+    Backslashes count as separators; "." and empty parts are dropped; absolute paths, drive
+    letters and ".." are refused, so nothing outside the image folder is ever named.
+    """
+    if not text:
+        return None, "missing image path"
+    if "\0" in text:
+        return None, "bad image path: it holds a NUL character"
+    posix = text.replace("\\", "/")
+    if posix.startswith("/") or _WINDOWS_DRIVE.match(posix):
+        return None, f"path outside the image folder: {text!r} is absolute; paths must be relative to it"
+    parts = [p for p in posix.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return None, f"path outside the image folder: {text!r} goes up with '..'"
+    if not parts:
+        return None, f"bad image path: {text!r} names no file"
+    return "/".join(parts), None
+
+
+def _parse_box(values: list[str], box_format: str
+               ) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """(left, top, right, bottom) from four box fields in ``box_format``, or (None, reason)."""
+    if any(not v for v in values):
+        return None, "missing face box: a box column is empty"
+    for v in values:
+        if _NUMBER.fullmatch(v) is None:
+            return None, f"bad face box: {v[:20]!r} is not a number"
+    a, b, c, d = (float(v) for v in values)
+    if not all(math.isfinite(x) for x in (a, b, c, d)):
+        return None, "bad face box: a value is too large"
+    if box_format == "xywh":
+        if c <= 0 or d <= 0:
+            return None, f"bad face box: width {c:g} and height {d:g} must be positive"
+        c, d = a + c, b + d
+    elif c <= a or d <= b:
+        return None, f"bad face box: right {c:g} and bottom {d:g} must exceed left {a:g} and top {b:g}"
+    if not (math.isfinite(c) and math.isfinite(d)):
+        return None, "bad face box: a value is too large"
+    return (a, b, c, d), None
+
+
+class _LabelFileLister:
+    """Lists the rows of one or more label files against one image folder.
+
+    Remembers the image paths already listed (a second listing is a failure), the real path of
+    each sub-folder (so a link out of the image folder is refused once per folder, not per row),
+    and each label spelling's meaning.
+    """
+
+    def __init__(self, image_root: str, root_shown: str, spec: DatasetSpec | None,
+                 failures: list[Failure]) -> None:
+        """``image_root``: the real path of the image folder; ``root_shown``: how messages name it."""
+        self.root = image_root
+        self.root_shown = root_shown
+        self.spec = spec
+        self.failures = failures
+        self._inside = image_root.rstrip(os.sep) + os.sep
+        self._seen: dict[str, str] = {}                         # image path -> "file line N"
+        self._real_dirs: dict[str, str | None] = {"": image_root}  # sub-folder -> real path (None: outside)
+        self._labels: dict[str, tuple[str | None, str | None]] = {}
+        self._split_names = {k.lower(): v for k, v in FER2013_SPLIT_NAMES.items()}
+        self._split_names.update(_split_folder_names(spec))
+        self._non_expressions = {normalize_label_name(k): v
+                                 for k, v in (spec.non_expression_labels if spec else {}).items()}
+        by_prefix = spec is not None and spec.split_from_filename_prefix
+        self._prefix_re = _prefix_pattern(spec.split_names) if by_prefix else None
+
+    def list_file(self, path: str, shown: str, file_split: str | None) -> list[RawItem]:
+        """The items of the label file at ``path`` (``shown`` in messages); ``file_split`` is the
+        split its name gives, if any. Rows that cannot be used become failures."""
+        split_elsewhere = file_split is not None or self._prefix_re is not None
+        items: list[RawItem] = []
+        layout: _LabelFileLayout | None = None
+        for n, line in _label_file_lines(path, shown):
+            if layout is None:
+                if not line.strip():
+                    continue
+                first = line.decode("utf-8", "replace")
+                layout = _label_file_layout(first, self.spec, shown, split_elsewhere)
+                if layout.header:
+                    continue
+            item = self._row(n, line, layout, shown, file_split)
+            if item is not None:
+                items.append(item)
+        if layout is None:
+            self.failures.append(Failure(shown, "empty label file: no header and no rows"))
+        return items
+
+    def _row(self, n: int, line: bytes, layout: _LabelFileLayout, shown: str,
+             file_split: str | None) -> RawItem | None:
+        """The item of line ``n``, or None after recording its failure (or for a blank line)."""
+        where = f"{shown} line {n}"
+        line_id = f"{shown}:line={n}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._fail(line_id, f"not UTF-8 text ({where})")
+        if not text.strip():
+            return None  # a blank line holds no row
+        try:
+            fields = _split_line(text, layout.delimiter)
+        except csv.Error as e:
+            return self._fail(line_id, f"malformed line: {e} ({where})")
+        if len(fields) < layout.min_fields:
+            return self._fail(line_id, f"too few columns: {len(fields)}, expected at least "
+                                       f"{layout.min_fields} ({where})")
+        rel, why = _relative_image_path(fields[layout.path])
+        if rel is None:
+            return self._fail(line_id, f"{why} ({where})")
+        rel = self._with_suffix(rel)
+        if rel in self._seen:
+            return self._fail(rel, f"listed twice: first at {self._seen[rel]} ({where})")
+        self._seen[rel] = where
+        return self._item(rel, fields, layout, where, file_split)
+
+    def _item(self, rel: str, fields: list[str], layout: _LabelFileLayout, where: str,
+              file_split: str | None) -> RawItem | None:
+        """The item for image ``rel`` from the row's ``fields``, or None after recording why not."""
+        if not is_image_file(rel):
+            ext = os.path.splitext(rel)[1]
+            what = f"extension {ext}" if ext else "no extension"
+            return self._fail(rel, f"not an image file: {what} ({where})")
+        label, why = self._label(fields[layout.label]) if layout.label is not None else (None, None)
+        if why is not None:
+            return self._fail(rel, f"{why} ({where})")
+        split, why = self._split(rel, fields, layout, file_split)
+        if why is not None:
+            return self._fail(rel, f"{why} ({where})")
+        subject, why = self._subject(rel, fields, layout)
+        if why is not None:
+            return self._fail(rel, f"{why} ({where})")
+        box = None
+        if layout.box is not None:
+            box, why = _parse_box([fields[i] for i in layout.box], layout.box_format)
+            if why is not None:
+                return self._fail(rel, f"{why} ({where})")
+        path, why = self._image_file(rel)  # last: the only check that touches the disk
+        if path is None:
+            return self._fail(rel, f"{why} ({where})")
+        return RawItem(rel, path, label, split, subject, box=box)
+
+    def _fail(self, source: str, reason: str) -> None:
+        """Record a failure; returns None for the caller to return."""
+        self.failures.append(Failure(source, reason))
+        return None
+
+    def _with_suffix(self, rel: str) -> str:
+        """``rel`` with the description's `image_name_suffix` put before the extension."""
+        suffix = self.spec.image_name_suffix if self.spec is not None else ""
+        if not suffix:
+            return rel
+        stem, ext = os.path.splitext(rel)
+        return stem + suffix + ext
+
+    def _label(self, text: str) -> tuple[str | None, str | None]:
+        """(canonical label, None) or (None, reason) for a label field; cached per spelling."""
+        if text not in self._labels:
+            meaning = self._non_expressions.get(normalize_label_name(text))
+            if not text:
+                self._labels[text] = (None, "missing label")
+            elif meaning is not None:
+                self._labels[text] = (None, f"not an expression: label {text!r} means {meaning!r}")
+            else:
+                self._labels[text] = _label_or_reason(text, self.spec)
+        return self._labels[text]
+
+    def _split(self, rel: str, fields: list[str], layout: _LabelFileLayout,
+               file_split: str | None) -> tuple[str | None, str | None]:
+        """(split or None, None) or (None, reason): from the split column, the file-name prefix,
+        or the label file's name, whichever the layout and description say."""
+        if layout.split is not None:
+            value = fields[layout.split]
+            if not value:
+                return None, "missing split"
+            split = self._split_names.get(value.lower())
+            if split is None:
+                return None, (f"unknown split {value[:40]!r}; allowed: "
+                              f"{', '.join(sorted(self._split_names))}")
+            return split, None
+        if self._prefix_re is not None:
+            m = self._prefix_re.match(rel.rsplit("/", 1)[-1])
+            if m is None:
+                return None, ("file name has no split prefix (expected one of "
+                              f"{', '.join(k + '_' for k in self.spec.split_names)})")
+            return self.spec.split_names[m.group(1)], None
+        return file_split, None
+
+    def _subject(self, rel: str, fields: list[str], layout: _LabelFileLayout
+                 ) -> tuple[str | None, str | None]:
+        """(subject or None, None) from the subject column or the subject pattern, or (None, reason)."""
+        if layout.subject is not None:
+            return fields[layout.subject] or None, None
+        return _subject_from_name(rel.rsplit("/", 1)[-1], self.spec)
+
+    def _image_file(self, rel: str) -> tuple[str | None, str | None]:
+        """(absolute path, None) of the regular file ``rel`` inside the image folder, or (None,
+        reason): missing, not a regular file, or reached through a link that leads outside."""
+        folder, _, name = rel.rpartition("/")
+        if folder not in self._real_dirs:
+            real = os.path.realpath(os.path.join(self.root, folder))
+            self._real_dirs[folder] = real if real == self.root or real.startswith(self._inside) else None
+        real_folder = self._real_dirs[folder]
+        if real_folder is None:
+            return None, "symbolic link to a place outside the source folder; not followed"
+        path = os.path.join(real_folder, name)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.path.realpath(path)
+                if not (target == self.root or target.startswith(self._inside)):
+                    return None, "symbolic link to a place outside the source folder; not followed"
+                st = os.stat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            return None, f"image file not found: {self.root_shown}/{rel}"
+        except OSError as e:
+            return None, f"image file cannot be examined: {e.strerror or e}"
+        if not stat.S_ISREG(st.st_mode):
+            return None, f"not a regular file: {self.root_shown}/{rel}"
+        return path, None
+
+
+def _label_file_lines(path: str, shown: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line without its end and byte-order mark) of a (possibly gzipped)
+    label file; a file that cannot be read raises `InputError` naming ``shown``."""
+    try:
+        with _open_binary(path) as fh:
+            for n, line in enumerate(fh, 1):
+                if n == 1:
+                    line = line.removeprefix(b"\xef\xbb\xbf")
+                yield n, line.rstrip(b"\r\n")
+    except _READ_ERRORS as e:
+        raise InputError(f"{shown}: {_read_problem(e)}") from None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when the real path of ``path`` is ``folder`` (a real path) or inside it."""
+    real = os.path.realpath(path)
+    return os.path.commonpath([real, str(folder)]) == str(folder)
+
+
+def _file_stem(name: str) -> str:
+    """A label file's name without folder and extension(s): "lists/training.csv.gz" -> "training"."""
+    base = name.rsplit("/", 1)[-1]
+    base = base[:-3] if base.lower().endswith(".gz") else base
+    return os.path.splitext(base)[0]
+
+
+def _label_files_of(root: Path, spec: DatasetSpec | None) -> tuple[Path, list[tuple[str, str]]]:
+    """(base folder, [(label file path, name shown in messages)]) for a label-file source.
+
+    ``root`` is the resolved SOURCE: the label file itself (its folder is the base), or a folder
+    whose description names `label_files` relative to it. Raises `InputError` when they do not fit
+    or a named file is missing or lies outside SOURCE.
+    """
+    if root.is_file():
+        if spec is not None and spec.label_files:
+            raise InputError(f"dataset {spec.name!r} names its label files ({', '.join(spec.label_files)}) "
+                             f"relative to a folder: give that folder as SOURCE, not the file {root}")
+        return root.parent, [(str(root), root.name)]
+    if spec is None or not spec.label_files:
+        raise InputError(f"format labels needs a label file as SOURCE, or a folder with a dataset "
+                         f"description that names its 'label_files'; {root} is a folder")
+    files = []
+    for rel in spec.label_files:
+        path = root / rel
+        if not path.is_file():
+            raise InputError(f"label file {rel} not found in {root} (dataset {spec.name!r} expects it there)")
+        if not _inside(path, root):
+            raise InputError(f"label file {rel} in {root} is a link to a place outside the source; "
+                             "not followed")
+        files.append((str(path), rel))
+    return root, files
+
+
+def _file_split(shown: str, spec: DatasetSpec | None) -> str | None:
+    """The split a label file's name gives when the description says so (`split_from_label_file`)."""
+    if spec is None or not spec.split_from_label_file:
+        return None
+    stem = _file_stem(shown)
+    names = {k.lower(): v for k, v in spec.split_names.items()}
+    if stem.lower() not in names:
+        raise InputError(f"label file {shown}: its name {stem!r} is not in split_names of dataset "
+                         f"{spec.name!r} ({', '.join(spec.split_names)})")
+    return names[stem.lower()]
+
+
+def _list_labels(root: Path, spec: DatasetSpec | None, failures: list[Failure]) -> list[RawItem]:
+    """The items of a label-file source (see `_label_files_of`); rows that cannot be used are
+    appended to ``failures``. Image paths are relative to the description's `image_root`."""
+    base, files = _label_files_of(root, spec)
+    root_shown = spec.image_root if spec is not None and spec.image_root else "."
+    image_root = base / spec.image_root if spec is not None and spec.image_root else base
+    if not image_root.is_dir():
+        raise InputError(f"image folder {root_shown} not found in {base}"
+                         + (f" (image_root of dataset {spec.name!r})" if spec is not None else ""))
+    if not _inside(image_root, base):
+        raise InputError(f"image folder {root_shown} in {base} is a link to a place outside the source; "
+                         "not followed")
+    splits = [_file_split(shown, spec) for _, shown in files]  # every name checked before reading
+    lister = _LabelFileLister(os.path.realpath(image_root), root_shown, spec, failures)
+    items: list[RawItem] = []
+    for (path, shown), split in zip(files, splits):
+        items += lister.list_file(path, shown, split)
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
 # detection and the main entry
 
 
 def detect_format(path: str | os.PathLike) -> str:
     """Guess the layout of ``path``; the rules, in order:
 
-    1. a file named ``*.csv`` or ``*.csv.gz`` -> ``fer2013-csv``;
+    1. a file named ``*.csv`` or ``*.csv.gz`` -> ``fer2013-csv`` when its header has a ``pixels``
+       column, else ``labels``;
+    1b. a file named ``*.tsv`` or ``*.txt`` (also ``.gz``) -> ``labels`` when its first line is a
+       header naming an image-path column, or a row whose first field is an image file name
+       followed by a label;
     2. a folder whose images directly inside all match the JAFFE pattern (KA.AN1.39.tiff) -> ``jaffe``;
     3. a folder of ``<x>/`` folders that each hold only ``<x>_<something>/`` folders -> ``ferg``;
     4. a folder with a split folder (train, val, test, ...) or a sub-folder named like a label
        (angry, anger, joy, ...) -> ``folder``;
     5. a folder with images directly inside -> ``flat``.
 
-    Anything else raises `FormatDetectionError`; a nested folder of unlabelled images needs an
-    explicit ``flat`` so that misspelt class folders are never taken silently as unlabelled data.
+    Anything else raises `InputError`; a nested folder of unlabelled images needs an explicit
+    ``flat`` so that misspelt class folders are never taken silently as unlabelled data. A file that
+    cannot be read raises `InputError` naming it; a missing path `SourceNotFoundError`.
     """
     p = Path(path)
     allowed = ", ".join(FORMATS[1:])
     if p.is_file():
-        if p.name.lower().endswith((".csv", ".csv.gz")):
-            return "fer2013-csv"
-        raise FormatDetectionError(f"{p} is a file but not a .csv or .csv.gz; choose a format: {allowed}")
+        return _detect_file_format(p, allowed)
     if not p.is_dir():
         raise SourceNotFoundError(f"source {str(p)!r} does not exist")
-    entries = [e for e in sorted(os.scandir(p), key=lambda e: e.name) if not e.name.startswith(".")]
+    try:
+        entries = [e for e in sorted(os.scandir(p), key=lambda e: e.name) if not e.name.startswith(".")]
+    except OSError as e:
+        raise InputError(f"{p}: the folder cannot be read ({e.strerror or e})") from None
     dirs = [e for e in entries if e.is_dir()]
     images = [e.name for e in entries if e.is_file() and is_image_file(e.name)]
 
@@ -659,12 +1253,29 @@ def detect_format(path: str | os.PathLike) -> str:
             pass
     if images:
         return "flat"
-    raise FormatDetectionError(
+    raise InputError(
         f"cannot tell the layout of {p}: no label or split folders, no <x>/<x>_<emotion>/ folders "
         f"and no images directly inside; choose a format: {allowed}")
 
 
+def _detect_file_format(p: Path, allowed: str) -> str:
+    """The format of the file ``p``: the FER2013 CSV or a label file (rules 1 and 1b of
+    `detect_format`); raises `InputError` when it is neither."""
+    name = p.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        names = [normalize_label_name(f.strip().strip('"')) for f in _first_line(p).split(",")]
+        return "fer2013-csv" if "pixels" in names else "labels"
+    if name.endswith(LABEL_FILE_SUFFIXES):
+        if _looks_like_label_file(_first_line(p)):
+            return "labels"
+        raise InputError(f"{p}: cannot tell whether this is a label file (its first line is neither a "
+                         "header naming an image-path column nor '<image file> <label>'); give "
+                         "--format labels with a dataset description, or choose a format: " + allowed)
+    raise InputError(f"{p} is a file but not a .csv, .csv.gz, .tsv or .txt; choose a format: {allowed}")
+
+
 def _looks_like_ferg_character(path: str, name: str) -> bool:
+    """True when every sub-folder of ``path`` is named ``<name>_<something>`` (a FERG character)."""
     try:
         subs = [e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")]
     except OSError:
@@ -675,13 +1286,14 @@ def _looks_like_ferg_character(path: str, name: str) -> bool:
 def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -> Listing:
     """List the items of the source at ``path`` in format ``fmt`` (one of `FORMATS`).
 
-    A ``spec`` supplies label spellings, split names and the subject pattern; with ``fmt="auto"``
-    its format is used. Without a spec, the CSV format uses the builtin ``fer2013-csv`` description
-    (its 0..6 emotion codes). Raises `SourceNotFoundError`, `EmptySourceError`,
-    `FormatDetectionError` or `UnknownFormatError`.
+    A ``spec`` supplies label spellings, split names and the subject pattern (and, for label files,
+    where the files, images and columns are); with ``fmt="auto"`` its format is used. Without a
+    spec, the CSV format uses the builtin ``fer2013-csv`` description (its 0..6 emotion codes).
+    Raises `SourceNotFoundError` for a missing source and `InputError` for a source that cannot be
+    listed (unknown or contradicting format, unreadable file, nothing usable in it).
     """
     if fmt not in FORMATS:
-        raise UnknownFormatError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     src = Path(path)
     if not src.exists():
         raise SourceNotFoundError(f"source {str(path)!r} does not exist")
@@ -689,7 +1301,7 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -
         if fmt == "auto":
             fmt = spec.format
         elif fmt != spec.format:
-            raise UnknownFormatError(f"format {fmt!r} contradicts dataset {spec.name!r}, whose format is "
+            raise InputError(f"format {fmt!r} contradicts dataset {spec.name!r}, whose format is "
                                      f"{spec.format!r}; leave the format on auto")
     if fmt == "auto":
         fmt = detect_format(src)
@@ -697,15 +1309,18 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -
         spec = load_spec("fer2013-csv")
     root = src.resolve()
 
+    failures: list[Failure] = []
     if fmt == "fer2013-csv":
         if not root.is_file():
-            raise UnknownFormatError(f"format fer2013-csv needs a .csv or .csv.gz file; {path} is a folder")
-        failures: list[Failure] = []
+            raise InputError(f"format fer2013-csv needs a .csv or .csv.gz file; {path} is a folder")
         items = _list_csv(str(root), spec, failures)
         looked_for = "CSV rows emotion,pixels[,Usage]"
+    elif fmt == "labels":
+        items = _list_labels(root, spec, failures)
+        looked_for = "rows naming an existing image file (and its label) in the label file(s)"
     else:
         if not root.is_dir():
-            raise UnknownFormatError(f"format {fmt} needs a folder; {path} is a file")
+            raise InputError(f"format {fmt} needs a folder; {path} is a file")
         w = _Walker(root)
         lister = {"folder": _list_folder, "ferg": _list_ferg, "jaffe": _list_jaffe, "flat": _list_flat}[fmt]
         items = lister(w, spec)
@@ -721,7 +1336,7 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -
         if failures:
             shown = "; ".join(f"{f.source}: {f.reason}" for f in failures[:3])
             detail = f"; {len(failures)} entries could not be used, e.g. {shown}"
-        raise EmptySourceError(f"no usable items in {path} (format {fmt}); looked for {looked_for}{detail}")
+        raise InputError(f"no usable items in {path} (format {fmt}); looked for {looked_for}{detail}")
     items.sort(key=order_key)
     failures.sort(key=lambda f: (f.source, f.reason))
     return Listing(format=fmt, root=str(root), items=items, failures=failures, spec=spec)
@@ -754,15 +1369,16 @@ def assign_splits(items: list[RawItem], val_frac: float = 0.1, test_frac: float 
     subjects as test, then one fold of the rest as val; it balances the label mix of the folds as
     far as whole subjects allow, so fractions are approximate. With fewer subjects than folds
     each split gets one subject (a warning says so). Pending items of a subject that already has a
-    split from the source join that split. Every pending item needs a subject (ValueError if not).
+    split from the source join that split. Every pending item needs a subject (InputError if not);
+    bad fractions raise InputError too.
 
     Returns all items in listing order (`order_key`); deterministic for a given seed.
     """
     for name, frac in (("val_frac", val_frac), ("test_frac", test_frac)):
         if not (isinstance(frac, (int, float)) and 0.0 <= frac < 1.0):
-            raise ValueError(f"{name} must be in [0, 1), got {frac!r}")
+            raise InputError(f"{name} must be in [0, 1), got {frac!r}")
     if val_frac + test_frac >= 1.0:
-        raise ValueError(f"val_frac + test_frac must be below 1 (something must be left for train), "
+        raise InputError(f"val_frac + test_frac must be below 1 (something must be left for train), "
                          f"got {val_frac} + {test_frac}")
     pending = sorted((it for it in items if it.split is None), key=order_key)
     done = [it for it in items if it.split is not None]
@@ -775,6 +1391,7 @@ def assign_splits(items: list[RawItem], val_frac: float = 0.1, test_frac: float 
 
 
 def _split_stratified(pending: list[RawItem], val_frac: float, test_frac: float, seed: int) -> list[RawItem]:
+    """``pending`` with splits drawn per label (see `assign_splits`)."""
     rng = np.random.default_rng(seed)
     by_label: dict[str | None, list[RawItem]] = {}
     for it in pending:
@@ -794,9 +1411,10 @@ def _split_stratified(pending: list[RawItem], val_frac: float, test_frac: float,
 
 def _split_by_subject(pending: list[RawItem], done: list[RawItem], val_frac: float, test_frac: float,
                       seed: int) -> list[RawItem]:
+    """``pending`` with splits by whole subjects (see `assign_splits`)."""
     missing = [it.source_id for it in pending if not it.subject]
     if missing:
-        raise ValueError(f"{len(missing)} item(s) have no subject (e.g. {missing[0]}), so they cannot be "
+        raise InputError(f"{len(missing)} item(s) have no subject (e.g. {missing[0]}), so they cannot be "
                          "split by subject; give a dataset with a subject pattern or split without subjects")
     # A subject that the source already placed keeps its place (its most common split).
     placed: dict[str, Counter] = {}
@@ -837,7 +1455,7 @@ def _one_group_fold(y: np.ndarray, groups: np.ndarray, frac: float, seed: int, s
 
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise ValueError(f"cannot make a {split} split by subject: only {n_groups} subject left")
+        raise InputError(f"cannot make a {split} split by subject: only {n_groups} subject left")
     k = max(2, round(1.0 / frac))
     if k > n_groups:
         warnings.warn(f"only {n_groups} subjects left: the {split} split gets one of them "

@@ -2,8 +2,8 @@
 
 An output folder looks like::
 
-    OUT/manifest.json            parameters, source fingerprint, one entry per segment, failures
-    OUT/shards/train-00000.h5    a fixed number of samples of one split (the last one of a split may be short)
+    OUT/manifest.json            parameters, source, the shards with their SHA-256, every failure
+    OUT/shards/train-00000.h5    up to --shard-size samples of one split
     OUT/shards/val-00000.h5 ...
 
 Each shard holds, per sample (first axis N): ``eyes``, ``mouth``, ``face`` (uint8 grayscale blocks),
@@ -12,33 +12,34 @@ original-image pixels, right/bottom exclusive), ``eyes_affine``/``mouth_affine``
 (float32 2x3, original-image pixels to block pixels), ``label`` (int8 index into ``label_names``,
 -1 when unlabelled), ``split`` (uint8 index into ``split_names``), ``source`` and ``subject``
 (UTF-8 strings), ``box_method`` (uint8 index into ``box_methods``), ``det_score`` (float32, NaN
-when the box did not come from the detector), ``quality`` (float32 in [0, 1]) and ``image_size``
-(int32 original height, width). Root attributes carry the schema and provenance; dicts and lists are
-stored as JSON strings so that any HDF5 reader can decode them.
+when the box did not come from a detector), ``quality`` (float32 in [0, 1]) and ``image_size``
+(int32 original height, width). Root attributes carry the schema and provenance; dicts and lists
+are stored as JSON strings so that any HDF5 reader can decode them.
 
-Shards are written to a temporary name and renamed when complete; the manifest is rewritten
+A shard is written under a temporary name and renamed when complete; the manifest is rewritten
 atomically after every shard, so a run killed at any moment resumes from the last finished shard.
+Every reader checks what it can: the manifest's keys and types, each shard's checksum before its
+data are used (`verify_files`), and HDF5 errors become a `DataError` that names the shard.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from prepro import __version__
+from prepro.errors import DataError, InputError, OutputError
+from prepro.outputs import atomic_write_text, sha256_file, temp_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
-SPLITS = ("train", "val", "test")
 
 # Per-sample arrays whose trailing shape does not depend on the block sizes.
 _FIXED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -56,12 +57,6 @@ _FIXED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 BLOCK_FIELDS = ("eyes", "mouth", "face")
 STRING_FIELDS = ("source", "subject")
-
-
-class ShardError(Exception):
-    """A shard folder that cannot be used as it is (missing, damaged, another format)."""
-
-
 BLOCK_DEFLATE_LEVEL = 1  # blocks are photographic: higher levels cost much more for ~2% smaller files
 
 
@@ -96,169 +91,177 @@ class Sample:
     image_size: tuple[int, int]
 
 
-@dataclass
-class Segment:
-    """A run of consecutive source items that has been fully accounted for."""
+@dataclass(frozen=True)
+class ShardRecord:
+    """A finished shard, as the manifest lists it."""
 
-    start: int  # first item index (in the run's deterministic item order)
-    end: int  # one past the last item index
-    split: str  # split of every item in the segment
-    file: str | None  # shard path relative to the output folder; None when every item failed
-    n_samples: int  # samples written to the shard
-    sha256: str | None  # checksum of the shard file
-    failures: list[dict[str, str]] = field(default_factory=list)  # {"source", "reason"} per failed item
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    file: str  # path relative to the output folder, e.g. "shards/train-00000.h5"
+    split: str  # the split of every sample in it
+    n_samples: int
+    sha256: str  # checksum of the file as written
 
 
-def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def default_file_mode() -> int:
-    """The mode a plain ``open`` would give a new file (mkstemp's 0600 would hide results from
-    colleagues on a shared machine)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it to ``path``,
-    so a reader (or a resumed run) never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.fchmod(fd, default_file_mode())
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), "w")
-
-
-def write_shard(path: Path, samples: Sequence[Sample], attrs: dict[str, Any]) -> str:
-    """Write ``samples`` to ``path`` (via a temporary name) and return the file's SHA-256.
-
-    Chunks hold one sample each so that a random read decompresses only what it needs.
-    """
+def write_shard(path: Path, samples: Sequence[Sample], attrs: dict[str, Any], writer_id: str) -> str:
+    """Write ``samples`` to ``path`` (through a temporary name marked with ``writer_id``) and return
+    the file's SHA-256. Chunks hold one sample each so that a random read decompresses only what it
+    needs. A failed write (full disk, file-size limit) removes the temporary file: OutputError."""
     import h5py
 
     if not samples:
         raise ValueError("a shard needs at least one sample")
-    n = len(samples)
-    tmp = path.with_name(path.name + ".tmp")
-    sizes = attrs["block_sizes"]
-    with h5py.File(tmp, "w", track_order=True) as f:
-        for name in BLOCK_FIELDS:
-            shape = (n,) + tuple(sizes[name])
-            d = f.create_dataset(name, shape=shape, dtype=np.uint8, chunks=(1,) + shape[1:],
-                                 compression="gzip", compression_opts=BLOCK_DEFLATE_LEVEL,
-                                 track_times=False)
-            for i, s in enumerate(samples):
-                block = getattr(s, name)
-                if not isinstance(block, bytes):
-                    if block.shape != shape[1:]:
-                        raise ValueError(f"{name} block of sample {i} is {block.shape}, expected {shape[1:]}")
-                    block = pack_block(block)
-                d.id.write_direct_chunk((i, 0, 0), block)
-        for name, (dtype, shape) in _FIXED_FIELDS.items():
-            arr = np.asarray([getattr(s, name) for s in samples], dtype=dtype).reshape((n,) + shape)
-            chunks = (min(n, 1024),) + shape
-            f.create_dataset(name, data=arr, chunks=chunks, compression="gzip", compression_opts=4,
-                             track_times=False)
-        str_dt = h5py.string_dtype("utf-8")
-        for name in STRING_FIELDS:
-            f.create_dataset(name, data=[getattr(s, name) for s in samples], dtype=str_dt,
-                             track_times=False)
-        for key, value in attrs.items():
-            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-        f.attrs["n_samples"] = n
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    digest = sha256_file(tmp)
-    os.replace(tmp, path)
+    tmp = temp_name(path, writer_id)
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            _fill_shard(f, samples, attrs)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({getattr(e, 'strerror', None) or e}): free some space and run "
+                          "the same command again to resume") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return digest
+
+
+def _fill_shard(f: Any, samples: Sequence[Sample], attrs: dict[str, Any]) -> None:
+    import h5py
+
+    n = len(samples)
+    sizes = attrs["block_sizes"]
+    for name in BLOCK_FIELDS:
+        shape = (n,) + tuple(sizes[name])
+        d = f.create_dataset(name, shape=shape, dtype=np.uint8, chunks=(1,) + shape[1:], compression="gzip",
+                             compression_opts=BLOCK_DEFLATE_LEVEL, track_times=False)
+        for i, s in enumerate(samples):
+            block = getattr(s, name)
+            if not isinstance(block, bytes):
+                if block.shape != shape[1:]:
+                    raise ValueError(f"{name} block of sample {i} is {block.shape}, expected {shape[1:]}")
+                block = pack_block(block)
+            d.id.write_direct_chunk((i, 0, 0), block)
+    for name, (dtype, shape) in _FIXED_FIELDS.items():
+        arr = np.asarray([getattr(s, name) for s in samples], dtype=dtype).reshape((n,) + shape)
+        f.create_dataset(name, data=arr, chunks=(min(n, 1024),) + shape, compression="gzip", compression_opts=4,
+                         track_times=False)
+    str_dt = h5py.string_dtype("utf-8")
+    for name in STRING_FIELDS:
+        f.create_dataset(name, data=[getattr(s, name) for s in samples], dtype=str_dt, track_times=False)
+    for key, value in attrs.items():
+        f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+    f.attrs["n_samples"] = n
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest
+
+# Every key of a manifest and the JSON type it must have: a file that differs is not one faceblocks wrote.
+_MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format_version": int, "faceblocks_version": str, "params": dict, "source": dict, "label_names": list,
+    "split_names": list, "box_methods": list, "block_sizes": dict, "landmark_model": dict, "writer_id": str,
+    "shards": list, "failures": list, "listing_failures": list, "missing": list, "complete": bool,
+}
 
 
 @dataclass
 class Manifest:
     """The output folder's table of contents; the single source of truth for resume and verify."""
 
-    params: dict[str, Any]  # every parameter that changes the output
-    source: dict[str, Any]  # path, format, item count and fingerprint of the listing
+    params: dict[str, Any]  # every parameter that changes the output (PreprocessConfig.to_dict())
+    source: dict[str, Any]  # path, format, dataset, n_items and fingerprint of the source's listing
     label_names: list[str]
     split_names: list[str]
     box_methods: list[str]
     block_sizes: dict[str, list[int]]
-    predictor_sha256: str
-    n_items: int  # items to account for (listed and not failed at listing time)
-    listing_failures: list[dict[str, str]] = field(default_factory=list)
-    segments: list[Segment] = field(default_factory=list)
+    landmark_model: dict[str, Any]  # file name, SHA-256 and terms of the 68-point model used
+    writer_id: str  # random id of this folder's runs, also written into its shards and temp files
+    shards: list[ShardRecord] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {"source", "reason", "split"} per input
+    listing_failures: list[dict[str, Any]] = field(default_factory=list)  # {"source", "reason"}: not even listed
+    missing: list[str] = field(default_factory=list)  # inputs of earlier runs no longer in the source
+    complete: bool = False  # every input of the current listing is a sample or a failure
     format_version: int = FORMAT_VERSION
     faceblocks_version: str = __version__
 
     @property
-    def next_item(self) -> int:
-        return self.segments[-1].end if self.segments else 0
-
-    @property
-    def complete(self) -> bool:
-        return self.next_item >= self.n_items
-
-    @property
-    def failures(self) -> list[dict[str, str]]:
-        out = list(self.listing_failures)
-        for seg in self.segments:
-            out.extend(seg.failures)
-        return out
-
-    @property
     def n_samples(self) -> int:
-        return sum(s.n_samples for s in self.segments)
+        return sum(s.n_samples for s in self.shards)
 
-    def shard_segments(self, split: str | None = None) -> list[Segment]:
-        return [s for s in self.segments if s.file and (split is None or s.split == split)]
+    @property
+    def all_failures(self) -> list[dict[str, Any]]:
+        """Every input that is not a sample: found but unusable at listing, then in processing."""
+        return self.listing_failures + self.failures
+
+    def shards_of(self, split: str | None = None) -> list[ShardRecord]:
+        return [s for s in self.shards if split is None or s.split == split]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "segments"}
-        d["complete"] = self.complete
+        d = asdict(self)
         d["n_samples"] = self.n_samples
-        d["segments"] = [s.to_dict() for s in self.segments]
         return d
 
     def save(self, out_dir: Path) -> None:
-        atomic_write_text(out_dir / MANIFEST, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
+        atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Manifest":
+        """The folder's manifest; DataError when it is missing, damaged or not one faceblocks wrote."""
         path = Path(out_dir) / MANIFEST
         if not path.is_file():
-            raise ShardError(f"{out_dir} holds no {MANIFEST}: not a faceblocks output folder "
-                             "(make one with `faceblocks preprocess SOURCE OUT_DIR`)")
+            raise DataError(f"{out_dir} holds no {MANIFEST}: not a faceblocks output folder "
+                            "(make one with `faceblocks preprocess SOURCE OUT_DIR`)")
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ShardError(f"{path} is damaged ({e}); rerun `faceblocks preprocess` with --overwrite") from e
-        version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ShardError(f"{path} has shard format version {version}; this faceblocks "
-                             f"({__version__}) reads version {FORMAT_VERSION}: rerun preprocess")
-        d.pop("complete", None)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{path} is damaged ({str(e)[:120]}): preprocess again into a new folder") from None
+        if not isinstance(d, dict) or d.get("format_version") != FORMAT_VERSION:
+            version = d.get("format_version") if isinstance(d, dict) else None
+            raise DataError(f"{path} has shard format version {version!r}; this faceblocks ({__version__}) "
+                            f"reads version {FORMAT_VERSION}: preprocess again into a new folder")
         d.pop("n_samples", None)
-        segments = [Segment(**s) for s in d.pop("segments", [])]
-        return cls(segments=segments, **d)
+        problem = _manifest_problem(d)
+        if problem:
+            raise DataError(f"{path} is damaged or was not written by faceblocks ({problem}): preprocess again "
+                            "into a new folder")
+        d["shards"] = [ShardRecord(**s) for s in d["shards"]]
+        return cls(**d)
+
+
+def _manifest_problem(d: dict[str, Any]) -> str | None:
+    """What is wrong with a parsed manifest's keys and types (None when nothing)."""
+    missing = [k for k in _MANIFEST_TYPES if k not in d]
+    extra = [k for k in d if k not in _MANIFEST_TYPES]
+    if missing or extra:
+        return "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
+                                       extra and f"unexpected {', '.join(extra)}"]))
+    for key, kind in _MANIFEST_TYPES.items():
+        if not isinstance(d[key], kind) or (kind is int and isinstance(d[key], bool)):
+            return f"{key} is a {type(d[key]).__name__}"
+    for s in d["shards"]:
+        if not (isinstance(s, dict) and set(s) == {"file", "split", "n_samples", "sha256"}
+                and isinstance(s["file"], str) and isinstance(s["sha256"], str) and s["split"] in d["split_names"]
+                and _is_count(s["n_samples"])
+                and s["file"].startswith(SHARD_DIR + "/") and "/" not in s["file"][len(SHARD_DIR) + 1:]
+                and s["file"] not in ("", f"{SHARD_DIR}/..", f"{SHARD_DIR}/.")):
+            return f"a bad shard entry {str(s)[:80]}"
+    for f in d["failures"] + d["listing_failures"]:
+        if not (isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("reason"), str)):
+            return f"a bad failure entry {str(f)[:80]}"
+    if not all(isinstance(x, str) for x in d["label_names"] + d["split_names"] + d["box_methods"] + d["missing"]):
+        return "a name list holds something other than strings"
+    sizes = d["block_sizes"]
+    if not all(isinstance(v, list) and len(v) == 2 and all(_is_count(x) for x in v)
+               for v in sizes.values()) or not set(BLOCK_FIELDS) <= set(sizes):
+        return "bad block sizes"
+    return None
+
+
+def _is_count(v: Any) -> bool:
+    """A positive JSON integer (JSON's true is no count, though Python's bool is an int)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def shard_attrs(manifest: Manifest, split: str, index: int) -> dict[str, Any]:
@@ -271,159 +274,186 @@ def shard_attrs(manifest: Manifest, split: str, index: int) -> dict[str, Any]:
         "box_methods": manifest.box_methods,
         "block_sizes": manifest.block_sizes,
         "params": manifest.params,
-        "predictor_sha256": manifest.predictor_sha256,
+        "landmark_model": manifest.landmark_model,
+        "writer_id": manifest.writer_id,
         "shard_split": split,
         "shard_index": index,
     }
 
 
+def shard_writer_id(path: Path) -> str | None:
+    """The ``writer_id`` attribute of a shard file (None when it has none or cannot be read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("writer_id")
+    except (OSError, ValueError):
+        return None
+    return v if isinstance(v, str) else None
+
+
 # --------------------------------------------------------------------------------------------
-# Reading
+# Checking
 
 
 @dataclass
 class VerifyReport:
     ok: list[str]
-    problems: list[str]  # one line per damaged, missing or unexpected shard
+    problems: list[str]  # one line per damaged or missing shard
     complete: bool
+    foreign: list[str] = field(default_factory=list)  # files in shards/ faceblocks did not write (left alone)
 
     @property
     def whole(self) -> bool:
         return not self.problems and self.complete
 
 
-def verify(out_dir: str | os.PathLike) -> VerifyReport:
-    """Check every shard against the manifest's checksums and sample counts."""
+def check_shard(out: Path, rec: ShardRecord) -> str | None:
+    """Why the shard of ``rec`` cannot be used as it is (None when it is whole)."""
     import h5py
 
+    path = out / rec.file
+    if not path.is_file():
+        return "missing"
+    if sha256_file(path) != rec.sha256:
+        return "checksum mismatch (damaged or changed after writing)"
+    try:
+        with h5py.File(path, "r") as f:
+            n = int(f.attrs["n_samples"])
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        return f"unreadable ({str(e)[:100]})"
+    if n != rec.n_samples:
+        return f"holds {n} samples, manifest says {rec.n_samples}"
+    return None
+
+
+def verify(out_dir: str | os.PathLike) -> VerifyReport:
+    """Check every shard against the manifest's checksums and sample counts."""
     out = Path(out_dir)
     m = Manifest.load(out)
     ok, problems = [], []
-    listed = set()
-    for seg in m.shard_segments():
-        listed.add(seg.file)
-        path = out / seg.file
-        if not path.is_file():
-            problems.append(f"{seg.file}: missing")
-            continue
-        digest = sha256_file(path)
-        if digest != seg.sha256:
-            problems.append(f"{seg.file}: checksum mismatch (damaged or changed after writing)")
-            continue
-        try:
-            with h5py.File(path, "r") as f:
-                n = int(f.attrs["n_samples"])
-        except (OSError, KeyError) as e:
-            problems.append(f"{seg.file}: unreadable ({e})")
-            continue
-        if n != seg.n_samples:
-            problems.append(f"{seg.file}: holds {n} samples, manifest says {seg.n_samples}")
-            continue
-        ok.append(seg.file)
+    for rec in m.shards:
+        why = check_shard(out, rec)
+        (problems.append(f"{rec.file}: {why}") if why else ok.append(rec.file))
+    listed = {r.file for r in m.shards}
     shard_dir = out / SHARD_DIR
-    if shard_dir.is_dir():
-        for p in sorted(shard_dir.iterdir()):
-            rel = f"{SHARD_DIR}/{p.name}"
-            if rel not in listed:
-                problems.append(f"{rel}: not in the manifest (left by an interrupted run?)")
-    return VerifyReport(ok=ok, problems=problems, complete=m.complete)
+    foreign = sorted(f"{SHARD_DIR}/{p.name}" for p in shard_dir.iterdir()
+                     if f"{SHARD_DIR}/{p.name}" not in listed) if shard_dir.is_dir() else []
+    return VerifyReport(ok=ok, problems=problems, complete=m.complete, foreign=foreign)
 
 
 def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Counts per split and label, face-box methods, quality and failures, as a JSON-able dict."""
+    """Counts per split and label, face-box methods, quality and failures, as a JSON-able dict.
+    Damaged shards are left out of the counts and listed under ``damaged``."""
     import h5py
 
     out = Path(out_dir)
     m = Manifest.load(out)
-    labels_all = m.label_names
     splits: dict[str, dict[str, int]] = {}
     methods: dict[str, int] = {}
-    qualities = []
-    for seg in m.shard_segments():
-        with h5py.File(out / seg.file, "r") as f:
-            lab = f["label"][()]
-            met = f["box_method"][()]
-            qualities.append(f["quality"][()])
-        per = splits.setdefault(seg.split, {})
+    qualities, damaged = [], []
+    for rec in m.shards:
+        why = check_shard(out, rec)
+        try:
+            if why is None:
+                with h5py.File(out / rec.file, "r") as f:
+                    lab, met, q = f["label"][()], f["box_method"][()], f["quality"][()]
+        except (OSError, KeyError, ValueError) as e:
+            why = f"unreadable ({str(e)[:100]})"
+        if why:
+            damaged.append(f"{rec.file}: {why}")
+            continue
+        qualities.append(q)
+        per = splits.setdefault(rec.split, {})
         for idx, count in zip(*np.unique(lab, return_counts=True)):
-            name = labels_all[idx] if idx >= 0 else "unlabelled"
+            name = m.label_names[idx] if 0 <= idx < len(m.label_names) else "unlabelled"
             per[name] = per.get(name, 0) + int(count)
         for idx, count in zip(*np.unique(met, return_counts=True)):
-            methods[m.box_methods[idx]] = methods.get(m.box_methods[idx], 0) + int(count)
-    q = np.concatenate(qualities) if qualities else np.zeros(0, np.float32)
-    quality = {}
-    if q.size:
-        quality = {"min": float(q.min()), "p05": float(np.percentile(q, 5)),
-                   "median": float(np.median(q)), "mean": float(q.mean()),
-                   "below_0.5": int((q < 0.5).sum())}
-    failures = m.failures
+            name = m.box_methods[idx] if 0 <= idx < len(m.box_methods) else str(idx)
+            methods[name] = methods.get(name, 0) + int(count)
     return {
-        "out_dir": str(out),
-        "complete": m.complete,
-        "samples": m.n_samples,
-        "failed": len(failures),
-        "items": m.n_items + len(m.listing_failures),
-        "shards": len(m.shard_segments()),
+        "out_dir": str(out), "complete": m.complete, "samples": m.n_samples, "failed": len(m.all_failures),
+        "items": m.n_samples + len(m.all_failures), "shards": len(m.shards), "damaged": damaged,
         "splits": {s: dict(sorted(splits[s].items())) for s in m.split_names if s in splits},
-        "box_methods": methods,
-        "quality": quality,
-        "failures": failures,
-        "source": m.source,
-        "params": m.params,
-        "format_version": m.format_version,
-        "faceblocks_version": m.faceblocks_version,
+        "box_methods": methods, "quality": _quality_summary(qualities), "failures": m.all_failures,
+        "missing": m.missing, "source": m.source, "params": m.params, "landmark_model": m.landmark_model,
+        "format_version": m.format_version, "faceblocks_version": m.faceblocks_version,
     }
+
+
+def _quality_summary(parts: list[np.ndarray]) -> dict[str, float]:
+    q = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+    q = q[np.isfinite(q)]
+    if not q.size:
+        return {}
+    return {"min": float(q.min()), "p05": float(np.percentile(q, 5)), "median": float(np.median(q)),
+            "mean": float(q.mean()), "below_0.5": int((q < 0.5).sum())}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
 
 
 class ShardReader:
     """Random access to the samples of a shard folder, optionally one split and a label subset.
 
-    The index (shard, row) is built once from the small ``label`` arrays; HDF5 files are opened
-    lazily and reopened after a fork, so an instance can be handed to DataLoader workers.
+    Every shard used is checked against its checksum first (``verify_files``), so damaged bytes
+    are a `DataError` naming the shard, never wrong data. The index (shard, row) is built once
+    from the small ``label`` arrays; HDF5 files are opened lazily and reopened after a fork, so an
+    instance can be handed to DataLoader workers.
     """
 
     def __init__(self, out_dir: str | os.PathLike, split: str | None = None,
-                 labels: Iterable[str] | None = None, verify_files: bool = False):
-        import h5py
-
+                 labels: Iterable[str] | None = None, verify_files: bool = True):
         self.root = Path(out_dir)
-        self.manifest = Manifest.load(self.root)
-        m = self.manifest
+        self.manifest = m = Manifest.load(self.root)
         if split is not None and split not in m.split_names:
-            raise ShardError(f"unknown split {split!r}; allowed: {', '.join(m.split_names)}")
+            raise InputError(f"unknown split {split!r}; allowed: {', '.join(m.split_names)}")
+        keep = None
         if labels is not None:
             labels = list(labels)
             bad = [x for x in labels if x not in m.label_names]
             if bad:
-                raise ShardError(f"unknown label(s) {', '.join(bad)}; allowed: {', '.join(m.label_names)}")
+                raise InputError(f"unknown label(s) {', '.join(bad)}; allowed: {', '.join(m.label_names)}")
+            keep = np.array([m.label_names.index(x) for x in labels])
         self.split = split
         self.label_names = m.label_names
         self.block_sizes = {k: tuple(v) for k, v in m.block_sizes.items()}
         self.files: list[Path] = []
         rows_shard, rows_row, rows_label = [], [], []
-        keep = None if labels is None else np.array([m.label_names.index(x) for x in labels])
-        for seg in m.shard_segments(split):
-            path = self.root / seg.file
-            if not path.is_file():
-                raise ShardError(f"shard {seg.file} is missing: run `faceblocks verify {self.root}`")
-            if verify_files and sha256_file(path) != seg.sha256:
-                raise ShardError(f"shard {seg.file} is damaged (checksum mismatch): rerun preprocess")
-            try:
-                with h5py.File(path, "r") as f:
-                    lab = f["label"][()].astype(np.int64)
-            except OSError as e:
-                raise ShardError(f"shard {seg.file} is unreadable ({e}): run `faceblocks verify {self.root}`") from e
+        for rec in m.shards_of(split):
+            lab = self._labels_of(rec, verify_files)
             rows = np.arange(len(lab)) if keep is None else np.flatnonzero(np.isin(lab, keep))
             rows_shard.append(np.full(len(rows), len(self.files), dtype=np.int32))
             rows_row.append(rows.astype(np.int32))
             rows_label.append(lab[rows])
-            self.files.append(path)
+            self.files.append(self.root / rec.file)
         cat = (lambda xs, dt: np.concatenate(xs).astype(dt)) if self.files else (lambda xs, dt: np.zeros(0, dt))
         self.index_shard = cat(rows_shard, np.int32)
         self.index_row = cat(rows_row, np.int32)
         self.labels = cat(rows_label, np.int64)
         self._handles: dict[int, Any] = {}
-        self._pid = None
+        self._pid: int | None = None
+
+    def _labels_of(self, rec: ShardRecord, verify_files: bool) -> np.ndarray:
+        import h5py
+
+        if verify_files:
+            why = check_shard(self.root, rec)
+            if why:
+                raise DataError(f"shard {rec.file} of {self.root} is {why}: run `faceblocks verify {self.root}` "
+                                "and preprocess again")
+        try:
+            with h5py.File(self.root / rec.file, "r") as f:
+                lab = f["label"][()].astype(np.int64)
+        except (OSError, KeyError, ValueError) as e:
+            raise DataError(f"shard {rec.file} of {self.root} is unreadable ({str(e)[:100]}): run "
+                            f"`faceblocks verify {self.root}`") from None
+        if len(lab) != rec.n_samples:
+            raise DataError(f"shard {rec.file} of {self.root} holds {len(lab)} labels, the manifest says "
+                            f"{rec.n_samples}: preprocess again")
+        return lab
 
     def __len__(self) -> int:
         return len(self.index_row)
@@ -448,12 +478,16 @@ class ShardReader:
 
     def get(self, i: int, fields: Sequence[str] = ("eyes", "mouth", "face", "label")) -> dict[str, Any]:
         """Sample ``i`` of this view as a dict of numpy arrays / scalars / strings."""
-        f = self._file(int(self.index_shard[i]))
-        r = int(self.index_row[i])
-        out = {}
-        for name in fields:
-            v = f[name][r]
-            out[name] = v.decode("utf-8") if isinstance(v, bytes) else v
+        try:
+            f = self._file(int(self.index_shard[i]))
+            r = int(self.index_row[i])
+            out = {}
+            for name in fields:
+                v = f[name][r]
+                out[name] = v.decode("utf-8") if isinstance(v, bytes) else v
+        except (OSError, KeyError, ValueError) as e:
+            raise DataError(f"{self.files[int(self.index_shard[i])].name} is damaged ({str(e)[:100]}): run "
+                            f"`faceblocks verify {self.root}`") from None
         return out
 
     def load_all(self, fields: Sequence[str] = ("eyes", "mouth", "face", "label")) -> dict[str, np.ndarray]:
@@ -463,17 +497,14 @@ class ShardReader:
             rows = self.index_row[self.index_shard == k]
             if not len(rows):
                 continue
-            f = self._file(k)
-            for name in fields:
-                arr = f[name][()]
-                parts[name].append(arr[rows])
-        out = {}
-        for name in fields:
-            if parts[name]:
-                out[name] = np.concatenate(parts[name])
-            else:
-                out[name] = np.zeros((0,), dtype=np.float32)
-        return out
+            try:
+                f = self._file(k)
+                for name in fields:
+                    parts[name].append(f[name][()][rows])
+            except (OSError, KeyError, ValueError) as e:
+                raise DataError(f"{self.files[k].name} is damaged ({str(e)[:100]}): run "
+                                f"`faceblocks verify {self.root}`") from None
+        return {name: np.concatenate(parts[name]) if parts[name] else np.zeros((0,), np.float32) for name in fields}
 
     def close(self) -> None:
         for h in self._handles.values():

@@ -62,12 +62,15 @@ def _base_face() -> tuple[np.ndarray, np.ndarray]:
     import cv2
     from skimage import data
 
-    from prepro.landmarks import FaceModel, find_predictor
+    from prepro.faces import CutSettings, FaceCutter
+    from prepro.landmarks import LandmarkModelFile
 
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     crop = np.ascontiguousarray(gray[10:290, 80:360])  # the face with some background around it
-    face = FaceModel(find_predictor(None), face_mode="detect").find(crop)
-    return crop, face.landmarks.astype(np.float64)
+    cut = FaceCutter(CutSettings(face_mode="detect"), LandmarkModelFile.default()).cut(crop)
+    if cut.failure:
+        raise RuntimeError(f"the astronaut's face was not found ({cut.failure})")  # a broken install, not user input
+    return crop, cut.faces[0].face.landmarks.astype(np.float64)
 
 
 def _warp(img: np.ndarray, src: np.ndarray, dst: np.ndarray, step: int = 8) -> np.ndarray:

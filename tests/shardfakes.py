@@ -8,11 +8,13 @@ the face block holds both. A small network separates the classes in a few epochs
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from prepro.shards import SHARD_DIR, Manifest, Sample, Segment, shard_attrs, write_shard
+from prepro.blocks import BlockConfig
+from prepro.config import PreprocessConfig
+from prepro.shards import SHARD_DIR, Manifest, Sample, ShardRecord, shard_attrs, write_shard
 
 ALL_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
 
@@ -39,7 +41,7 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
                      per_class: dict[str, int] | None = None, eyes_size: tuple[int, int] = (16, 48),
                      mouth_size: tuple[int, int] = (16, 32), face_size: tuple[int, int] = (32, 32),
                      shard_size: int = 32, label_names: Sequence[str] = ALL_LABELS, unlabelled: int = 0,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, quality: float = 1.0) -> Path:
     """Write a shard folder with ``per_class[split]`` samples of each label in ``labels`` per split.
 
     ``label_names`` is the manifest's label list (the preprocessing pipeline stores all canonical
@@ -51,13 +53,18 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
     sizes = {"eyes": tuple(eyes_size), "mouth": tuple(mouth_size), "face": tuple(face_size)}
     rng = np.random.default_rng(seed)
     split_names = ["train", "val", "test"]
+    # The parameters of a real run with these block sizes: training, evaluate and predict read them.
+    params = PreprocessConfig(face="aligned", blocks=BlockConfig(eyes_size=tuple(eyes_size),
+                                                                 mouth_size=tuple(mouth_size),
+                                                                 face_size=tuple(face_size))).to_dict()
     manifest = Manifest(
-        params={"synthetic": True, "eyes_size": list(eyes_size), "mouth_size": list(mouth_size),
-                "face_size": list(face_size)},
-        source={"path": "shardfakes", "format": "synthetic"},
+        params=params, source={"path": "shardfakes", "format": "synthetic", "dataset": None, "n_items": 0,
+                               "fingerprint": ""},
         label_names=list(label_names), split_names=split_names,
-        box_methods=["whole_image"], block_sizes={k: list(v) for k, v in sizes.items()},
-        predictor_sha256="0" * 64, n_items=0)
+        box_methods=["hog", "cnn", "estimated", "estimated_fallback", "given"],
+        block_sizes={k: list(v) for k, v in sizes.items()},
+        landmark_model={"file": "none", "sha256": "0" * 64, "terms": "synthetic"},
+        writer_id="0123456789abcdef")
     item = 0
     for split in split_names:
         items: list[int] = []
@@ -76,16 +83,52 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
                                   mouth_affine=np.eye(2, 3, dtype=np.float32),
                                   face_affine=np.eye(2, 3, dtype=np.float32), label=lab,
                                   split=split_names.index(split), source=f"fake/{split}/{item + len(samples)}",
-                                  subject="", box_method=0, det_score=float("nan"), quality=1.0,
+                                  subject="", box_method=2, det_score=float("nan"), quality=quality,
                                   image_size=(48, 48)))
         for i in range(0, len(samples), shard_size):
             chunk = samples[i:i + shard_size]
             index = i // shard_size
             rel = f"{SHARD_DIR}/{split}-{index:05d}.h5"
-            digest = write_shard(root / rel, chunk, shard_attrs(manifest, split, index))
-            manifest.segments.append(Segment(start=item, end=item + len(chunk), split=split, file=rel,
-                                             n_samples=len(chunk), sha256=digest))
+            digest = write_shard(root / rel, chunk, shard_attrs(manifest, split, index), manifest.writer_id)
+            manifest.shards.append(ShardRecord(file=rel, split=split, n_samples=len(chunk), sha256=digest))
             item += len(chunk)
-    manifest.n_items = item
+    manifest.source["n_items"] = item
+    manifest.complete = True
     manifest.save(root)
     return root
+
+
+def edit_shards(root: str | Path, edit: Callable[[Any, int], None]) -> Path:
+    """Change the shards of ``root`` in place, ``edit(h5 file, index of its first sample)`` per shard
+    in folder order, and record the new checksums in the manifest, as if faceblocks had written
+    them so (a changed shard whose manifest was not updated is damaged). Returns ``root``."""
+    import dataclasses
+
+    import h5py
+
+    from prepro.outputs import sha256_file
+
+    root = Path(root)
+    m = Manifest.load(root)
+    k = 0
+    for i, rec in enumerate(m.shards):
+        with h5py.File(root / rec.file, "r+") as f:
+            edit(f, k)
+        k += rec.n_samples
+        m.shards[i] = dataclasses.replace(rec, sha256=sha256_file(root / rec.file))
+    m.save(root)
+    return root
+
+
+def damage_block_data(path: str | Path) -> None:
+    """Flip one byte inside the first stored eyes block of shard ``path``: the file stays readable
+    HDF5 with its attributes (so faceblocks can tell it is its own) but no longer matches its checksum."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        info = f["eyes"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))

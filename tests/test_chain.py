@@ -11,9 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from shardfakes import damage_block_data
+
 from cli import main
 from prepro.synthetic import make_sample
-from training.chain import ChainConfigError, ChainError, load_config, run_chain, template
+from prepro.errors import InputError, MismatchError, OutputError
+from prepro.shards import verify
+from training.chain import load_config, run_chain, template
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,20 +100,21 @@ def test_chain_skips_finished_stages(finished):
 
 
 def test_chain_resumes_interrupted_training_with_the_same_result(finished, sample, tmp_path, monkeypatch):
-    import training.engine as engine
+    import importlib
 
+    train_module = importlib.import_module("training.train")  # the module; `training.train` is the function
     cfg = _project(tmp_path, sample)
-    real = engine._write_log
+    real = train_module._write_log
 
     def stop_after_first_epoch(*a, **kw):
         raise KeyboardInterrupt  # as if killed right after epoch 1's checkpoint was saved
 
-    monkeypatch.setattr(engine, "_write_log", stop_after_first_epoch)
+    monkeypatch.setattr(train_module, "_write_log", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_chain(cfg, progress=False)
     assert (tmp_path / "out" / "run" / "last.pt").is_file()
     assert not (tmp_path / "out" / "run" / "result.json").exists()
-    monkeypatch.setattr(engine, "_write_log", real)
+    monkeypatch.setattr(train_module, "_write_log", real)
     result = run_chain(cfg, progress=False)
     assert [(s.name, s.action) for s in result.stages][:2] == [("preprocess", "skipped"), ("train", "resumed")]
     resumed = torch.load(tmp_path / "out" / "run" / "last.pt", weights_only=True)
@@ -123,25 +128,24 @@ def test_changed_config_is_refused_unless_overwrite(sample, tmp_path):
     cfg = _project(tmp_path, sample)
     run_chain(cfg, progress=False)
     cfg.write_text(CONFIG.replace("epochs = 2", "epochs = 1"))
-    with pytest.raises(ChainError, match=r"train.epochs: 2 -> 1.*--overwrite"):
+    with pytest.raises(OutputError, match=r"train.epochs: 2 -> 1.*--overwrite"):
         run_chain(cfg, progress=False)
     result = run_chain(cfg, overwrite=True, progress=False)
     assert [s.action for s in result.stages] == ["skipped", "ran", "ran", "skipped"]
     assert json.loads((tmp_path / "out" / "run" / "result.json").read_text())["epochs_done"] == 1
     # A damaged shard is found, and every stage after it runs again.
     shard = sorted((tmp_path / "out" / "shards" / "shards").glob("train-*.h5"))[0]
-    data = bytearray(shard.read_bytes())
-    data[-100] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    damage_block_data(shard)
     result = run_chain(cfg, progress=False)
     assert [s.action for s in result.stages] == ["ran"] * 4
+    assert verify(tmp_path / "out" / "shards").whole  # rebuilt
 
 
 def test_out_folder_with_other_content_is_refused(sample, tmp_path):
     cfg = _project(tmp_path, sample)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ChainError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty"):
         run_chain(cfg, out_dir=tmp_path / "busy", progress=False)
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
 
@@ -149,11 +153,17 @@ def test_out_folder_with_other_content_is_refused(sample, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('[data]\nsource = "s"\nfce = "x"\n', r"unknown key data\.fce; allowed in \[data\]: source, format"),
     ('[data]\nsource = "s"\nface = "sideways"\n', r"data\.face must be one of 'auto', 'detect', 'aligned'"),
-    ('[data]\nsource = "s"\n[train]\nepochs = "30"\n', r"train\.epochs must be an integer, got '30' \(a string\)"),
+    ('[data]\nsource = "s"\n[train]\nepochs = "30"\n',
+     r"train\.epochs must be an integer \(1 to 100000\), got '30' \(a string\)"),
     ('[data]\nsource = "s"\n[train]\nmodel = "resnet"\n', r"train\.model must be one of .*'two-branch'"),
     ('[data]\nsource = "s"\n[trian]\nepochs = 3\n', r"unknown table or key 'trian'.*\[train\]"),
-    ('[data]\nsource = "s"\neyes_size = "32by96"\n', r"data\.eyes_size must be a size such as"),
-    ('[data]\nsource = "s"\n[train]\nlr = -1\n', r"lr must be > 0"),
+    ('[data]\nsource = "s"\neyes_size = "32by96"\n', r"data\.eyes_size must be a size HEIGHTxWIDTH such as"),
+    ('[data]\nsource = "s"\n[train]\nlr = -1\n', r"train\.lr must be a number \(1e-12 to 10\), got -1"),
+    ('[data]\nsource = "s"\n[train]\nlr = nan\n', r"train\.lr must be a number .*got nan"),
+    ('[data]\nsource = "s"\nmax_megapixels = inf\n', r"data\.max_megapixels must be a number .*got inf"),
+    ('[data]\nsource = "s"\njobs = 0\n', r"data\.jobs must be -1 \(all cores\) or a positive number"),
+    ('[data]\nsource = "s"\n[train]\nlabels = ["happy"]\n', r"labels must name at least 2 classes"),
+    ('[data]\nsource = "s"\nlandmark_model = "x.dat"\n', r"unknown key data\.landmark_model"),
     ('[data]\nsource = "s"\n[train]\naugment = 1\n', r"train\.augment must be true or false, got 1"),
     ('[data]\nsource = "s"\n[evaluate]\nsplits = ["dev"]\n', r"evaluate\.splits: unknown value 'dev'; allowed: train, val, test"),
     ('[train]\nepochs = 3\n', r"data\.source is required"),
@@ -162,7 +172,7 @@ def test_out_folder_with_other_content_is_refused(sample, tmp_path):
 def test_config_errors_name_the_key_and_the_allowed_values(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ChainConfigError, match=message):
+    with pytest.raises(InputError, match=message):
         load_config(path)
 
 
@@ -199,16 +209,17 @@ def test_cli_run(finished, tmp_path):
 
 def test_evaluate_refuses_shards_cut_differently(finished, tmp_path):
     from prepro.blocks import BlockConfig
-    from prepro.pipeline import PreprocessConfig, run_preprocess
-    from training import PreprocessingMismatchError, evaluate
+    from prepro.config import PreprocessConfig, PreprocessRun
+    from prepro.pipeline import run_preprocess
+    from training.evaluate import evaluate
 
     cfg, _ = finished
     out = cfg.parent / "out"
     other = tmp_path / "wide"
     run_preprocess(str(cfg.parent / "sample"), str(other),
                    PreprocessConfig(blocks=BlockConfig(eyes_margin=0.5), val_frac=0.25, test_frac=0.25),
-                   jobs=1, progress=False)
-    with pytest.raises(PreprocessingMismatchError, match=r"--eyes-margin 0\.2 in training, 0\.5 here"):
+                   PreprocessRun(jobs=1), progress=False)
+    with pytest.raises(MismatchError, match=r"--eyes-margin 0\.2 in training, 0\.5 here"):
         evaluate(out / "run", other, split="test", out_dir=tmp_path / "ev")
     m = evaluate(out / "run", other, split="test", out_dir=tmp_path / "ev", allow_preprocessing_mismatch=True)
     assert m["preprocessing_differences"] and m["n_samples"] > 0
@@ -217,9 +228,25 @@ def test_evaluate_refuses_shards_cut_differently(finished, tmp_path):
 
 
 def test_committed_configs_are_valid():
+    """benchmarks/ holds `faceblocks run` configs and bench_train.py sweep files ([defaults] and
+    [[run]] tables of TrainConfig fields): every one must load, and every run's settings be valid."""
+    from architectures import create_model
+    from training.config import TrainConfig
+
     root = Path(__file__).resolve().parents[1]
     configs = sorted((root / "benchmarks").glob("*.toml"))
     assert configs
     for path in configs:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        if "run" in raw and isinstance(raw["run"], list):  # a sweep file
+            names = [r["name"] for r in raw["run"]]
+            assert names and len(set(names)) == len(names), path
+            for r in raw["run"]:
+                run = {**raw.get("defaults", {}), **r}
+                assert run["shards"], path
+                cfg = TrainConfig.from_dict({k: v for k, v in run.items() if k not in ("name", "shards")},
+                                            where=f"{path.name}: {run['name']}: ")
+                create_model(cfg.model, 7, **cfg.model_kwargs)  # the network takes these arguments
+            continue
         cfg = load_config(path)
         assert cfg["data"]["source"] and cfg["run"]["out"]

@@ -10,8 +10,10 @@ from shardfakes import make_fake_shards
 from test_pipeline import make_source
 
 from cli import main
+from prepro import __version__
 
-COMMANDS = ["preprocess", "inspect", "verify", "train", "evaluate", "predict", "export", "preview", "run", "demo"]
+COMMANDS = ["preprocess", "inspect", "verify", "train", "evaluate", "predict", "export", "preview", "run", "demo",
+            "models", "export-model"]
 
 
 @pytest.fixture()
@@ -25,7 +27,8 @@ def test_help_and_version(runner):
     for cmd in COMMANDS:
         assert cmd in r.output
     r = runner.invoke(main, ["--version"])
-    assert r.exit_code == 0 and "faceblocks, version" in r.output
+    assert r.exit_code == 0 and f"faceblocks {__version__}" in r.output
+    assert "iBUG 300-W" in r.output  # the terms of the landmark model are shown with the version
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
@@ -33,6 +36,13 @@ def test_every_command_has_help_with_examples(runner, cmd):
     r = runner.invoke(main, [cmd, "-h"])
     assert r.exit_code == 0, r.output
     assert "Example" in r.output
+
+
+def test_new_option_names(runner):
+    r = runner.invoke(main, ["preprocess", "-h"])
+    for option in ("--landmark-model", "--detector", "--min-face", "--retry-failed", "--eyes-size", "--jobs"):
+        assert option in r.output, option
+    assert "--predictor" not in r.output
 
 
 def test_preprocess_inspect_verify(runner, tmp_path):
@@ -57,6 +67,8 @@ def test_preprocess_inspect_verify(runner, tmp_path):
     shard.write_bytes(shard.read_bytes()[:-100])
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 1 and shard.name in r.output
+    r = runner.invoke(main, ["inspect", str(out)])  # counts without the damaged shard, which is named
+    assert r.exit_code == 1 and f"DAMAGED shards/{shard.name}" in r.output
 
 
 def test_strict_makes_failures_an_error(runner, tmp_path):
@@ -86,10 +98,51 @@ def test_other_parameters_refused(runner, tmp_path):
 
 def test_bad_option_values(runner, tmp_path):
     make_source(tmp_path / "src", bad=False)
-    r = runner.invoke(main, ["preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--eyes-size", "big"])
+    args = ["preprocess", str(tmp_path / "src"), str(tmp_path / "out")]
+    r = runner.invoke(main, args + ["--eyes-size", "big"])
     assert r.exit_code == 2 and "HEIGHTxWIDTH" in r.output
-    r = runner.invoke(main, ["preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--face", "guess"])
+    r = runner.invoke(main, args + ["--face", "guess"])
     assert r.exit_code == 2 and "aligned" in r.output
+    r = runner.invoke(main, args + ["--detector", "haar"])
+    assert r.exit_code == 2 and "hog+cnn" in r.output
+    r = runner.invoke(main, args + ["--min-face", "2"])
+    assert r.exit_code == 2 and "--min-face" in r.output
+    r = runner.invoke(main, args + ["--eyes-size", "2x96"])
+    assert r.exit_code == 1 and "eyes_size" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, args + ["--max-megapixels", "nan", "-q"])  # NaN passes click's range check ...
+    assert r.exit_code == 1 and "max_megapixels" in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(main, args + ["--max-megapixels", "inf", "-q"])  # ... infinity does not
+    assert r.exit_code == 2 and "--max-megapixels" in r.output
+    r = runner.invoke(main, args + ["--landmark-model", str(tmp_path / "missing.dat"), "-q"])
+    assert r.exit_code == 1 and "missing.dat" in r.output and len(r.output.strip().splitlines()) == 1
+    (tmp_path / "junk.dat").write_bytes(b"junk")
+    r = runner.invoke(main, args + ["--landmark-model", str(tmp_path / "junk.dat"), "-q"])
+    assert r.exit_code == 1 and "not a dlib landmark model" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_retry_failed_option(runner, tmp_path):
+    from PIL import Image
+    from test_pipeline import _face_like
+
+    make_source(tmp_path / "src", bad=False)
+    (tmp_path / "src" / "sad" / "late.png").write_bytes(b"")
+    args = ["preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--face", "aligned", "-j", "1", "-q"]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0 and "12 samples" in r.output and "1 of 13 inputs could not be used" in r.output
+    Image.fromarray(_face_like(7)).save(tmp_path / "src" / "sad" / "late.png")
+    assert "0 written now" in runner.invoke(main, args).output
+    r = runner.invoke(main, args + ["--retry-failed"])
+    assert r.exit_code == 0 and "13 samples" in r.output and "1 written now" in r.output, r.output
+
+
+def test_shipped_model_names(runner, tmp_path):
+    from training.zoo import shipped_names
+
+    r = runner.invoke(main, ["models", "--json"])
+    assert r.exit_code == 0 and set(json.loads(r.output)) == set(shipped_names())
+    r = runner.invoke(main, ["predict", "no-such-model", str(tmp_path)])
+    assert r.exit_code == 1 and "neither a run folder" in r.output and "Traceback" not in r.output
 
 
 def test_train_and_evaluate(runner, tmp_path):
@@ -101,7 +154,7 @@ def test_train_and_evaluate(runner, tmp_path):
     r = runner.invoke(main, ["train", str(shards), str(run), "--epochs", "2", "-q"])
     assert r.exit_code == 1 and "resume" in r.output.lower()  # an existing run is not clobbered
     r = runner.invoke(main, ["train", str(shards), str(run), "--resume", "--lr", "0.1"])
-    assert r.exit_code == 2 and "--lr" in r.output
+    assert r.exit_code == 1 and "cannot change lr" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["train", str(shards), str(run), "--resume", "--epochs", "3", "-q"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["evaluate", str(run), str(shards), "--split", "test", "--json"])

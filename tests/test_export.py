@@ -11,13 +11,16 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from shardfakes import make_fake_shards
+from shardfakes import edit_shards, make_fake_shards
 
 from cli import main
-from prepro.export import ExportError, export_blocks, safe_component, sample_id, source_stem
-from prepro.shards import Manifest
+from prepro.errors import DataError, InputError, OutputError
+from prepro.export import export_blocks, safe_component, sample_id, source_stem
+from prepro.faces import BOX_METHODS
+from prepro.outputs import LOCK_NAME, sha256_file
+from prepro.shards import Manifest, verify
 
-METHODS = ["detector", "whole_image", "whole_image_fallback"]
+METHODS = list(BOX_METHODS)  # the fake samples cycle through the first three: hog, cnn, estimated
 # HDF5 strings cannot hold NUL (test_names covers it); other control characters they can.
 HOSTILE = ["../../etc/passwd", "/etc/shadow", "a/../../b", "bad\x01name\n.jpg", "\x1b[31mred\ttab\r",
            "..\\..\\x.png", "..", ".hidden", "C:\\Windows\\system32\\cmd.exe", "train/../../../escape.jpg",
@@ -26,22 +29,19 @@ HOSTILE = ["../../etc/passwd", "/etc/shadow", "a/../../b", "bad\x01name\n.jpg", 
 
 def _patch_shards(root: Path, sources=None) -> Path:
     """Give the fake shards varied quality, box methods and (optionally hostile) sources."""
-    m = Manifest.load(root)
-    m.box_methods = list(METHODS)
-    m.save(root)
-    k = 0
-    for seg in m.shard_segments():
-        with h5py.File(root / seg.file, "r+") as f:
-            n = f["label"].shape[0]
-            idx = np.arange(k, k + n)
-            f["quality"][...] = ((idx * 37) % 100 / 100.0).astype(np.float32)
-            f["box_method"][...] = (idx % 3).astype(np.uint8)
-            if sources is not None:
-                src = [sources[i % len(sources)] for i in idx]
-                del f["source"]
-                f.create_dataset("source", data=src, dtype=h5py.string_dtype("utf-8"))
-            f.attrs["box_methods"] = json.dumps(METHODS)
-        k += n
+    assert Manifest.load(root).box_methods == METHODS
+
+    def edit(f, k: int) -> None:
+        idx = np.arange(k, k + f["label"].shape[0])
+        f["quality"][...] = ((idx * 37) % 100 / 100.0).astype(np.float32)
+        f["box_method"][...] = (idx % 3).astype(np.uint8)
+        if sources is not None:
+            del f["source"]
+            f.create_dataset("source", data=[sources[i % len(sources)] for i in idx],
+                             dtype=h5py.string_dtype("utf-8"))
+
+    edit_shards(root, edit)
+    assert verify(root).whole
     return root
 
 
@@ -56,7 +56,7 @@ def _everything(root: Path) -> dict[str, np.ndarray]:
     """Every dataset of every shard, concatenated in folder order."""
     m = Manifest.load(root)
     parts: dict[str, list] = {}
-    for seg in m.shard_segments():
+    for seg in m.shards:
         with h5py.File(root / seg.file, "r") as f:
             for name in f:
                 parts.setdefault(name, []).append(f[name][()])
@@ -104,6 +104,7 @@ def test_png_pixels_equal_blocks_and_csv(shards, tmp_path):
                 assert all(p.suffix == ".png" and p.is_file() for p in cls.iterdir())
     record = json.loads((out / "export.json").read_text())
     assert record["samples"] == n and sorted(record["files"]) == sorted(s.files)
+    assert all(sha256_file(out / f) == digest for f, digest in record["files"].items())  # provably its own
 
 
 def test_npz_arrays_equal(shards, tmp_path):
@@ -152,7 +153,7 @@ def test_filters(shards, tmp_path):
     happy = m.label_names.index("happy")
     s = export_blocks(shards, tmp_path / "a", fmt="npz", splits="train,val", labels=["happy"], progress=False)
     assert set(s.counts) == {"train", "val"} and s.counts == {"train": {"happy": 6}, "val": {"happy": 3}}
-    s = export_blocks(shards, tmp_path / "b", fmt="npz", box_methods=["detector"], min_quality=0.5,
+    s = export_blocks(shards, tmp_path / "b", fmt="npz", box_methods=["hog"], min_quality=0.5,
                       progress=False)
     want = (every["box_method"] == 0) & (every["quality"] >= 0.5)
     assert s.samples == want.sum() > 0
@@ -163,14 +164,16 @@ def test_filters(shards, tmp_path):
     assert len(list((tmp_path / "c" / "eyes" / "test" / "unlabelled").glob("*.png"))) == 2
     assert not (tmp_path / "c" / "eyes" / "train").exists()
     assert (every["label"] == happy).sum() == 11
-    with pytest.raises(ExportError, match="allowed: angry"):
+    with pytest.raises(InputError, match="allowed: angry"):
         export_blocks(shards, tmp_path / "d", labels=["joy"], progress=False)
-    with pytest.raises(ExportError, match="allowed: train, val, test"):
+    with pytest.raises(InputError, match="allowed: train, val, test"):
         export_blocks(shards, tmp_path / "d", splits=["../x"], progress=False)
-    with pytest.raises(ExportError, match="allowed"):
+    with pytest.raises(InputError, match="allowed"):
         export_blocks(shards, tmp_path / "d", regions="eyes,nose", progress=False)
-    with pytest.raises(ExportError, match="no sample"):
-        export_blocks(shards, tmp_path / "d", min_quality=1.0, box_methods="whole_image_fallback",
+    with pytest.raises(InputError, match="allowed: hog"):
+        export_blocks(shards, tmp_path / "d", box_methods="detector", progress=False)  # an old method name
+    with pytest.raises(InputError, match="no sample"):
+        export_blocks(shards, tmp_path / "d", min_quality=1.0, box_methods="estimated_fallback",
                       labels="contempt", progress=False)
     assert not (tmp_path / "d").exists()
 
@@ -184,7 +187,7 @@ def test_hostile_sources_stay_inside(tmp_path):
     for fmt in ("png", "npz", "hdf5"):
         export_blocks(root, out / fmt, fmt=fmt, regions="eyes,mouth,face,landmarks", progress=False)
     after = {p for p in tmp_path.rglob("*")}
-    new = after - before - {out}
+    new = {p for p in after - before - {out} if p.name != LOCK_NAME}  # the lock file is faceblocks' own
     assert new and all(out in p.parents for p in new), sorted(str(p) for p in new if out not in p.parents)
     for p in new:
         rel = p.relative_to(out)
@@ -203,7 +206,7 @@ def test_hostile_label_names_in_manifest_are_refused(shards, tmp_path):
     m = Manifest.load(shards)
     m.label_names[m.label_names.index("happy")] = "../../happy"
     m.save(shards)
-    with pytest.raises(ExportError, match="folder name"):
+    with pytest.raises(DataError, match="folder name"):
         export_blocks(shards, tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists() and not (tmp_path / "happy").exists()
 
@@ -224,11 +227,11 @@ def test_refuses_without_overwrite_and_replaces_own_files(shards, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ExportError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         export_blocks(shards, out, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) == ["notes.txt"]
     s1 = export_blocks(shards, out, overwrite=True, progress=False)
-    with pytest.raises(ExportError, match="--overwrite"):
+    with pytest.raises(OutputError, match="--overwrite"):
         export_blocks(shards, out, progress=False)
     s2 = export_blocks(shards, out, labels="sad", overwrite=True, progress=False)
     assert (out / "notes.txt").read_text() == "mine"
@@ -238,12 +241,46 @@ def test_refuses_without_overwrite_and_replaces_own_files(shards, tmp_path):
     assert not (out / "eyes" / "train" / "happy").exists()  # emptied class folders go too
 
 
+def test_overwrite_keeps_files_it_cannot_prove_it_wrote(shards, tmp_path):
+    out = tmp_path / "o"
+    s1 = export_blocks(shards, out, progress=False)
+    happy = sorted(f for f in s1.files if "/happy/" in f)
+    changed, user = out / happy[0], out / "eyes" / "train" / "happy" / "mine.png"
+    changed.write_bytes(b"edited since the export")
+    user.write_bytes(b"a file the export never wrote")
+    # A record that lists a file outside OUT (with its true checksum) removes nothing there.
+    (tmp_path / "outside.txt").write_text("not the export's")
+    record = json.loads((out / "export.json").read_text())
+    record["files"]["../outside.txt"] = sha256_file(tmp_path / "outside.txt")
+    (out / "export.json").write_text(json.dumps(record))
+    s2 = export_blocks(shards, out, labels="sad", overwrite=True, progress=False)
+    assert changed.read_bytes() == b"edited since the export" and happy[0] not in s2.removed
+    assert user.is_file() and (tmp_path / "outside.txt").is_file()
+    assert set(s2.removed) == set(s1.files) - set(s2.files) - {happy[0]}
+
+
+def test_out_inside_the_shard_folder_is_refused(shards):
+    before = sorted(p for p in shards.rglob("*"))
+    for out in (shards, shards / "export", shards / "shards" / "x"):
+        with pytest.raises(OutputError, match="must not be the shard folder"):
+            export_blocks(shards, out, progress=False)
+    assert sorted(p for p in shards.rglob("*")) == before
+
+
+def test_damaged_shard_is_refused(shards, tmp_path):
+    p = sorted((shards / "shards").glob("train-*.h5"))[0]
+    p.write_bytes(p.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(DataError, match=f"{p.name} is checksum mismatch"):
+        export_blocks(shards, tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_export(shards, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
     r = runner.invoke(main, ["export", str(shards), str(out), "--format", "npz", "--split", "train",
-                             "--split", "val", "--label", "happy,sad", "--box-method", "detector",
-                             "--box-method", "whole_image", "--min-quality", "0.1", "-q"])
+                             "--split", "val", "--label", "happy,sad", "--box-method", "hog",
+                             "--box-method", "estimated", "--min-quality", "0.1", "-q"])
     assert r.exit_code == 0, r.output
     assert "samples exported" in r.output
     assert sorted(p.name for p in out.glob("*.npz")) == ["train.npz", "val.npz"]

@@ -1,4 +1,5 @@
-"""prepro.landmarks: predictor lookup, regions, detection modes, coordinates, quality."""
+"""prepro.landmarks and prepro.faces: the landmark model file, regions, box methods, coordinates,
+quality, and images that hold no face (a failure with a reason, never an exception)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,22 @@ import numpy as np
 import pytest
 
 from prepro import landmarks as L
-from prepro.landmarks import (BOX_METHODS, FaceModel, NoFaceError, PredictorNotFoundError,
-                              find_predictor, landmark_quality, load_mean_shape, procrustes_rms)
+from prepro.errors import DataError, InputError
+from prepro.faces import BOX_METHODS, CutSettings, FaceCutter, ImageCut
+from prepro.landmark_models import face_evidence, load_mean_shape, procrustes_rms
+from prepro.landmarks import LandmarkModelFile
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def predictor_path() -> Path:
-    return find_predictor(None)
+def model_file() -> LandmarkModelFile:
+    return LandmarkModelFile.default()
 
 
-@pytest.fixture(scope="module")
-def detect_model(predictor_path: Path) -> FaceModel:
-    return FaceModel(predictor_path, face_mode="detect")
+def cutter(model_file: LandmarkModelFile, face_mode: str = "auto", **kw) -> FaceCutter:
+    return FaceCutter(CutSettings(face_mode=face_mode, **kw), model_file)
 
 
 @pytest.fixture(scope="module")
@@ -38,31 +40,41 @@ def astronaut() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def astronaut_face(detect_model: FaceModel, astronaut: np.ndarray) -> L.FaceResult:
-    return detect_model.find(astronaut)
+def astronaut_cut(model_file: LandmarkModelFile, astronaut: np.ndarray) -> ImageCut:
+    return cutter(model_file, "detect").cut(astronaut, all_faces=True)
 
 
 def _iod(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
 
 
-def test_find_predictor_in_package(predictor_path: Path) -> None:
-    assert predictor_path.name == "shape_predictor_68_face_landmarks.dat" and predictor_path.is_file()
-    assert find_predictor(str(predictor_path)) == predictor_path
+# ------------------------------------------------------------------------------------------------
+# the landmark model file
 
 
-def test_find_predictor_explicit_missing(tmp_path: Path) -> None:
-    with pytest.raises(PredictorNotFoundError) as ei:
-        find_predictor(tmp_path / "missing.dat")
-    assert isinstance(ei.value, FileNotFoundError)
-    assert "--predictor PATH" in str(ei.value) and "face_recognition_models" in str(ei.value)
+def test_landmark_model_in_package(model_file: LandmarkModelFile) -> None:
+    assert model_file.path.name == "shape_predictor_68_face_landmarks.dat" and model_file.path.is_file()
+    assert LandmarkModelFile.find(str(model_file.path)) == model_file == LandmarkModelFile.find(None)
+
+
+def test_landmark_model_explicit_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--landmark-model") as ei:
+        LandmarkModelFile.find(tmp_path / "missing.dat")
+    assert "missing.dat" in str(ei.value)
+
+
+def test_a_file_that_is_no_landmark_model_is_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.dat"
+    junk.write_bytes(b"not a dlib model at all")
+    with pytest.raises(DataError, match="not a dlib landmark model"):
+        LandmarkModelFile.find(junk).load()
 
 
 def test_sha256_file(tmp_path: Path) -> None:
+    from prepro.outputs import sha256_file
+
     p = tmp_path / "x"
     p.write_bytes(b"abc")
-    from prepro.shards import sha256_file
-
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
@@ -75,21 +87,25 @@ def test_regions_cover_all_points_once() -> None:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, prepro.landmarks, prepro.blocks, prepro.image_io; "
-            "print(sorted(m for m in ('dlib', 'cv2', 'PIL') if m in sys.modules))")
+    code = ("import sys, prepro.landmarks, prepro.blocks, prepro.image_io, prepro.faces, prepro.config, "
+            "prepro.landmark_models; print(sorted(m for m in ('dlib', 'cv2', 'PIL', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-def test_invalid_mode_lists_modes(predictor_path: Path) -> None:
-    with pytest.raises(ValueError, match="auto, detect, aligned"):
-        FaceModel(predictor_path, face_mode="haar")
+# ------------------------------------------------------------------------------------------------
+# finding faces
 
 
-def test_astronaut_detected(astronaut_face: L.FaceResult, detect_model: FaceModel,
-                            astronaut: np.ndarray) -> None:
-    f = astronaut_face
-    assert f.method == "detector" and f.method in BOX_METHODS and f.det_score > 0
+def test_invalid_mode_lists_modes(model_file: LandmarkModelFile) -> None:
+    with pytest.raises(InputError, match="auto, detect, aligned"):
+        cutter(model_file, "haar")
+
+
+def test_astronaut_detected(astronaut_cut: ImageCut) -> None:
+    assert astronaut_cut.failure is None and len(astronaut_cut.faces) == 1
+    f = astronaut_cut.faces[0].face
+    assert f.method == "hog" and f.method in BOX_METHODS and f.det_score > 0
     assert f.landmarks.dtype == np.float32 and f.landmarks.shape == (68, 2)
     left, top, right, bottom = f.box
     assert 0 <= left < right <= 512 and 0 <= top < bottom <= 512
@@ -100,26 +116,24 @@ def test_astronaut_detected(astronaut_face: L.FaceResult, detect_model: FaceMode
     inner = lm[17:68]  # the jaw may leave the detector box; the inner face must not
     assert (inner[:, 0] > left - 2).all() and (inner[:, 0] < right + 2).all()
     assert (inner[:, 1] > top - 10).all() and (inner[:, 1] < bottom + 2).all()
-    assert f.quality > 0.7
-    assert len(detect_model.find_all(astronaut)) == 1
+    assert 0.7 < f.quality <= 1.0
+    assert astronaut_cut.size == (512, 512) and astronaut_cut.scale == 1.0
 
 
-def test_large_canvas_original_coordinates(tmp_path: Path, detect_model: FaceModel,
-                                           astronaut: np.ndarray, astronaut_face: L.FaceResult) -> None:
+def test_large_canvas_original_coordinates(tmp_path: Path, model_file: LandmarkModelFile,
+                                           astronaut: np.ndarray, astronaut_cut: ImageCut) -> None:
     import cv2
-
-    from prepro.image_io import read_gray
 
     canvas = np.full((3000, 3000), 90, np.uint8)
     canvas[700:700 + 1536, 1000:1000 + 1536] = cv2.resize(astronaut, (1536, 1536),
                                                           interpolation=cv2.INTER_CUBIC)
     p = tmp_path / "canvas.jpg"
     cv2.imwrite(str(p), canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])
-    gray, scale = read_gray(p, work_max_side=1024)
-    assert scale == 0.5
-    f = detect_model.find(gray, scale)
+    cut = cutter(model_file, "detect", work_max_side=1024).cut(p)
+    assert cut.failure is None and cut.scale == 0.5 and cut.size == (3000, 3000)  # decoded reduced
+    f = cut.faces[0].face
     # A 3x upscale maps pixel centre x to 3x + 1; then the canvas offset.
-    expected = astronaut_face.landmarks * 3 + 1 + np.array([1000, 700])
+    expected = astronaut_cut.faces[0].face.landmarks * 3 + 1 + np.array([1000, 700])
     iod = _iod(expected)
     err = np.linalg.norm(f.landmarks - expected, axis=1)
     assert err.mean() < 0.04 * iod and err.max() < 0.12 * iod
@@ -128,49 +142,89 @@ def test_large_canvas_original_coordinates(tmp_path: Path, detect_model: FaceMod
     assert f.quality > 0.7
 
 
-def test_aligned_whole_image(predictor_path: Path, astronaut: np.ndarray,
-                             astronaut_face: L.FaceResult) -> None:
+def test_aligned_crop_starts_from_the_estimated_box(model_file: LandmarkModelFile, astronaut: np.ndarray,
+                                                    astronaut_cut: ImageCut) -> None:
     import cv2
 
-    l, t, r, b = (int(v) for v in astronaut_face.box)
+    l, t, r, b = (int(v) for v in astronaut_cut.faces[0].face.box)
     crop = cv2.resize(astronaut[t:b, l:r], (48, 48), interpolation=cv2.INTER_AREA)
-    f = FaceModel(predictor_path, face_mode="aligned").find(crop)
-    assert f.method == "whole_image" and f.box == (0.0, 0.0, 48.0, 48.0) and math.isnan(f.det_score)
+    cut = cutter(model_file, "aligned").cut(crop)
+    f = cut.faces[0].face
+    assert cut.failure is None and f.method == "estimated" and math.isnan(f.det_score)
+    assert all(0.0 <= v <= 48.0 for v in f.box) and f.box[0] < f.box[2] and f.box[1] < f.box[3]
     assert f.quality > 0.5
+    # Landmarks where the detector's would be: eyes in the upper half, mouth in the lower.
+    assert f.landmarks[36:48, 1].mean() < 24 < f.landmarks[48:68, 1].mean()
 
 
-def test_auto_blank_small_falls_back_with_low_quality(predictor_path: Path) -> None:
-    f = FaceModel(predictor_path).find(np.full((48, 48), 128, np.uint8))
-    assert f.method == "whole_image_fallback" and f.quality < 0.05
+def test_given_box_is_used_as_it_is(model_file: LandmarkModelFile, astronaut: np.ndarray,
+                                    astronaut_cut: ImageCut) -> None:
+    box = astronaut_cut.faces[0].face.box
+    cut = cutter(model_file, "detect").cut(astronaut, box=box)
+    f = cut.faces[0].face
+    assert f.method == "given" and f.box == box and math.isnan(f.det_score)
+    np.testing.assert_allclose(f.landmarks, astronaut_cut.faces[0].face.landmarks, atol=1e-4)
 
 
-def test_auto_large_blank_without_precropped_raises(predictor_path: Path) -> None:
+def test_auto_blank_small_falls_back_with_low_quality(model_file: LandmarkModelFile) -> None:
+    cut = cutter(model_file).cut(np.full((48, 48), 128, np.uint8))
+    assert cut.failure is None and cut.faces[0].face.method == "estimated_fallback"
+    assert cut.faces[0].face.quality < 0.05
+
+
+def test_auto_large_blank_without_precropped_is_a_failure(model_file: LandmarkModelFile) -> None:
     blank = np.full((300, 400), 128, np.uint8)
-    with pytest.raises(NoFaceError, match="400x300"):
-        FaceModel(predictor_path, face_mode="auto").find(blank)
-    f = FaceModel(predictor_path, face_mode="auto", pre_cropped=True).find(blank)
-    assert f.method == "whole_image_fallback"
+    cut = cutter(model_file).cut(blank)
+    assert not cut.faces and "no face found" in cut.failure and "400x300" in cut.failure
+    cut = cutter(model_file, pre_cropped=True).cut(blank)
+    assert cut.faces[0].face.method == "estimated_fallback" and cut.faces[0].face.quality < 0.05
 
 
-def test_detect_blank_raises(detect_model: FaceModel) -> None:
-    with pytest.raises(NoFaceError, match=r"no face found by the detector \(image 640x480\)"):
-        detect_model.find(np.full((480, 640), 128, np.uint8))
-    assert detect_model.find_all(np.zeros((480, 640), np.uint8)) == []
+def test_detect_blank_is_a_failure(model_file: LandmarkModelFile) -> None:
+    cut = cutter(model_file, "detect").cut(np.full((480, 640), 128, np.uint8))
+    assert cut.failure == "no face found by the hog detector (image 640x480)" and not cut.faces
+    cut = cutter(model_file, "detect").cut(np.zeros((480, 640), np.uint8), all_faces=True)
+    assert cut.faces == [] and cut.failure
 
 
-def test_rejects_bad_arrays(detect_model: FaceModel) -> None:
-    with pytest.raises(ValueError, match="uint8"):
-        detect_model.find(np.zeros((48, 48), np.float32))
+@pytest.mark.parametrize("array, why", [
+    (np.zeros((1, 1), np.uint8), "too small"),
+    (np.zeros((3, 200), np.uint8), "too small"),
+    (np.zeros((0, 0), np.uint8), "2-D"),
+    (np.zeros((0, 5), np.uint8), "2-D"),
+    (np.zeros((4, 4, 3), np.uint8), "2-D"),
+    (np.zeros((48, 48), np.float32), "uint8"),
+])
+def test_tiny_empty_and_wrong_arrays_are_failures(model_file: LandmarkModelFile, array, why) -> None:
+    for mode in ("auto", "detect", "aligned"):
+        cut = cutter(model_file, mode).cut(array, keep_image=True)
+        assert cut.faces == [] and why in cut.failure
 
 
-def test_pickles_without_dlib_objects(predictor_path: Path, astronaut: np.ndarray) -> None:
-    m = FaceModel(predictor_path, face_mode="aligned")
-    m.find(astronaut[100:300, 150:350].copy())  # loads dlib objects
-    blob = pickle.dumps(m)
-    assert len(blob) < 1000
-    m2 = pickle.loads(blob)
-    assert m2._predictor is None and m2._detector is None and m2.face_mode == "aligned"
-    assert m2.find(np.full((48, 48), 100, np.uint8)).method == "whole_image"
+def test_one_pixel_image_file_is_a_failure(model_file: LandmarkModelFile, tmp_path: Path) -> None:
+    from PIL import Image
+
+    p = tmp_path / "dot.png"
+    Image.fromarray(np.full((1, 1), 200, np.uint8)).save(p)
+    for mode in ("auto", "detect", "aligned"):
+        cut = cutter(model_file, mode).cut(p)
+        assert cut.faces == [] and "1x1 pixels is too small" in cut.failure and cut.size == (1, 1)
+    missing = cutter(model_file).cut(tmp_path / "gone.png")
+    assert missing.faces == [] and "unreadable" in missing.failure
+
+
+def test_pickles_without_dlib_objects(model_file: LandmarkModelFile, astronaut: np.ndarray) -> None:
+    c = cutter(model_file, "aligned")
+    c.cut(astronaut[100:300, 150:350].copy())  # loads dlib objects
+    blob = pickle.dumps(c)
+    assert len(blob) < 2000
+    c2 = pickle.loads(blob)
+    assert c2.settings == c.settings and c2.landmark_model == model_file
+    assert c2.cut(np.full((48, 48), 100, np.uint8)).faces[0].face.method == "estimated"
+
+
+# ------------------------------------------------------------------------------------------------
+# shape and quality
 
 
 def test_procrustes_invariant_to_similarity() -> None:
@@ -185,18 +239,27 @@ def test_procrustes_invariant_to_similarity() -> None:
     assert procrustes_rms(noisy) > 0.2
 
 
-def test_quality_zero_on_blank_even_for_a_perfect_shape() -> None:
+def test_quality_low_on_blank_even_for_a_perfect_shape(model_file: LandmarkModelFile) -> None:
+    from prepro.landmark_models import load_landmark_models, quality_from_signs, quality_signs
+
+    blank = np.full((48, 48), 77, np.uint8)
     shape = load_mean_shape() * 17 + 24
-    assert landmark_quality(shape, np.full((48, 48), 77, np.uint8)) == 0.0
+    assert abs(face_evidence(blank, shape)) < 1e-9
+    models = load_landmark_models()
+    q = quality_from_signs(quality_signs(blank, shape, (8.0, 8.0, 40.0, 40.0), models), models)
+    assert 0.0 <= q < 0.05
+    fit = L.fit_from_box(blank, (8.0, 8.0, 40.0, 40.0), model_file.load())
+    assert fit.quality < 0.05 and fit.landmarks.shape == (68, 2)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "fer2013" / "train").is_dir(), reason="no shared FER2013 data")
-def test_real_fer2013_files(predictor_path: Path) -> None:
-    from prepro.image_io import read_gray
-
+def test_real_fer2013_files(model_file: LandmarkModelFile) -> None:
     files = sorted((SHARED_DATA / "fer2013" / "train" / "happy").glob("*.jpg"))[:40]
-    model = FaceModel(predictor_path, face_mode="auto", pre_cropped=True)
-    results = [model.find(*read_gray(f)) for f in files]
-    assert {r.method for r in results} <= {"detector", "whole_image_fallback"}
-    assert sum(r.method == "detector" for r in results) >= 20
-    assert np.median([r.quality for r in results]) > 0.6
+    results = [cutter(model_file, pre_cropped=True).cut(f) for f in files]
+    assert all(r.failure is None for r in results)
+    faces = [r.faces[0].face for r in results]
+    assert {f.method for f in faces} <= {"hog", "estimated_fallback"}
+    assert sum(f.method == "hog" for f in faces) >= 20
+    assert np.median([f.quality for f in faces]) > 0.6
+    aligned = [cutter(model_file, "aligned").cut(f).faces[0].face for f in files]
+    assert {f.method for f in aligned} == {"estimated"} and np.median([f.quality for f in aligned]) > 0.6

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from architectures import Output, UnknownModelError, count_params, create_model, list_models
+from prepro.errors import FaceblocksError, InputError
 
 SIZES = {"eyes": (32, 96), "mouth": (32, 64), "face": (64, 64)}
 
@@ -59,12 +60,16 @@ def test_concat_reports_uniform_weights():
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(UnknownModelError) as e:
         create_model("resnet-9000", num_classes=7)
+    assert isinstance(e.value, FaceblocksError)  # the command line shows it as a message
     for name in list_models():
         assert name in str(e.value)
 
 
 def test_bad_arguments_are_refused():
-    with pytest.raises(ValueError):
+    # A user's mistake (a config's model_kwargs, say): an InputError that names the argument.
+    with pytest.raises(InputError, match="num_classes"):
         create_model("two-branch", num_classes=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(InputError, match="no_such_option"):
         create_model("two-branch", num_classes=3, no_such_option=1)
+    with pytest.raises(InputError, match="eyes_size"):
+        create_model("face-cnn", num_classes=3, eyes_size=(32, 96))  # block sizes are no constructor argument

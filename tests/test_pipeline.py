@@ -1,4 +1,5 @@
-"""End-to-end preprocessing: every input accounted for, jobs-invariant output, resume, refusal."""
+"""End-to-end preprocessing: every input accounted for, jobs-invariant output, resume, growth,
+retries, damaged shards, refusal, ownership of files."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import pytest
 from PIL import Image
 
 from prepro import shards
-from prepro.pipeline import PreprocessConfig, PreprocessError, run_preprocess
+from prepro.config import PreprocessConfig, PreprocessRun
+from prepro.errors import DataError, InputError, OutputError
+from prepro.outputs import LOCK_NAME, output_lock, sha256_file
+from prepro.pipeline import RunSummary, run_preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -85,23 +89,56 @@ def make_source(root: Path, per_class: int = 4, bad: bool = True) -> dict[str, s
     return expect
 
 
-def _read_all(out: Path) -> dict[str, np.ndarray]:
+def run(src: Path, out: Path, cfg: PreprocessConfig | None = None, jobs: int = 1, chunk_size: int = 64,
+        **kw) -> RunSummary:
+    return run_preprocess(str(src), str(out), cfg or CFG, PreprocessRun(jobs=jobs, chunk_size=chunk_size),
+                          progress=False, **kw)
+
+
+def _read_all(out: Path, by_source: bool = False) -> dict[str, np.ndarray]:
+    """Every dataset of every shard of ``out``, in folder order (or sorted by source)."""
     m = shards.Manifest.load(out)
     parts: dict[str, list] = {}
-    for seg in m.shard_segments():
-        with h5py.File(out / seg.file, "r") as f:
+    for rec in m.shards:
+        with h5py.File(out / rec.file, "r") as f:
             for k in f.keys():
                 parts.setdefault(k, []).append(f[k][()])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    if by_source:
+        order = np.argsort(data["source"], kind="stable")
+        data = {k: v[order] for k, v in data.items()}
+    return data
 
 
-CFG = PreprocessConfig(face_mode="aligned", shard_size=5)
+def _same_samples(a: Path, b: Path, by_source: bool = False) -> None:
+    x, y = _read_all(a, by_source), _read_all(b, by_source)
+    assert x.keys() == y.keys()
+    for k in x:
+        np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def _same_attrs(a: Path, b: Path) -> None:
+    """The shards' root attributes agree but for the folder's own writer id."""
+    for ra, rb in zip(shards.Manifest.load(a).shards, shards.Manifest.load(b).shards):
+        with h5py.File(a / ra.file, "r") as fa, h5py.File(b / rb.file, "r") as fb:
+            x, y = dict(fa.attrs), dict(fb.attrs)
+            assert x.pop("writer_id") != y.pop("writer_id")
+            assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def _records(out: Path) -> list[tuple[str, str, int]]:
+    """The shard list without checksums: every folder's shards carry its own writer id."""
+    return [(r.file, r.split, r.n_samples) for r in shards.Manifest.load(out).shards]
+
+
+CFG = PreprocessConfig(face="aligned", shard_size=5)
 
 
 def test_every_input_accounted_for(tmp_path):
     expect = make_source(tmp_path / "src")
-    s = run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False)
-    assert s.complete
+    s = run(tmp_path / "src", tmp_path / "out")
+    listed_unusable = shards.Manifest.load(tmp_path / "out").listing_failures  # the unknown label
+    assert s.complete and s.new_items == 12 + len(expect) - len(listed_unusable) and len(listed_unusable) == 1
     summary = shards.summarize(tmp_path / "out")
     failed = {Path(f["source"]).name: f["reason"] for f in summary["failures"]}
     written = {Path(x.decode() if isinstance(x, bytes) else x).name for x in _read_all(tmp_path / "out")["source"]}
@@ -114,73 +151,84 @@ def test_every_input_accounted_for(tmp_path):
     assert "40" in failed["huge.png"]  # says what the limit is
     assert summary["samples"] + summary["failed"] == summary["items"] == 12 + len(expect)
     assert summary["samples"] == s.samples == 12 + sum(v == "ok" for v in expect.values())
+    assert s.failed == summary["failed"] and sum(s.failure_reasons.values()) == s.failed
 
 
 def test_shard_contents_and_attributes(tmp_path):
     make_source(tmp_path / "src", bad=False)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False)
+    run(tmp_path / "src", tmp_path / "out")
     m = shards.Manifest.load(tmp_path / "out")
-    seg = m.shard_segments()[0]
-    with h5py.File(tmp_path / "out" / seg.file, "r") as f:
+    rec = m.shards[0]
+    with h5py.File(tmp_path / "out" / rec.file, "r") as f:
         assert f["eyes"].shape[1:] == (32, 96) and f["eyes"].dtype == np.uint8
         assert f["mouth"].shape[1:] == (32, 64) and f["face"].shape[1:] == (64, 64)
         assert f["landmarks"].shape[1:] == (68, 2)
-        assert f.attrs["format_version"] == shards.FORMAT_VERSION
+        assert f.attrs["format_version"] == shards.FORMAT_VERSION == 2
         assert json.loads(f.attrs["label_names"])[3] == "happy"
-        assert json.loads(f.attrs["params"])["face_mode"] == "aligned"
-        assert len(f.attrs["predictor_sha256"]) == 64
+        assert json.loads(f.attrs["params"]) == m.params == CFG.to_dict()
+        assert json.loads(f.attrs["params"])["face"] == "aligned"
+        assert len(json.loads(f.attrs["landmark_model"])["sha256"]) == 64
+        assert f.attrs["writer_id"] == m.writer_id
         assert f.attrs["faceblocks_version"]
         names = json.loads(f.attrs["box_methods"])
-        assert all(names[i] == "whole_image" for i in f["box_method"][()])
+        assert all(names[i] == "estimated" for i in f["box_method"][()])
+        assert np.isnan(f["det_score"][()]).all()
         assert np.all((f["quality"][()] >= 0) & (f["quality"][()] <= 1))
         assert f["eyes"][()].std() > 0  # not empty blocks
-    # sizes: 12 items split 80/10/10 -> shards of at most 5 per split
-    assert all(s.n_samples <= 5 for s in m.segments)
-    assert m.complete and m.n_samples == 12
+    # 12 items (too few per class for val and test), shard_size 5 -> shards of at most 5
+    assert all(r.n_samples <= 5 for r in m.shards)
+    assert m.complete and m.n_samples == 12 and not m.failures and not m.missing
+    assert m.source["n_items"] == 12 and len(m.source["fingerprint"]) == 64
 
 
 def test_same_output_for_one_and_two_jobs(tmp_path):
     make_source(tmp_path / "src")
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "a"), CFG, jobs=1, progress=False)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "b"), CFG, jobs=2, chunk_size=3, progress=False)
+    run(tmp_path / "src", tmp_path / "a")
+    run(tmp_path / "src", tmp_path / "b", jobs=2, chunk_size=3)
+    assert _records(tmp_path / "a") == _records(tmp_path / "b")
+    _same_samples(tmp_path / "a", tmp_path / "b")
+    _same_attrs(tmp_path / "a", tmp_path / "b")
     ma, mb = shards.Manifest.load(tmp_path / "a"), shards.Manifest.load(tmp_path / "b")
-    assert [s.to_dict() for s in ma.segments] == [s.to_dict() for s in mb.segments]  # incl. sha256
-    a, b = _read_all(tmp_path / "a"), _read_all(tmp_path / "b")
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    assert ma.failures == mb.failures and ma.listing_failures == mb.listing_failures
 
 
 def test_resume_after_crash_mid_run(tmp_path, monkeypatch):
     make_source(tmp_path / "src", per_class=6)
-    cfg = PreprocessConfig(face_mode="aligned", shard_size=2)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "ref"), cfg, jobs=1, progress=False)
+    cfg = PreprocessConfig(face="aligned", shard_size=2)
+    run(tmp_path / "src", tmp_path / "ref", cfg)
 
-    import prepro.pipeline as pipeline
-    real = pipeline.write_shard
+    import prepro.writer as writer
+    from prepro.outputs import temp_name
+
+    real = writer.write_shard
     calls = {"n": 0}
 
-    def crashing(path, samples, attrs):
+    def crashing(path, samples, attrs, writer_id):
         calls["n"] += 1
         if calls["n"] == 4:
             # die after the shard's temporary file exists but before it is renamed
-            Path(str(path) + ".tmp").write_bytes(b"partial")
+            temp_name(path, writer_id).write_bytes(b"partial")
             raise KeyboardInterrupt
-        return real(path, samples, attrs)
+        return real(path, samples, attrs, writer_id)
 
-    monkeypatch.setattr(pipeline, "write_shard", crashing)
+    monkeypatch.setattr(writer, "write_shard", crashing)
     with pytest.raises(KeyboardInterrupt):
-        run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), cfg, jobs=1, progress=False)
-    assert len(shards.Manifest.load(tmp_path / "out").shard_segments()) == 3
-    monkeypatch.setattr(pipeline, "write_shard", real)
-    s = run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), cfg, jobs=2, progress=False)
+        run(tmp_path / "src", tmp_path / "out", cfg)
+    m = shards.Manifest.load(tmp_path / "out")
+    assert len(m.shards) == 3 and not m.complete
+    assert list((tmp_path / "out" / "shards").glob(".*.tmp"))
+    monkeypatch.setattr(writer, "write_shard", real)
+    s = run(tmp_path / "src", tmp_path / "out", cfg, jobs=2)
     assert s.complete and s.written_now == s.samples - 6
-    ref, out = _read_all(tmp_path / "ref"), _read_all(tmp_path / "out")
-    for k in ref:
-        np.testing.assert_array_equal(ref[k], out[k])
+    assert not list((tmp_path / "out" / "shards").glob(".*.tmp"))  # the killed run's temporary file is gone
+    assert _records(tmp_path / "ref") == _records(tmp_path / "out")
+    _same_samples(tmp_path / "ref", tmp_path / "out")
     assert shards.verify(tmp_path / "out").whole
-    # nothing doubled: a third run does nothing
-    again = run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), cfg, jobs=1, progress=False)
-    assert again.written_now == 0 and again.samples == s.samples
+    # nothing doubled: a third run does nothing and leaves the manifest as it is
+    before = (tmp_path / "out" / "manifest.json").read_bytes()
+    again = run(tmp_path / "src", tmp_path / "out", cfg)
+    assert again.written_now == 0 and again.new_items == 0 and again.samples == s.samples
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == before
 
 
 def test_resume_after_kill_9(tmp_path):
@@ -191,47 +239,200 @@ def test_resume_after_kill_9(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
-            if len(shards.Manifest.load(tmp_path / "out").segments) >= 2:
+            if len(shards.Manifest.load(tmp_path / "out").shards) >= 2:
                 break
-        except shards.ShardError:
+        except DataError:
             pass
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     m = shards.Manifest.load(tmp_path / "out")
     assert not m.complete, "the run finished before it could be killed; make the fixture larger"
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)  # the dead run's lock is no obstacle
     assert done.returncode == 0, done.stderr
     ref = tmp_path / "ref"
-    run_preprocess(str(tmp_path / "src"), str(ref), PreprocessConfig(face_mode="aligned", shard_size=3),
-                   jobs=1, progress=False)
-    a, b = _read_all(ref), _read_all(tmp_path / "out")
+    run(tmp_path / "src", ref, PreprocessConfig(face="aligned", shard_size=3))
+    b = _read_all(tmp_path / "out")
     assert len(b["source"]) == 120
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    assert _records(ref) == _records(tmp_path / "out")
+    _same_samples(ref, tmp_path / "out")
     assert shards.verify(tmp_path / "out").whole
+
+
+# ------------------------------------------------------------------------------------------------
+# a source that changes: growth, files that disappear, retried failures
+
+
+def _add_images(folder: Path, names: list[str], seed: int) -> None:
+    for k, name in enumerate(names):
+        Image.fromarray(_face_like(seed + k)).save(folder / name)
+
+
+def test_a_grown_source_gets_its_new_files_appended(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source(src, bad=False)
+    run(src, out)
+    first = shards.Manifest.load(out)
+    digests = {r.file: r.sha256 for r in first.shards}
+    split_of = dict(zip(_read_all(out)["source"].astype(str), _read_all(out)["split"]))
+    _add_images(src / "happy", ["new_0.png", "new_1.png", "new_2.png"], 200)
+    _add_images(src / "sad", ["new_0.png", "new_1.png"], 300)
+    log: list[str] = []
+    s = run(src, out, log=log.append)
+    assert s.new_items == 5 and s.written_now == 5 and s.samples == 17 and s.complete
+    m = shards.Manifest.load(out)
+    assert m.shards[:len(first.shards)] == first.shards  # finished shards are never rewritten
+    for f, digest in digests.items():
+        assert sha256_file(out / f) == digest
+    assert {r.file for r in m.shards[len(first.shards):]}.isdisjoint(digests)  # new files only
+    sources = set(_read_all(out)["source"].astype(str))
+    assert {"happy/new_0.png", "happy/new_2.png", "sad/new_1.png"} <= sources and len(sources) == 17
+    assert any("continuing" in line for line in log)
+    assert shards.verify(out).whole and m.source["n_items"] == 17
+    now = dict(zip(_read_all(out)["source"].astype(str), _read_all(out)["split"]))
+    assert all(now[source] == split for source, split in split_of.items())  # earlier inputs keep their splits
+
+
+def test_files_that_disappear_are_reported_and_keep_their_samples(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source(src, bad=False)
+    run(src, out)
+    before = shards.Manifest.load(out)
+    (src / "happy" / "happy_00.png").unlink()
+    (src / "sad" / "sad_03.png").unlink()
+    log: list[str] = []
+    s = run(src, out, log=log.append)
+    assert s.missing == 2 and s.new_items == 0 and s.written_now == 0 and s.samples == 12 and s.complete
+    m = shards.Manifest.load(out)
+    assert m.missing == ["happy/happy_00.png", "sad/sad_03.png"] and m.shards == before.shards
+    assert shards.summarize(out)["missing"] == m.missing
+    assert any("no longer in the source" in line and "happy/happy_00.png" in line for line in log)
+    (src / "happy" / "happy_00.png").write_bytes(b"")  # back, but now unusable: it stays a sample
+    assert run(src, out).missing == 1
+
+
+def test_retry_failed(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source(src, bad=False)
+    (src / "happy" / "late.png").write_bytes(b"")  # not yet there when the first run read it
+    s = run(src, out)
+    assert s.samples == 12 and s.failed == 1
+    _add_images(src / "happy", ["late.png"], 400)
+    again = run(src, out)
+    assert again.new_items == 0 and again.failed == 1  # a failure stays one: the input is accounted for
+    retried = run(src, out, retry_failed=True)
+    assert retried.new_items == 1 and retried.written_now == 1 and retried.failed == 0 and retried.samples == 13
+    assert "happy/late.png" in set(_read_all(out)["source"].astype(str))
+    assert shards.Manifest.load(out).failures == [] and shards.verify(out).whole
+
+
+# ------------------------------------------------------------------------------------------------
+# damaged shards, other settings, files that are not faceblocks'
+
+
+def test_a_damaged_or_missing_shard_is_rebuilt_on_rerun(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source(src, per_class=6, bad=False)
+    run(src, out)
+    recs = shards.Manifest.load(out).shards
+    with open(out / recs[0].file, "ab") as f:
+        f.write(b"garbage after the end")  # still readable HDF5, but not the file that was written
+    (out / recs[1].file).unlink()
+    assert not shards.verify(out).whole
+    log: list[str] = []
+    s = run(src, out, log=log.append)
+    assert s.written_now == recs[0].n_samples + recs[1].n_samples and s.samples == 18
+    assert any(recs[0].file in line and "checksum" in line for line in log)
+    assert any(recs[1].file in line and "missing" in line for line in log)
+    assert shards.verify(out).whole and not (out / recs[0].file).exists()
+    ref = tmp_path / "ref"
+    run(src, ref)
+    _same_samples(ref, out, by_source=True)  # the same samples, the rebuilt ones in new shards
+
+
+def test_a_damaged_shard_faceblocks_cannot_prove_its_own_is_left_alone(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source(src, bad=False)
+    run(src, out)
+    rec = shards.Manifest.load(out).shards[0]
+    (out / rec.file).write_text("someone's notes, saved over the shard")
+    with pytest.raises(OutputError, match="cannot be proved"):
+        run(src, out)
+    assert (out / rec.file).read_text() == "someone's notes, saved over the shard"
 
 
 def test_other_parameters_refused_unless_overwrite(tmp_path):
     make_source(tmp_path / "src", bad=False)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False)
-    other = PreprocessConfig(face_mode="aligned", shard_size=5, blocks=CFG.blocks.__class__(eyes_size=(24, 72)))
-    with pytest.raises(PreprocessError, match="eyes_size.*--overwrite"):
-        run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), other, jobs=1, progress=False)
-    s = run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), other, jobs=1, progress=False,
-                       overwrite=True)
+    run(tmp_path / "src", tmp_path / "out")
+    other = PreprocessConfig(face="aligned", shard_size=5, blocks=CFG.blocks.__class__(eyes_size=(24, 72)))
+    with pytest.raises(OutputError, match="eyes_size.*--overwrite"):
+        run(tmp_path / "src", tmp_path / "out", other)
+    s = run(tmp_path / "src", tmp_path / "out", other, overwrite=True)
     assert s.samples == 12
     assert shards.Manifest.load(tmp_path / "out").block_sizes["eyes"] == [24, 72]
+    assert shards.verify(tmp_path / "out").whole
+
+
+def test_overwrite_keeps_files_faceblocks_did_not_write(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_source(src, bad=False)
+    run(src, out)
+    old = shards.Manifest.load(out)
+    (out / "notes.txt").write_text("mine")
+    (out / "shards" / "README").write_text("also mine")
+    changed = out / old.shards[-1].file  # a listed shard changed since it was written
+    with open(changed, "ab") as f:
+        f.write(b"edited")
+    log: list[str] = []
+    other = PreprocessConfig(face="aligned", shard_size=5, blocks=CFG.blocks.__class__(mouth_size=(24, 48)))
+    run(src, out, other, overwrite=True, log=log.append)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "shards" / "README").read_text() == "also mine"
+    assert changed.read_bytes().endswith(b"edited")  # not provably the old run's: left alone
+    assert any("left alone" in line and old.shards[-1].file in line for line in log)
+    m = shards.Manifest.load(out)
+    assert m.writer_id != old.writer_id and m.block_sizes["mouth"] == [24, 48]
+    report = shards.verify(out)
+    assert not report.problems and "shards/README" in report.foreign
 
 
 def test_foreign_non_empty_folder_refused(tmp_path):
     make_source(tmp_path / "src", bad=False)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "thesis.tex").write_text("precious")
-    with pytest.raises(PreprocessError, match="not empty"):
-        run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False, overwrite=True)
+    with pytest.raises(OutputError, match="not empty"):
+        run(tmp_path / "src", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != LOCK_NAME) == ["thesis.tex"]
+    run(tmp_path / "src", tmp_path / "out", overwrite=True)
     assert (tmp_path / "out" / "thesis.tex").read_text() == "precious"  # never deletes what is not ours
+
+
+def test_a_shard_name_taken_by_a_foreign_file_is_never_replaced(tmp_path):
+    make_source(tmp_path / "src", bad=False)  # 12 inputs, all in train (too few per class for val and test)
+    shard_dir = tmp_path / "out" / "shards"
+    shard_dir.mkdir(parents=True)
+    (shard_dir / "train-00000.h5").write_text("not ours")
+    (shard_dir / "train-00001.h5").symlink_to(tmp_path / "src")
+    s = run(tmp_path / "src", tmp_path / "out", overwrite=True)
+    assert (shard_dir / "train-00000.h5").read_text() == "not ours" and (shard_dir / "train-00001.h5").is_symlink()
+    assert [f for f, _split, _n in _records(tmp_path / "out")] == [f"shards/train-0000{i}.h5" for i in (2, 3, 4)]
+    report = shards.verify(tmp_path / "out")
+    assert report.whole and s.samples == 12 and report.foreign == ["shards/train-00000.h5", "shards/train-00001.h5"]
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    make_source(tmp_path / "src", bad=False)
+    out = tmp_path / "out"
+    with output_lock(out):
+        with pytest.raises(OutputError, match="being written by another faceblocks process"):
+            run(tmp_path / "src", out)
+        code = ("import sys; from pathlib import Path; from prepro.outputs import output_lock\n"
+                "from prepro.errors import OutputError\n"
+                "try:\n    output_lock(Path(sys.argv[1])).__enter__()\nexcept OutputError as e:\n"
+                "    print(e); sys.exit(3)\n")
+        other = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, capture_output=True, text=True)
+        assert other.returncode == 3 and "pid" in other.stdout
+    s = run(tmp_path / "src", out)  # released: the next run takes it
+    assert s.samples == 12
 
 
 def test_csv_source_with_bad_rows(tmp_path):
@@ -244,7 +445,7 @@ def test_csv_source_with_bad_rows(tmp_path):
     rows[5] = "4," + " ".join(["x"] + ["7"] * 2303) + ",Training"  # not a number
     rows[7] = "9," + " ".join(str(v) for v in rng.integers(0, 255, 2304)) + ",Training"  # unknown label
     (tmp_path / "fer.csv").write_text("\n".join(rows) + "\n")
-    s = run_preprocess(str(tmp_path / "fer.csv"), str(tmp_path / "out"), CFG, jobs=2, progress=False)
+    s = run(tmp_path / "fer.csv", tmp_path / "out", jobs=2)
     summary = shards.summarize(tmp_path / "out")
     assert s.samples == 7 and summary["failed"] == 3
     reasons = " | ".join(f["reason"] for f in summary["failures"])
@@ -254,9 +455,9 @@ def test_csv_source_with_bad_rows(tmp_path):
 
 def test_verify_detects_damage(tmp_path):
     make_source(tmp_path / "src", bad=False)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False)
+    run(tmp_path / "src", tmp_path / "out")
     assert shards.verify(tmp_path / "out").whole
-    segs = shards.Manifest.load(tmp_path / "out").shard_segments()
+    segs = shards.Manifest.load(tmp_path / "out").shards
     p = tmp_path / "out" / segs[0].file
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -267,11 +468,15 @@ def test_verify_detects_damage(tmp_path):
     text = "\n".join(r.problems)
     assert segs[0].file in text and "checksum" in text
     assert segs[1].file in text and "missing" in text
+    (tmp_path / "out" / "shards" / "stray.h5").write_bytes(b"x")
+    assert shards.verify(tmp_path / "out").foreign == ["shards/stray.h5"]  # named, left alone
+    with pytest.raises(DataError, match=f"{segs[0].file} .* checksum mismatch"):
+        shards.ShardReader(tmp_path / "out")
 
 
 def test_shard_reader_views(tmp_path):
     make_source(tmp_path / "src", per_class=6, bad=False)
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), CFG, jobs=1, progress=False)
+    run(tmp_path / "src", tmp_path / "out")
     everything = shards.ShardReader(tmp_path / "out")
     assert len(everything) == 18
     train = shards.ShardReader(tmp_path / "out", split="train", labels=["happy", "sad"])
@@ -279,8 +484,12 @@ def test_shard_reader_views(tmp_path):
     assert set(train.labels.tolist()) <= {3, 4}
     x = train.get(0)
     assert x["eyes"].shape == (32, 96)
-    with pytest.raises(shards.ShardError, match="allowed"):
+    with pytest.raises(InputError, match="allowed"):
         shards.ShardReader(tmp_path / "out", labels=["confused"])
+    with pytest.raises(InputError, match="unknown split"):
+        shards.ShardReader(tmp_path / "out", split="dev")
+    everything.close()
+    train.close()
 
 
 @pytest.mark.skipif(not (DATA / "fer2013" / "train").is_dir(), reason="needs ../shared/data/fer2013")
@@ -291,12 +500,12 @@ def test_real_fer2013_sample(tmp_path):
         (src / "train" / cls).mkdir(parents=True)
         for f in sorted((DATA / "fer2013" / "train" / cls).glob("*.jpg"))[:30]:
             (src / "train" / cls / f.name).write_bytes(f.read_bytes())
-    s = run_preprocess(str(src), str(tmp_path / "out"), PreprocessConfig(dataset="fer2013"), jobs=2,
-                       progress=False)
+    s = run(src, tmp_path / "out", PreprocessConfig(dataset="fer2013"), jobs=2)
     summary = shards.summarize(tmp_path / "out")
     assert s.failed == 0 and s.samples == 210
     assert summary["splits"]["train"]["disgust"] == 30
-    assert summary["box_methods"].get("detector", 0) > 100  # most small faces are found
+    assert summary["box_methods"].get("hog", 0) > 100  # most small faces are found
+    assert set(summary["box_methods"]) <= {"hog", "estimated_fallback"}  # pre-cropped: the crop where HOG fails
     assert sum(summary["box_methods"].values()) == 210
 
 
@@ -305,7 +514,7 @@ def test_dask_cluster_gives_the_same_shards(tmp_path):
     worker processes on the loopback address) and writes exactly what a local run writes."""
     distributed = pytest.importorskip("distributed")
     make_source(tmp_path / "src")
-    run_preprocess(str(tmp_path / "src"), str(tmp_path / "local"), CFG, jobs=1, progress=False)
+    run(tmp_path / "src", tmp_path / "local")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None) as cluster:
         r = subprocess.run([sys.executable, "-m", "cli", "preprocess", str(tmp_path / "src"), str(tmp_path / "dask"),
@@ -313,5 +522,6 @@ def test_dask_cluster_gives_the_same_shards(tmp_path):
                             "--scheduler", cluster.scheduler_address, "-q"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    a, b = shards.Manifest.load(tmp_path / "local"), shards.Manifest.load(tmp_path / "dask")
-    assert [s.to_dict() for s in a.segments] == [s.to_dict() for s in b.segments]  # incl. sha256
+    assert _records(tmp_path / "local") == _records(tmp_path / "dask")
+    _same_samples(tmp_path / "local", tmp_path / "dask")
+    _same_attrs(tmp_path / "local", tmp_path / "dask")

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from shardfakes import make_fake_shards
+from shardfakes import edit_shards, make_fake_shards
 
 from cli import main
 from prepro.preview import block_outline, contact_sheet, pick
-from prepro.shards import Manifest, ShardError, ShardReader
+from prepro.errors import InputError
+from prepro.faces import CutSettings, FaceCutter
+from prepro.landmarks import LandmarkModelFile
+from prepro.shards import ShardReader
 
 
 @pytest.fixture()
 def shards(tmp_path):
     root = make_fake_shards(tmp_path / "shards", labels=("happy", "sad"),
                             per_class={"train": 12, "val": 4, "test": 4}, shard_size=7)
-    k = 0
-    for seg in Manifest.load(root).shard_segments():
-        with h5py.File(root / seg.file, "r+") as f:
-            n = f["quality"].shape[0]
-            f["quality"][...] = ((np.arange(k, k + n) * 37) % 101 / 100.0).astype(np.float32)
-        k += n
-    return root
+
+    def varied_quality(f, k: int) -> None:
+        n = f["quality"].shape[0]
+        f["quality"][...] = ((np.arange(k, k + n) * 37) % 101 / 100.0).astype(np.float32)
+
+    return edit_shards(root, varied_quality)
 
 
 def _png_size(path):
@@ -53,7 +54,7 @@ def test_contact_sheet_options(shards, tmp_path):
     a = pick(ShardReader(shards), 5, seed=3)
     b = pick(ShardReader(shards), 5, seed=3)
     assert np.array_equal(a, b) and len(set(a.tolist())) == 5
-    with pytest.raises(ShardError, match="unknown label"):
+    with pytest.raises(InputError, match="unknown label"):
         contact_sheet(shards, tmp_path / "x.png", labels=["joy"])
 
 
@@ -107,7 +108,7 @@ def raw_images(tmp_path_factory):
     from prepro.synthetic import make_sample
 
     root = tmp_path_factory.mktemp("raw")
-    make_sample(root / "sample", per_class=2, expressions=("happy", "surprise"))
+    make_sample(root / "sample", per_class=2, expressions=("happy", "sad"))  # HOG finds all four faces
     (root / "sample" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     Image.fromarray(np.full((300, 300), 128, np.uint8)).save(root / "sample" / "blank.png")
     return root / "sample"
@@ -116,18 +117,22 @@ def raw_images(tmp_path_factory):
 def test_contact_sheet_of_raw_images(raw_images, tmp_path):
     from prepro.preview import contact_sheet_images
 
-    sheet = contact_sheet_images([str(raw_images)], tmp_path / "raw.png", face_mode="auto")
+    cutter = FaceCutter(CutSettings(face_mode="auto"), LandmarkModelFile.default())
+    sheet = contact_sheet_images([str(raw_images)], tmp_path / "raw.png", cutter)
     assert sheet.images == sheet.shown == 6 and sheet.path.is_file()
     assert sorted(Path(p).name for p, _ in sheet.failures) == ["blank.png", "broken.jpg"]
     assert any("no face" in why for _, why in sheet.failures)
     w, h = _png_size(sheet.path)
     assert w > 1000 and h > 300  # two rows: 5 + 1
-    few = contact_sheet_images([str(raw_images / "happy" / "*.png")], tmp_path / "few.png", count=1, seed=2)
+    few = contact_sheet_images([str(raw_images / "happy" / "*.png")], tmp_path / "few.png", cutter, count=1,
+                               seed=2)
     assert few.images == 2 and few.shown == 1 and not few.failures
-    worst = contact_sheet_images([str(raw_images)], tmp_path / "worst.png", count=3, worst=True)
+    worst = contact_sheet_images([str(raw_images)], tmp_path / "worst.png", cutter, count=3, worst=True)
     assert worst.shown == 3 and len(worst.failures) == 2  # failures come first
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        contact_sheet_images([str(tmp_path / "nothing-*.png")], tmp_path / "x.png")
+    with pytest.raises(InputError, match="no such file"):
+        contact_sheet_images([str(tmp_path / "nothing-*.png")], tmp_path / "x.png", cutter)
+    with pytest.raises(InputError, match="count"):
+        contact_sheet_images([str(raw_images)], tmp_path / "x.png", cutter, count=0)
 
 
 def test_cli_preview_raw_images(raw_images, tmp_path):

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from prepro import readers
-from prepro.readers import (BadPixelsError, EmptySourceError, FormatDetectionError, RawItem,
-                            SourceNotFoundError, UnknownFormatError, assign_splits, count_mismatches,
+from prepro.errors import InputError, SampleError
+from prepro.readers import (BadPixelsError, RawItem, SourceNotFoundError, assign_splits, count_mismatches,
                             detect_format, find_classes, list_source, parse_pixels, read_csv_pixels)
 from prepro.specs import load_spec
 
@@ -230,14 +230,17 @@ def test_flat(tmp_path):
 
 def test_detection_errors(tmp_path):
     (tmp_path / "x" / "stuff" / "things").mkdir(parents=True)
-    with pytest.raises(FormatDetectionError, match="folder, fer2013-csv, ferg, jaffe, flat"):
+    with pytest.raises(InputError, match="folder, fer2013-csv, ferg, jaffe, flat, labels"):
         list_source(str(tmp_path / "x"))
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(FormatDetectionError):
+    with pytest.raises(InputError, match="cannot tell whether this is a label file"):
         detect_format(tmp_path / "notes.txt")
-    with pytest.raises(UnknownFormatError, match="allowed: auto, folder"):
+    (tmp_path / "notes.doc").write_text("x")
+    with pytest.raises(InputError, match="not a .csv, .csv.gz, .tsv or .txt"):
+        detect_format(tmp_path / "notes.doc")
+    with pytest.raises(InputError, match="allowed: auto, folder"):
         list_source(str(tmp_path), "videos")
-    with pytest.raises(UnknownFormatError, match="contradicts dataset 'jaffe'"):
+    with pytest.raises(InputError, match="contradicts dataset 'jaffe'"):
         list_source(str(tmp_path), "flat", spec=load_spec("jaffe"))
 
 
@@ -245,10 +248,11 @@ def test_missing_and_empty_root(tmp_path):
     with pytest.raises(SourceNotFoundError, match="does not exist") as e:
         list_source(str(tmp_path / "nope"))
     assert "\n" not in str(e.value)
+    assert isinstance(e.value, InputError) and isinstance(e.value, FileNotFoundError)
     (tmp_path / "empty" / "happy").mkdir(parents=True)
-    with pytest.raises(EmptySourceError, match="looked for images in ROOT/<label>/"):
+    with pytest.raises(InputError, match="looked for images in ROOT/<label>/"):
         list_source(str(tmp_path / "empty"))
-    with pytest.raises(EmptySourceError):
+    with pytest.raises(InputError):
         list_source(str(tmp_path / "empty" / "happy"), "flat")
 
 
@@ -266,7 +270,7 @@ def _write_csv(path: Path, header: str = "emotion,pixels,Usage") -> list[str]:
         f"2,{_pixels(5)}",                     # missing field
         f"5,{_pixels(6, 2303)},Training",      # wrong pixel count: found at decode time, not here
         f"1,{_pixels(7)},Training",
-        f"4,,Training",                        # empty pixels
+        "4,,Training",                         # empty pixels
         f"5,{_pixels(8)},Training",
     ]
     text = header + "\n" + "\n".join(rows) + "\n"
@@ -314,9 +318,84 @@ def test_csv_header_variants(tmp_path):
     listing = list_source(str(path))
     assert [(it.label, it.split) for it in listing.items] == [("disgust", None), ("fear", None)]
     assert parse_pixels(read_csv_pixels(str(path), listing.items[1].offset)).shape == (48, 48)
+    # without a pixels column a .csv is a label file; as a FER2013 CSV its header is refused
     (tmp_path / "other.csv").write_text("label,image\n1,2\n")
-    with pytest.raises(ValueError, match="lacks column.*emotion, pixels"):
-        list_source(str(tmp_path / "other.csv"))
+    assert detect_format(tmp_path / "other.csv") == "labels"
+    with pytest.raises(InputError, match="lacks column.*emotion, pixels"):
+        list_source(str(tmp_path / "other.csv"), "fer2013-csv")
+
+
+def _gz_csv(path: Path, n_rows: int = 200) -> bytes:
+    """A gzipped FER2013 CSV of ``n_rows`` random rows; returns the compressed bytes."""
+    pixels = [_pixels(i) for i in range(8)]
+    text = "emotion,pixels,Usage\n" + "".join(f"{i % 7},{pixels[i % 8]},Training\n" for i in range(n_rows))
+    data = gzip.compress(text.encode(), compresslevel=1)
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("not-gzip", "not a valid gzip file"),
+    ("truncated", "ends early"),
+    ("corrupt", "gzip|compressed|CRC"),
+])
+def test_damaged_gzip_csv_is_one_clear_error(tmp_path, damage, problem):
+    path = tmp_path / "fer.csv.gz"
+    data = _gz_csv(path)
+    if damage == "not-gzip":
+        path.write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        mid = len(data) // 2
+        path.write_bytes(data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 64]) + data[mid + 64:])
+    with pytest.raises(InputError, match=problem) as e:
+        list_source(str(path))
+    assert str(path.resolve()) in str(e.value) or str(path) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_row_reader_turns_read_errors_into_bad_pixels(tmp_path):
+    path = tmp_path / "fer.csv.gz"
+    data = _gz_csv(path)
+    listing = list_source(str(path))
+    late = listing.items[-1]
+    early = listing.items[0]
+    path.write_bytes(data[: len(data) // 2])  # cut short after listing
+    reader = readers.CsvRowReader()
+    assert len(reader.pixels(early.path, early.offset).split()) == 48 * 48  # before the cut: fine
+    with pytest.raises(BadPixelsError, match="cannot read the row at byte offset .*ends early") as e:
+        reader.pixels(late.path, late.offset)
+    assert isinstance(e.value, SampleError) and not isinstance(e.value, EOFError)
+    with pytest.raises(BadPixelsError, match="ends early"):  # remembered: no second decompression
+        reader.pixels(late.path, late.offset + 1)
+    assert len(reader.pixels(early.path, early.offset).split()) == 48 * 48
+    path.write_text("emotion,pixels\n0,1 2\n")  # not gzip any more
+    with pytest.raises(BadPixelsError, match="not a valid gzip file"):
+        readers.read_csv_pixels(str(path), 20)
+    path.unlink()
+    with pytest.raises(BadPixelsError, match="cannot be read"):
+        readers.read_csv_pixels(str(path), 20)
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"label,image\n1,2\n")
+    with pytest.raises(BadPixelsError, match="lacks column"):
+        readers.read_csv_pixels(str(plain), 12)
+    reader.close()
+
+
+def test_broken_plain_csv(tmp_path):
+    path = tmp_path / "fer.csv"
+    path.write_bytes(b"emo\xfftion,pixels\n0,1 2\n")
+    with pytest.raises(InputError, match="header line is not UTF-8"):
+        list_source(str(path), "fer2013-csv")
+    good = f"0,{_pixels(0)},Training\n".encode()
+    path.write_bytes(b"emotion,pixels,Usage\n" + good + b"\x00\xff\xfe,\x81\n")
+    listing = list_source(str(path))
+    assert len(listing.items) == 1
+    assert _fail_ids(listing) == {"fer.csv:row=1": "line 3: not UTF-8 text"}
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        list_source(str(tmp_path / "empty.csv"), "fer2013-csv")
 
 
 def test_parse_pixels_errors():
@@ -380,7 +459,7 @@ def test_subject_split_is_disjoint():
     assert all(len(s) == 1 for s in where.values())
     per_split = Counter(next(iter(s)) for s in where.values())
     assert per_split["test"] == 2 and per_split["val"] == 2 and per_split["train"] == 16
-    with pytest.raises(ValueError, match="no subject"):
+    with pytest.raises(InputError, match="no subject"):
         assign_splits(_items({"happy": 5}), by_subject=True)
 
 
@@ -397,7 +476,7 @@ def test_subject_split_few_subjects_warns():
 def test_split_fractions_validated():
     items = _items({"happy": 10})
     for v, t in ((-0.1, 0.1), (1.0, 0.0), (0.5, 0.5)):
-        with pytest.raises(ValueError, match=r"\[0, 1\)|below 1"):
+        with pytest.raises(InputError, match=r"\[0, 1\)|below 1"):
             assign_splits(items, v, t)
 
 

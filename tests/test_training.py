@@ -1,4 +1,4 @@
-"""Training engine, checkpoints and evaluation on tiny synthetic shard folders."""
+"""Training, checkpoints and evaluation on tiny synthetic shard folders."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ import pytest
 import torch
 from shardfakes import make_fake_shards
 
-from prepro.shards import ShardError
-from training import (BlockSizeMismatchError, CheckpointError, ConfigError, EmptySplitError, LabelMismatchError,
-                      RunExistsError, TrainConfig, TrainingDivergedError, evaluate, format_metrics_table, train)
+from prepro.errors import DataError, DivergedError, EmptySplitError, InputError, MismatchError, OutputError
+from prepro.shards import Manifest, ShardReader
+from training.config import TrainConfig
+from training.evaluate import evaluate, format_metrics_table
+from training.train import train
 from training.checkpoint import load_checkpoint
-from training.data import BlockDataset, augment
+from training.data import SplitSamples, augment, holdout_rows
+from training.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"widths": [8, 16, 32], "feat_dim": 32}
@@ -90,12 +93,17 @@ def test_resume_gives_the_same_weights(shards, tmp_path):
 
 def test_resume_refuses_changed_settings_and_existing_run(shards, tmp_path):
     train(shards, tmp_path / "r", tiny_cfg(epochs=1), log=None)
-    with pytest.raises(ConfigError, match="lr"):
+    with pytest.raises(InputError, match="lr"):
         train(shards, tmp_path / "r", tiny_cfg(epochs=2, lr=1e-2), resume=True, log=None)
-    with pytest.raises(RunExistsError):
+    with pytest.raises(OutputError, match="already holds a run"):
         train(shards, tmp_path / "r", tiny_cfg(epochs=1), log=None)
-    with pytest.raises(CheckpointError, match="no last.pt"):
+    with pytest.raises(InputError, match="no last.pt"):
         train(shards, tmp_path / "nothing", resume=True, log=None)
+    # Run-control settings may change on resume, the others may not.
+    stored = TrainConfig.from_dict(load_checkpoint(tmp_path / "r" / "last.pt")["config"])
+    assert stored.resumed_with({"epochs": 2, "device": "cpu"}).epochs == 2
+    with pytest.raises(InputError, match="cannot change lr"):
+        stored.resumed_with({"lr": 1e-2})
 
 
 def test_label_subset_and_lazy_workers(shards, tmp_path):
@@ -105,8 +113,9 @@ def test_label_subset_and_lazy_workers(shards, tmp_path):
               log=None)
     ck = load_checkpoint(Path(r.run_dir) / "best.pt")
     assert ck["class_names"] == ["surprise", "happy"] and ck["num_classes"] == 2
-    ds = BlockDataset(shards, "train", class_names=["surprise", "happy"], regions=("eyes",))
+    ds = SplitSamples(str(shards), "train", class_names=["surprise", "happy"], regions=("eyes",))
     assert len(ds) == 48 and ds.n_excluded == 24 and set(ds.targets.tolist()) == {0, 1}
+    assert ds.excluded_by_label == {"sad": 24}
 
 
 def test_augment_flips_every_block_together():
@@ -122,54 +131,100 @@ def test_augment_flips_every_block_together():
     assert all(torch.equal(a[r], b[r]) for r in x) and a["eyes"].min() >= 0 and a["eyes"].max() <= 1
 
 
+def test_holdout_is_stratified_seeded_and_disjoint():
+    targets = np.repeat([0, 1, 2], [30, 10, 1])
+    held = holdout_rows(targets, 0.1, seed=3)
+    assert np.bincount(targets[held], minlength=3).tolist() == [3, 1, 0]  # a lone sample stays in training
+    assert np.array_equal(held, holdout_rows(targets, 0.1, seed=3))
+    assert not np.array_equal(held, holdout_rows(targets, 0.1, seed=4))
+    assert len(np.unique(held)) == len(held)
+
+
+def test_holdout_validation_and_mixup(shards, tmp_path):
+    r = train(shards, tmp_path / "m", tiny_cfg(epochs=1, mixup=0.4, holdout_frac=0.25), log=None)
+    row = load_checkpoint(Path(r.run_dir) / "last.pt", for_resume=True)["history"][0]
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    assert "on 18 holdout samples" in _lines(shards, tmp_path / "m2", tiny_cfg(epochs=1, holdout_frac=0.25))
+
+
+def _lines(shards: Path, run: Path, cfg: TrainConfig) -> str:
+    out: list[str] = []
+    train(shards, run, cfg, log=out.append)
+    return "\n".join(out)
+
+
+def test_min_quality_leaves_out_doubtful_training_samples(tmp_path):
+    low = make_fake_shards(tmp_path / "low", quality=0.3, per_class={"train": 8, "val": 2, "test": 2})
+    with pytest.raises(EmptySplitError, match="quality >= 0.5"):
+        train(low, tmp_path / "run", tiny_cfg(epochs=1, min_quality=0.5), log=None)
+    r = train(low, tmp_path / "run2", tiny_cfg(epochs=1, min_quality=0.3), log=None)
+    assert r.epochs_done == 1
+
+
 # ------------------------------------------------------------------------------------------------
 # errors with a clear message
 
 
 def test_empty_split(tmp_path):
     s = make_fake_shards(tmp_path / "noval", per_class={"train": 8, "val": 0, "test": 4})
-    with pytest.raises(EmptySplitError, match="'val'"):
-        train(s, tmp_path / "run", tiny_cfg(epochs=1), log=None)
+    with pytest.raises(EmptySplitError, match="val validation part"):
+        train(s, tmp_path / "run", tiny_cfg(epochs=1, val_split="val"), log=None)
+    with pytest.raises(EmptySplitError, match="split 'val'"):
+        train(s, tmp_path / "run", tiny_cfg(epochs=1, train_split="val", val_split="test"), log=None)
 
 
 def test_missing_and_damaged_shard(shards, tmp_path):
     s = tmp_path / "s"
     shutil.copytree(shards, s)
     (s / "shards" / "train-00000.h5").unlink()
-    with pytest.raises(ShardError, match="missing"):
+    with pytest.raises(DataError, match="train-00000.h5 .* missing"):
         train(s, tmp_path / "run", tiny_cfg(epochs=1), log=None)
     shutil.rmtree(s)
     shutil.copytree(shards, s)
     p = s / "shards" / "train-00001.h5"
     p.write_bytes(p.read_bytes()[:500])
-    with pytest.raises(ShardError, match="unreadable"):
+    with pytest.raises(DataError, match="train-00001.h5 .* checksum mismatch"):
         train(s, tmp_path / "run2", tiny_cfg(epochs=1), log=None)
+    # Without the checksum check the damage still is a DataError naming the shard, never wrong data.
+    with pytest.raises(DataError, match="train-00001.h5 .* unreadable"):
+        ShardReader(s, split="train", verify_files=False)
 
 
 def test_nan_loss_stops_with_diverged_error(shards, tmp_path, monkeypatch):
-    import training.engine as engine
+    import importlib
 
-    monkeypatch.setattr(engine, "normalize", lambda b, regions: {r: b[r] * float("nan") for r in regions})
-    with pytest.raises(TrainingDivergedError, match="lower lr"):
+    train_module = importlib.import_module("training.train")  # the module; `training.train` is the function
+
+    monkeypatch.setattr(train_module, "normalize", lambda b, regions: {r: b[r] * float("nan") for r in regions})
+    with pytest.raises(DivergedError, match="lower lr"):
         train(shards, tmp_path / "run", tiny_cfg(epochs=1), log=None)
+    assert not (tmp_path / "run" / "best.pt").exists()  # nothing non-finite is ever saved
 
 
 def test_bad_config_values(shards, tmp_path):
-    with pytest.raises(ConfigError, match="valid models"):
-        train(shards, tmp_path / "a", tiny_cfg(model="nope"), log=None)
-    with pytest.raises(ConfigError, match="unknown label"):
+    with pytest.raises(InputError, match="two-branch-face"):  # the allowed models are named
+        tiny_cfg(model="nope")
+    with pytest.raises(InputError, match="model_kwargs|no_such"):
+        train(shards, tmp_path / "k", tiny_cfg(model_kwargs={"no_such": 1}), log=None)
+    with pytest.raises(InputError, match="unknown label"):
         train(shards, tmp_path / "b", tiny_cfg(labels=["happy", "bored"]), log=None)
-    with pytest.raises(ConfigError, match="no train samples"):
+    with pytest.raises(InputError, match="fear have none"):
         train(shards, tmp_path / "c", tiny_cfg(labels=["happy", "fear"]), log=None)
+    with pytest.raises(InputError, match="val_split must differ"):
+        tiny_cfg(train_split="val", val_split="val")
+    with pytest.raises(InputError, match="lr must be a number"):
+        tiny_cfg(lr=float("nan"))  # a non-finite value is refused, never trained with
+    with pytest.raises(InputError, match="unknown key train.epoch"):
+        TrainConfig.from_dict({"epoch": 3}, where="train.")
 
 
 def test_block_size_mismatch_on_resume_and_evaluate(trained, shards, tmp_path):
     other = make_fake_shards(tmp_path / "big", eyes_size=(20, 48))
-    with pytest.raises(BlockSizeMismatchError, match="--eyes-size 16x48"):
+    with pytest.raises(MismatchError, match="--eyes-size 16x48"):
         evaluate(trained, other, split="test", out_dir=tmp_path / "ev")
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    with pytest.raises(BlockSizeMismatchError, match="eyes blocks of 20x48"):
+    with pytest.raises(MismatchError, match="eyes blocks of 20x48"):
         train(other, run, resume=True, log=None)
 
 
@@ -200,11 +255,12 @@ def test_malicious_checkpoint_is_refused_and_nothing_runs(trained, shards, tmp_p
     assert not (Path.cwd() / "PWNED").exists()
 
 
-def test_checkpoint_is_self_describing_and_checked(trained, tmp_path):
+def test_checkpoint_is_self_describing_and_checked(trained, shards, tmp_path):
     ck = load_checkpoint(trained / "last.pt", arch="two-branch", for_resume=True)
     assert ck["class_names"] == ["happy", "sad", "surprise"]
     assert ck["block_sizes"] == {"eyes": [16, 48], "mouth": [16, 32], "face": [32, 32]}
-    assert ck["preprocessing"]["synthetic"] is True and ck["faceblocks_version"]
+    assert ck["preprocessing"] == Manifest.load(shards).params and ck["faceblocks_version"]
+    assert ck["preprocessing"]["blocks"]["eyes_size"] == [16, 48]
     assert ck["config"]["model_kwargs"] == TINY and isinstance(ck["rng"]["numpy"][1], list)
     with pytest.raises(CheckpointError, match="'two-branch' model, not 'face-cnn'"):
         load_checkpoint(trained / "last.pt", arch="face-cnn")
@@ -215,6 +271,19 @@ def test_checkpoint_is_self_describing_and_checked(trained, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+    # Fields of the wrong type or value are refused before anything uses them.
+    for bad, field in (({"class_names": "happy"}, "class_names"), ({"epoch": -1}, "epoch"),
+                       ({"block_sizes": {"eyes": [16, "48"], "mouth": [16, 32], "face": [32, 32]}}, "block_sizes"),
+                       ({"arch": "nope"}, "arch")):
+        torch.save({**ck, **bad}, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match=f"bad {field}"):
+            load_checkpoint(tmp_path / "bad.pt")
+    nan = {k: v.clone() for k, v in ck["model"].items()}
+    first = next(k for k, v in nan.items() if v.is_floating_point())
+    nan[first].view(-1)[0] = float("nan")
+    torch.save({**ck, "model": nan}, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint(tmp_path / "nan.pt")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,7 +316,7 @@ def test_evaluate_on_shards_with_another_label_set(trained, tmp_path):
     assert m["evaluated_classes"] == ["happy", "sad"]
     assert "excluded 5" in format_metrics_table(m)
     disjoint = make_fake_shards(tmp_path / "disjoint", labels=("fear", "anger"), label_names=["fear", "anger"])
-    with pytest.raises(LabelMismatchError):
+    with pytest.raises(MismatchError, match="none of which the model knows"):
         evaluate(trained, disjoint, split="test", out_dir=tmp_path / "ev2")
 
 
@@ -266,7 +335,7 @@ def test_torchrun_two_processes_gloo(shards, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "training.engine", str(shards), str(run), "--epochs", "2", "--batch-size", "8",
+           "-m", "training.train", str(shards), str(run), "--epochs", "2", "--batch-size", "8",
            "--model-kwargs", json.dumps(TINY), "--device", "cpu", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     try:
@@ -280,7 +349,8 @@ def test_torchrun_two_processes_gloo(shards, tmp_path):
     assert len(rows) == 3
     ck = load_checkpoint(run / "last.pt", for_resume=True)
     assert ck["epoch"] == 2
-    # Two processes of 8 samples per step over 72 samples: 4 full steps each per epoch (36 per process).
+    # Two processes of 8 samples per step over the 66 training samples left beside the holdout
+    # (2 of each class's 24): 4 full steps each per epoch (33 per process).
     assert ck["step"] == 2 * 4
     assert json.loads(proc.stdout.strip().splitlines()[-1])["epochs_done"] == 2
 
@@ -291,3 +361,29 @@ def test_time_budget_stops_after_validating(shards, tmp_path):
     assert (tmp_path / "t" / "best.pt").is_file()
     assert "1,True" not in (tmp_path / "t" / "log.csv").read_text()
     assert (tmp_path / "t" / "log.csv").read_text().strip().endswith(",1")  # the epoch is marked partial
+
+
+def test_resolve_checkpoint_and_shipped_models(trained, shards, tmp_path, monkeypatch):
+    import training.zoo as zoo
+    from training.checkpoint import resolve_checkpoint
+
+    assert resolve_checkpoint(trained)[0] == trained / "best.pt"
+    assert resolve_checkpoint(trained / "last.pt")[1]["epoch"] == 10
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        resolve_checkpoint(tmp_path / "runs" / "gone.pt")  # a missing path, not an unknown model name
+    with pytest.raises(CheckpointError, match="holds no best.pt"):
+        resolve_checkpoint(tmp_path)
+    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path / "models")
+    with pytest.raises(InputError, match="no model ships with this install"):
+        resolve_checkpoint("tiny")
+    card = {"title": "a tiny test model", "terms": "none", "results": {"test": {"accuracy": 0.5, "macro_f1": 0.4}}}
+    zoo.ship(trained / "best.pt", "tiny", card, models_dir=zoo.MODELS_DIR)
+    assert zoo.shipped_names() == ["tiny"] and zoo.shipped_cards() == {"tiny": card}
+    assert "tiny: a tiny test model" in zoo.format_card("tiny", card)
+    path, ck = resolve_checkpoint("tiny")
+    assert path == tmp_path / "models" / "tiny.pt" and "optimizer" not in ck
+    assert all(v.dtype == torch.float16 for v in ck["model"].values() if v.is_floating_point())
+    m = evaluate("tiny", shards, split="test", out_dir=tmp_path / "ev")
+    assert m["checkpoint"] == str(path) and m["n_samples"] == 24
+    with pytest.raises(InputError, match="the models shipped are: tiny"):
+        resolve_checkpoint("huge")

@@ -1,29 +1,14 @@
-"""faceblocks training and evaluation.
+"""faceblocks training, evaluation and prediction.
 
-``from training import TrainConfig, train, evaluate``. The config and the errors import nothing
-heavy; ``train``, ``evaluate`` and friends load torch on first use.
+The public API, one module per job (torch loads on first use)::
+
+    from training.config import TrainConfig
+    from training.train import train            # -> TrainResult; writes best.pt, last.pt, log.csv
+    from training.evaluate import evaluate      # -> metrics dict; writes metrics.json, confusion.png
+    from training.predict import predict        # -> one ImagePrediction per image or video frame
+
+    train("out/fer2013", "runs/fer2013", TrainConfig(epochs=30))
+    evaluate("runs/fer2013", "out/fer2013", split="val")
+    for result in predict("fer2013", ["photo.jpg"]):      # "fer2013": the model that ships inside
+        print(result.path, [(f.label, f.box) for f in result.faces])
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from training.config import TrainConfig
-from training.errors import (BlockSizeMismatchError, CheckpointError, ConfigError, EmptySplitError,
-                             LabelMismatchError, PreprocessingMismatchError, RunExistsError, TrainingDivergedError,
-                             TrainingError)
-
-_LAZY = {"train": "training.engine", "evaluate": "training.engine", "format_metrics_table": "training.engine",
-         "TrainResult": "training.engine", "load_checkpoint": "training.checkpoint"}
-
-__all__ = ["TrainConfig", "TrainingError", "ConfigError", "EmptySplitError", "BlockSizeMismatchError",
-           "LabelMismatchError", "PreprocessingMismatchError", "RunExistsError", "TrainingDivergedError",
-           "CheckpointError", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'training' has no attribute {name!r}")

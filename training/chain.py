@@ -18,170 +18,82 @@ stage run again. A config that differs from the one the folder was made with is 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import re
-import shutil
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from training.errors import TrainingError
+from prepro.errors import FaceblocksError, InputError, OutputError
+from prepro.settings import check, from_mapping, options, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-SPLITS = ("train", "val", "test")
 CONFIG_COPY = "config.toml"
 RESOLVED = "config.resolved.json"  # the parsed config with absolute paths: what a re-run is compared with
 
 
-class ChainConfigError(TrainingError):
-    """A config file that cannot be read, or a key that is unknown or has a wrong value."""
-
-
-class ChainError(TrainingError):
-    """An output folder that cannot be continued with this config."""
-
-
 # ---------------------------------------------------------------------------------------------
-# Config schema: one Option per key, with its type, default and the values it allows
+# Config schema: the [data] and [train] tables are the preprocess and train settings classes;
+# the small tables are settings classes of their own.
 
 
 @dataclass(frozen=True)
-class Option:
-    kind: str  # "str", "int", "float", "bool", "size", "str_list", "dict", "str?", "int?", "str_list?"
-    default: Any
-    help: str
-    choices: tuple[str, ...] = ()
+class RunTable:
+    out: str | None = setting(None, "the output folder (relative to this file); --out overrides it", "str",
+                              optional=True)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
-def _data_options() -> dict[str, Option]:
-    from prepro.landmarks import FACE_MODES
-    from prepro.readers import FORMATS
+@dataclass(frozen=True)
+class SourceTable:
+    source: str | None = setting(None, "raw images: a folder, the FER2013 CSV, a label file, ... (relative to "
+                                 "this file)", "str", optional=True)
 
-    return {
-        "source": Option("str?", None, "raw images: a folder, the FER2013 CSV, ... (relative to this file)"),
-        "format": Option("str", "auto", "layout of the source", tuple(FORMATS)),
-        "dataset": Option("str?", None, "dataset description: fer2013, fer2013-csv, ferg, ckplus, jaffe or a .toml"),
-        "face": Option("str", "auto", "how the face is found", tuple(FACE_MODES)),
-        "eyes_size": Option("size", "32x96", "eyes-and-eyebrows block, HxW"),
-        "mouth_size": Option("size", "32x64", "mouth block, HxW"),
-        "face_size": Option("size", "64x64", "aligned whole face, HxW"),
-        "eyes_margin": Option("float", 0.2, "margin around the eyes, times the inter-ocular distance"),
-        "mouth_margin": Option("float", 0.2, "margin around the mouth, times the inter-ocular distance"),
-        "face_margin": Option("float", 0.1, "margin around the face, times the inter-ocular distance"),
-        "rotate": Option("bool", True, "rotate the face so the eyes are level"),
-        "pad": Option("str", "replicate", "how blocks past the image border are filled", ("replicate", "constant")),
-        "shard_size": Option("int", 1024, "samples per HDF5 shard"),
-        "max_megapixels": Option("float", 40.0, "images claiming more pixels are refused undecoded"),
-        "val_frac": Option("float", 0.1, "for sources without splits: fraction in val"),
-        "test_frac": Option("float", 0.1, "for sources without splits: fraction in test"),
-        "split_seed": Option("int", 0, "seed of that split"),
-        "split_by_subject": Option("bool", False, "keep each subject in one split"),
-        "limit": Option("int?", None, "only the first N items"),
-        "jobs": Option("int", -1, "worker processes; -1 = all cores"),
-    }
+    def __post_init__(self) -> None:
+        check(self)
 
 
-def _train_options() -> dict[str, Option]:
-    from architectures import list_models
+@dataclass(frozen=True)
+class EvaluateTable:
+    splits: list[str] = setting(["val", "test"], "splits to evaluate; empty ones are noted", "str_list",
+                                choices=("train", "val", "test"))
+    tta_flip: bool = setting(False, "average each face's and its mirror image's predictions", "bool")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+@dataclass(frozen=True)
+class PreviewTable:
+    count: int = setting(20, "samples on the contact sheet", "int", low=1, high=400)
+    seed: int = setting(0, "seed of the random choice", "int", low=0, high=2**31 - 1)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
+def _tables() -> dict[str, tuple[type, ...]]:
+    """Config table -> the settings classes whose options it holds."""
+    from prepro.config import PreprocessConfig, PreprocessRun
     from training.config import TrainConfig
 
-    cfg = TrainConfig()
-    kinds = {"labels": "str_list?", "model_kwargs": "dict"}
-    choices = {"model": tuple(list_models()), "class_weighting": ("none", "inverse", "sqrt"),
-               "train_split": SPLITS, "val_split": SPLITS}
-    # The comment after each TrainConfig field documents it; the template shows the same text.
-    docs = dict(re.findall(r"^    (\w+): [^=]+= .*?  # (.*)$", inspect.getsource(TrainConfig), re.M))
-    out = {}
-    for f in fields(TrainConfig):
-        if f.name == "progress":  # a display option: `faceblocks run -q`
-            continue
-        value = getattr(cfg, f.name)
-        kind = kinds.get(f.name) or {bool: "bool", int: "int", float: "float", str: "str"}[type(value)]
-        out[f.name] = Option(kind, value, docs.get(f.name, f.name), choices.get(f.name, ()))
-    return out
+    return {"run": (RunTable,), "data": (SourceTable, PreprocessConfig, PreprocessRun), "train": (TrainConfig,),
+            "evaluate": (EvaluateTable,), "preview": (PreviewTable,)}
 
 
-def _schema() -> dict[str, dict[str, Option]]:
-    return {
-        "run": {"out": Option("str?", None, "the output folder (relative to this file); --out overrides it")},
-        "data": _data_options(),
-        "train": _train_options(),
-        "evaluate": {"splits": Option("str_list", ["val", "test"], "splits to evaluate; empty ones are noted",
-                                      SPLITS),
-                     "tta_flip": Option("bool", False, "average each face's and its mirror image's predictions")},
-        "preview": {"count": Option("int", 20, "samples on the contact sheet"),
-                    "seed": Option("int", 0, "seed of the random choice")},
-    }
+_NOT_IN_CONFIG = {"progress", "backend", "scheduler", "chunk_size", "landmark_model"}  # command-line matters
 
 
-_KIND_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-               "size": 'a size such as "32x96" or [32, 96]', "str_list": "a list of strings",
-               "dict": "a table", "str?": "a string", "int?": "an integer", "str_list?": "a list of strings"}
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(v), type(v).__name__)
-
-
-def _check_value(key: str, opt: Option, v: Any) -> Any:
-    """``v`` converted to the option's kind, or ChainConfigError naming the key and what is allowed."""
-    def bad(extra: str = "") -> ChainConfigError:
-        allowed = f"one of {', '.join(map(repr, opt.choices))}" if opt.choices and opt.kind == "str" \
-            else _KIND_WORDS[opt.kind]
-        return ChainConfigError(f"{key} must be {allowed}, got {v!r} ({_type_name(v)}){extra}")
-
-    if v is None and opt.kind.endswith("?"):
-        return None  # an optional key left at its default (TOML itself has no null)
-    kind = opt.kind.rstrip("?")
-    if kind == "bool":
-        if not isinstance(v, bool):
-            raise bad()
-        return v
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise bad()
-        return v
-    if kind == "float":
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise bad()
-        return float(v)
-    if kind == "str":
-        if not isinstance(v, str):
-            raise bad()
-        if opt.choices and v not in opt.choices:
-            raise bad()
-        return v
-    if kind == "size":
-        if isinstance(v, str):
-            parts = v.lower().split("x")
-            if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-                v = [int(p) for p in parts]
-        if (not isinstance(v, list) or len(v) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) and 4 <= x <= 1024 for x in v)):
-            raise bad(" (each side 4 to 1024 pixels)")
-        return [int(v[0]), int(v[1])]
-    if kind == "str_list":
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise bad()
-        wrong = [x for x in v if opt.choices and x not in opt.choices]
-        if wrong:
-            raise ChainConfigError(f"{key}: unknown value {', '.join(map(repr, wrong))}; allowed: "
-                                   f"{', '.join(opt.choices)}")
-        return list(v)
-    if kind == "dict":
-        if not isinstance(v, dict):
-            raise bad()
-        return json.loads(json.dumps(v))
-    raise AssertionError(f"unknown option kind {opt.kind}")  # a bug in the schema, not user input
+def _table_options(classes: tuple[type, ...]):
+    return [o for cls in classes for o in options(cls) if o.name not in _NOT_IN_CONFIG]
 
 
 @dataclass
@@ -195,87 +107,73 @@ class ChainConfig:
         return self.values[table]
 
     def preprocess_config(self):
-        from prepro.blocks import BlockConfig
-        from prepro.pipeline import PreprocessConfig
+        from prepro.config import PreprocessConfig
 
-        d = self["data"]
-        try:
-            return PreprocessConfig(
-                fmt=d["format"], dataset=d["dataset"], face_mode=d["face"],
-                blocks=BlockConfig(eyes_size=tuple(d["eyes_size"]), mouth_size=tuple(d["mouth_size"]),
-                                   face_size=tuple(d["face_size"]), eyes_margin=d["eyes_margin"],
-                                   mouth_margin=d["mouth_margin"], face_margin=d["face_margin"],
-                                   rotate=d["rotate"], pad=d["pad"]),
-                shard_size=d["shard_size"], max_pixels=int(d["max_megapixels"] * 1e6), val_frac=d["val_frac"],
-                test_frac=d["test_frac"], split_seed=d["split_seed"], split_by_subject=d["split_by_subject"],
-                limit=d["limit"])
-        except ValueError as e:
-            raise ChainConfigError(f"{self.path} [data]: {e}") from None
+        return _build(PreprocessConfig, self["data"], f"{self.path}: data.")
 
     def train_config(self):
         from training.config import TrainConfig
 
-        cfg = TrainConfig.from_dict({**self["train"], "progress": True})
-        try:
-            cfg.validate()
-        except TrainingError as e:
-            raise ChainConfigError(f"{self.path} [train]: {e}") from None
-        return cfg
+        return _build(TrainConfig, {**self["train"], "progress": True}, f"{self.path}: train.")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {o.name for o in options(cls)}
+    return from_mapping(cls, {k: v for k, v in values.items() if k in names}, where)
 
 
 def load_config(path: str | os.PathLike) -> ChainConfig:
-    """Read and validate a run config; unknown tables or keys and wrong values are ChainConfigError."""
+    """Read and validate a run config: unknown tables or keys and wrong values are an InputError
+    naming the key and what is allowed; every value is checked before any stage runs."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ChainConfigError(f"no config file at {path}") from None
+        raise InputError(f"no config file at {path}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ChainConfigError(f"cannot read {path} ({e})") from None
+        raise InputError(f"cannot read {path} ({e})") from None
     except tomllib.TOMLDecodeError as e:
-        raise ChainConfigError(f"{path} is not valid TOML ({e})") from None
-    schema = _schema()
-    unknown = [t for t in raw if t not in schema]
+        raise InputError(f"{path} is not valid TOML ({e})") from None
+    tables = _tables()
+    unknown = [t for t in raw if t not in tables]
     if unknown:
-        raise ChainConfigError(f"{path}: unknown table or key {', '.join(map(repr, unknown))} at the top level; "
-                               f"allowed tables: {', '.join(f'[{t}]' for t in schema)}")
+        raise InputError(f"{path}: unknown table or key {', '.join(map(repr, unknown))} at the top level; "
+                         f"allowed tables: {', '.join(f'[{t}]' for t in tables)}")
     values: dict[str, dict[str, Any]] = {}
-    for table, options in schema.items():
+    for table, classes in tables.items():
         given = raw.get(table, {})
         if not isinstance(given, dict):
-            raise ChainConfigError(f"{path}: {table} must be a table ([{table}]), got {_type_name(given)}")
-        bad = [k for k in given if k not in options]
+            raise InputError(f"{path}: {table} must be a table ([{table}])")
+        opts = {o.name: o for o in _table_options(classes)}
+        bad = [k for k in given if k not in opts]
         if bad:
-            raise ChainConfigError(f"{path}: unknown key {', '.join(f'{table}.{k}' for k in bad)}; allowed in "
-                                   f"[{table}]: {', '.join(options)}")
-        values[table] = {}
-        for key, opt in options.items():
-            v = given[key] if key in given else json.loads(json.dumps(opt.default))
-            values[table][key] = _check_value(f"{path}: {table}.{key}", opt, v)
+            raise InputError(f"{path}: unknown key {', '.join(f'{table}.{k}' for k in bad)}; allowed in "
+                             f"[{table}]: {', '.join(opts)}")
+        for cls in classes:  # every value, given or default, goes through the class's own checks
+            _build(cls, given, f"{path}: {table}.")
+        values[table] = {k: json.loads(json.dumps(given.get(k, o.default))) for k, o in opts.items()}
     if not values["data"]["source"]:
-        raise ChainConfigError(f"{path}: data.source is required (the raw images to preprocess)")
+        raise InputError(f"{path}: data.source is required (the raw images to preprocess)")
     base = path.resolve().parent
     values["data"]["source"] = str((base / values["data"]["source"]).resolve())
     if values["run"]["out"]:
         values["run"]["out"] = str((base / values["run"]["out"]).resolve())
-    cfg = ChainConfig(path=path, values=values)
-    cfg.preprocess_config()
-    cfg.train_config()
-    return cfg
+    return ChainConfig(path=path, values=values)
 
 
 def template() -> str:
     """A commented config with every key at its default: a starting point for `faceblocks run`."""
     lines = ["# faceblocks run config: `faceblocks run this.toml`. Paths are relative to this file.", ""]
-    for table, options in _schema().items():
+    for table, classes in _tables().items():
         lines.append(f"[{table}]")
-        for key, opt in options.items():
-            value = opt.default
+        for opt in _table_options(classes):
+            key, value = opt.name, opt.default
             if table == "data" and key == "source":
                 value = "path/to/fer2013"
             elif table == "run" and key == "out":
                 value = "runs/fer2013"
-            comment = opt.help + (f"; one of {', '.join(opt.choices)}" if opt.choices else "")
+            choices = opt.spec.choices
+            comment = opt.spec.help + (f"; one of {', '.join(choices)}" if choices else "")
             if value is None:
                 lines.append(f"# {key} =   # {comment}")
             else:
@@ -289,6 +187,8 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, tuple):
+        v = list(v)
     return json.dumps(v)  # strings, numbers and lists read the same in TOML
 
 
@@ -326,19 +226,19 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, st
 def _train_finished(run: Path, cfg, shards_params: dict[str, Any]) -> str | None:
     """Why the training run in ``run`` cannot be kept as it is (None when it can)."""
     from training.checkpoint import load_checkpoint
-    from training.config import RUN_CONTROL_FIELDS, TrainConfig, differing_fields
-    from training.engine import RESULT_FILE
+    from training.config import TrainConfig, differing_fields
+    from training.train import RESULT_FILE
 
     try:
         result = json.loads((run / RESULT_FILE).read_text(encoding="utf-8"))
         last = load_checkpoint(run / "last.pt")
         best = load_checkpoint(run / "best.pt")
-    except (OSError, ValueError, TrainingError) as e:
+        stored = TrainConfig.from_dict(best["config"])
+    except (OSError, ValueError, FaceblocksError) as e:
         return f"no finished run ({str(e)[:120]})"
-    if result.get("epochs_done") != last["epoch"]:
+    if not isinstance(result, dict) or result.get("epochs_done") != last["epoch"]:
         return "its result does not match last.pt"
-    changed = differing_fields(TrainConfig.from_dict(best["config"]), cfg,
-                               ignore=RUN_CONTROL_FIELDS - {"epochs", "max_minutes", "patience"})
+    changed = differing_fields(stored, cfg, include_control=frozenset({"epochs", "max_minutes", "patience"}))
     if changed:
         return f"it was trained with other settings ({', '.join(changed)})"
     if best.get("preprocessing") != shards_params:
@@ -346,109 +246,121 @@ def _train_finished(run: Path, cfg, shards_params: dict[str, Any]) -> str | None
     return None
 
 
+def _open_out(cfg: ChainConfig, out: Path, overwrite: bool) -> tuple[dict[str, Any], set[str]]:
+    """The resolved config values for ``out`` and the tables that changed since its last run."""
+    values = json.loads(json.dumps(cfg.values))
+    values["run"]["out"] = str(out)
+    resolved = out / RESOLVED
+    if not resolved.is_file():
+        from prepro.outputs import is_empty_but_for_us
+
+        if not is_empty_but_for_us(out):
+            raise OutputError(f"{out} is not empty and holds no `faceblocks run` output: choose a new or empty folder")
+        return values, set()
+    try:
+        old = json.loads(resolved.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    diffs = [(t, d) for t, d in _differences(old, values) if t != "run"]
+    if diffs and not overwrite:
+        shown = "; ".join(d for _, d in diffs[:5]) + ("; ..." if len(diffs) > 5 else "")
+        raise OutputError(f"{out} was made with another config ({shown}): pass --overwrite to redo the stages that "
+                          "depend on it, or choose another --out")
+    return values, {t for t, _ in diffs}
+
+
 def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None = None, overwrite: bool = False,
               jobs: int | None = None, progress: bool = True,
               log: Callable[[str], None] = lambda msg: None) -> ChainResult:
     """Run the stages of ``config_path`` into ``out_dir`` (default: the config's ``run.out``)."""
-    cfg = load_config(config_path)
-    out = Path(out_dir).resolve() if out_dir is not None else None
-    if out is None:
-        if not cfg["run"]["out"]:
-            raise ChainConfigError(f"{config_path}: say where the run goes with run.out or --out")
-        out = Path(cfg["run"]["out"])
-    values = json.loads(json.dumps(cfg.values))
-    values["run"]["out"] = str(out)
+    from prepro.outputs import atomic_write, atomic_write_text, output_lock
+    from prepro.shards import Manifest
 
-    # -- the folder: new, the same config (continue), or another config (refused unless overwrite)
-    changed: set[str] = set()  # tables whose values differ from the folder's config
-    resolved = out / RESOLVED
-    if resolved.is_file():
-        try:
-            old = json.loads(resolved.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        diffs = [(t, d) for t, d in _differences(old, values) if t != "run"]
-        if diffs and not overwrite:
-            shown = "; ".join(d for _, d in diffs[:5]) + ("; ..." if len(diffs) > 5 else "")
-            raise ChainError(f"{out} was made with another config ({shown}): pass --overwrite to redo the "
-                             "stages that depend on it, or choose another --out")
-        if diffs:
-            changed = {t for t, _ in diffs}
-    elif out.exists() and any(out.iterdir()):
-        raise ChainError(f"{out} is not empty and holds no `faceblocks run` output: choose a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(config_path)  # every value checked before any stage runs
+    pcfg, tcfg = cfg.preprocess_config(), cfg.train_config()
+    tcfg.progress = progress
+    if out_dir is None and not cfg["run"]["out"]:
+        raise InputError(f"{config_path}: say where the run goes with run.out or --out")
+    out = Path(out_dir).resolve() if out_dir is not None else Path(cfg["run"]["out"])
+    with output_lock(out):
+        values, changed = _open_out(cfg, out, overwrite)
+        config_bytes = Path(config_path).read_bytes()
+        atomic_write(out / CONFIG_COPY, lambda f: f.write(config_bytes))
+        atomic_write_text(out / RESOLVED, json.dumps(values, indent=1))
+        result = ChainResult(out_dir=out)
+        ran = _stage_preprocess(cfg, pcfg, out, changed, jobs, progress, log, result)
+        shards_changed = ran
+        manifest = Manifest.load(out / "shards")
+        ran = _stage_train(tcfg, out, manifest.params, ran, changed, log, result) or ran
+        _stage_evaluate(cfg, out, ran, changed, log, result)
+        _stage_preview(cfg, out, shards_changed, changed, log, result)
+        train_result = json.loads((out / "run" / "result.json").read_text(encoding="utf-8"))
+        result.report = write_report(out, cfg, result, manifest, train_result)
+    return result
 
-    from prepro.shards import atomic_write, atomic_write_text
 
-    config_bytes = Path(config_path).read_bytes()
-    atomic_write(out / CONFIG_COPY, lambda f: f.write(config_bytes))
-    atomic_write_text(resolved, json.dumps(values, indent=1))
-    result = ChainResult(out_dir=out)
-    shards, run = out / "shards", out / "run"
-
-    # -- stage 1: preprocess (resumes by itself; verified when it had nothing left to do)
+def _stage_preprocess(cfg: ChainConfig, pcfg, out: Path, changed: set[str], jobs: int | None, progress: bool,
+                      log: Callable[[str], None], result: ChainResult) -> bool:
+    """Preprocess (resumes by itself, rebuilds damaged shards); True when shards were written."""
+    from prepro.config import PreprocessRun
     from prepro.pipeline import run_preprocess
-    from prepro.shards import Manifest, verify
 
     t0 = time.monotonic()
-    pcfg = cfg.preprocess_config()
     redo = "data" in changed
-    n_jobs = jobs if jobs is not None else cfg["data"]["jobs"]
     log("[1/4] preprocess" + (" (config changed: redoing)" if redo else ""))
-    summary = run_preprocess(cfg["data"]["source"], str(shards), pcfg, jobs=n_jobs, overwrite=redo,
+    run = PreprocessRun(jobs=jobs if jobs is not None else cfg["data"]["jobs"])
+    summary = run_preprocess(cfg["data"]["source"], str(out / "shards"), pcfg, run, overwrite=redo,
                              progress=progress, log=log)
-    if summary.written_now == 0 and not redo:
-        report = verify(shards)
-        if not report.whole:
-            log(f"the shards are damaged ({'; '.join(report.problems[:3])}): preprocessing again")
-            shutil.rmtree(shards)  # the chain's own folder: its shards can be rebuilt from the source
-            summary = run_preprocess(cfg["data"]["source"], str(shards), pcfg, jobs=n_jobs, progress=progress,
-                                     log=log)
     ran = summary.written_now > 0 or redo
-    shards_changed = ran  # the preview depends on the shards alone
     result.stages.append(StageRecord("preprocess", "ran" if ran else "skipped", time.monotonic() - t0,
                                      f"{summary.samples} samples, {summary.failed} inputs not used"))
     log(f"preprocess: {result.stages[-1].action}, {result.stages[-1].detail}")
-    manifest = Manifest.load(shards)
+    return ran
 
-    # -- stage 2: train (resume a stopped run; keep a finished one that fits these shards and settings)
-    from training.engine import train
+
+def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, changed: set[str],
+                 log: Callable[[str], None], result: ChainResult) -> bool:
+    """Train, resume a stopped run, or keep a finished one that fits; True when it trained."""
+    from training.train import train
 
     t0 = time.monotonic()
-    tcfg = cfg.train_config()
-    tcfg.progress = progress
+    run, shards = out / "run", str(out / "shards")
     why = "earlier stage ran" if ran else ("config changed" if "train" in changed else
-                                         _train_finished(run, tcfg, manifest.params))
-    if why is None:
-        action = "skipped"
-    elif not ran and "train" not in changed and (run / "last.pt").is_file() \
-            and not (run / "result.json").is_file():
-        log(f"[2/4] train: resuming the stopped run in {run}")
-        try:
-            train(str(shards), str(run), tcfg, resume=True, log=log)
-            action = "resumed"
-        except TrainingError as e:
-            log(f"cannot resume ({e}): training again")
-            train(str(shards), str(run), tcfg, overwrite=True, log=log)
-            action = "ran"
-    else:
-        log(f"[2/4] train {tcfg.model} in {run}" + (f" ({why})" if run.exists() else ""))
-        train(str(shards), str(run), tcfg, overwrite=True, log=log)
+                                         _train_finished(run, tcfg, shards_params))
+    action = "skipped"
+    if why is not None:
+        resumable = not ran and "train" not in changed and (run / "last.pt").is_file() \
+            and not (run / "result.json").is_file()
         action = "ran"
-    ran = ran or action != "skipped"
-    train_result = json.loads((run / "result.json").read_text(encoding="utf-8"))
+        if resumable:
+            log(f"[2/4] train: resuming the stopped run in {run}")
+            try:
+                train(shards, str(run), tcfg, resume=True, log=log)
+                action = "resumed"
+            except FaceblocksError as e:
+                log(f"cannot resume ({e}): training again")
+                train(shards, str(run), tcfg, overwrite=True, log=log)
+        else:
+            log(f"[2/4] train {tcfg.model} in {run}" + (f" ({why})" if run.exists() else ""))
+            train(shards, str(run), tcfg, overwrite=True, log=log)
+    r = json.loads((run / "result.json").read_text(encoding="utf-8"))
     result.stages.append(StageRecord("train", action, time.monotonic() - t0,
-                                     f"{train_result['epochs_done']} epochs, best val macro-F1 "
-                                     f"{train_result['best_val_macro_f1']:.4f} at epoch {train_result['best_epoch']}"))
+                                     f"{r['epochs_done']} epochs, best val macro-F1 {r['best_val_macro_f1']:.4f} at "
+                                     f"epoch {r['best_epoch']}"))
     log(f"train: {action}, {result.stages[-1].detail}")
+    return action != "skipped"
 
-    # -- stage 3: evaluate each split (skipped when metrics of this very checkpoint are there)
-    from prepro.shards import sha256_file
-    from training.engine import evaluate, format_metrics_table
-    from training.errors import EmptySplitError
+
+def _stage_evaluate(cfg: ChainConfig, out: Path, ran: bool, changed: set[str], log: Callable[[str], None],
+                    result: ChainResult) -> None:
+    """Evaluate each split (skipped when metrics of this very checkpoint are there)."""
+    from prepro.errors import EmptySplitError
+    from prepro.outputs import sha256_file
+    from training.evaluate import evaluate, format_metrics_table
 
     t0 = time.monotonic()
-    sha = sha256_file(run / "best.pt")
+    sha = sha256_file(out / "run" / "best.pt")
     tta = cfg["evaluate"]["tta_flip"]
     done, evaluated = [], False
     for split in cfg["evaluate"]["splits"]:
@@ -461,32 +373,38 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
             continue
         log(f"[3/4] evaluate on {split}")
         try:
-            result.metrics[split] = evaluate(str(run), str(shards), split=split, tta_flip=tta, out_dir=ev)
+            result.metrics[split] = evaluate(str(out / "run"), str(out / "shards"), split=split, tta_flip=tta,
+                                             out_dir=ev)
         except EmptySplitError:
-            shutil.rmtree(ev, ignore_errors=True)  # no stale metrics of an earlier run
+            _remove_stale_metrics(ev)
             done.append(f"{split}: no labelled samples")
             continue
         log(format_metrics_table(result.metrics[split]))
         done.append(f"{split} evaluated")
         evaluated = True
-    result.stages.append(StageRecord("evaluate", "ran" if evaluated else "skipped",
-                                     time.monotonic() - t0, ", ".join(done)))
+    result.stages.append(StageRecord("evaluate", "ran" if evaluated else "skipped", time.monotonic() - t0,
+                                     ", ".join(done)))
 
-    # -- stage 4: preview
+
+def _remove_stale_metrics(ev: Path) -> None:
+    """An earlier run's metrics of a split that is empty now: those three files are the chain's own."""
+    for name in ("metrics.json", "confusion.json", "confusion.png"):
+        (ev / name).unlink(missing_ok=True)
+
+
+def _stage_preview(cfg: ChainConfig, out: Path, shards_changed: bool, changed: set[str],
+                   log: Callable[[str], None], result: ChainResult) -> None:
     from prepro.preview import contact_sheet
 
     t0 = time.monotonic()
-    sheet = out / "preview.png"
+    sheet, manifest = out / "preview.png", out / "shards" / "manifest.json"
     if (not shards_changed and "preview" not in changed and sheet.is_file()
-            and sheet.stat().st_mtime >= (shards / "manifest.json").stat().st_mtime):
+            and sheet.stat().st_mtime >= manifest.stat().st_mtime):
         result.stages.append(StageRecord("preview", "skipped", time.monotonic() - t0))
-    else:
-        log("[4/4] preview")
-        contact_sheet(shards, sheet, count=cfg["preview"]["count"], seed=cfg["preview"]["seed"])
-        result.stages.append(StageRecord("preview", "ran", time.monotonic() - t0))
-
-    result.report = write_report(out, cfg, result, manifest, train_result)
-    return result
+        return
+    log("[4/4] preview")
+    contact_sheet(out / "shards", sheet, count=cfg["preview"]["count"], seed=cfg["preview"]["seed"])
+    result.stages.append(StageRecord("preview", "ran", time.monotonic() - t0))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -510,7 +428,8 @@ def markdown_table(head: list[str], rows: list[list[Any]]) -> list[str]:
 def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, train_result: dict[str, Any]) -> Path:
     """A short Markdown report of the run's figures, with its pictures linked."""
     from architectures import count_params
-    from prepro.shards import atomic_write_text, summarize
+    from prepro.outputs import atomic_write_text
+    from prepro.shards import summarize
     from training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     s = summarize(out / "shards")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from prepro import __version__
-from prepro.shards import atomic_write
+from prepro.outputs import atomic_write
 from training.errors import CheckpointError
 
 FORMAT = "faceblocks-checkpoint"
@@ -59,7 +59,7 @@ def make_checkpoint(*, arch: str, model_kwargs: dict[str, Any], class_names: lis
                     normalization: dict[str, float], config: dict[str, Any], model_state: dict[str, torch.Tensor],
                     epoch: int, **resume_state: Any) -> dict[str, Any]:
     """Assemble the checkpoint dict; ``resume_state`` holds the RESUME_KEYS (absent in export-only files)."""
-    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics"}
+    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card"}
     if unknown:
         raise TypeError(f"unexpected checkpoint field(s): {', '.join(sorted(unknown))}")
     return {
@@ -124,10 +124,77 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, for_resume
         what = "resume training" if for_resume else "be used"
         raise CheckpointError(f"{path} lacks {', '.join(missing)} and cannot {what}: it is incomplete or "
                               "from an incompatible faceblocks version")
+    problem = _type_problem(ckpt, for_resume)
+    if problem:
+        raise CheckpointError(f"{path} is damaged or not a faceblocks checkpoint ({problem})")
     if arch is not None and ckpt["arch"] != arch:
         raise CheckpointError(f"{path} holds a {ckpt['arch']!r} model, not {arch!r}: use --model {ckpt['arch']} "
                               "or another run folder")
     return ckpt
+
+
+def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
+    """What is wrong with the types and values of a checkpoint's fields (None when nothing)."""
+    from architectures.names import MODEL_NAMES
+    from training.data import REGIONS
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = [
+        ("arch", ckpt["arch"] in MODEL_NAMES),
+        ("model_kwargs", isinstance(ckpt["model_kwargs"], dict)),
+        ("class_names", isinstance(ckpt["class_names"], list) and len(ckpt["class_names"]) >= 2
+         and all(isinstance(c, str) for c in ckpt["class_names"])),
+        ("num_classes", is_int(ckpt["num_classes"]) and ckpt["num_classes"] == len(ckpt["class_names"])),
+        ("regions", isinstance(ckpt["regions"], list) and bool(ckpt["regions"]) and all(r in REGIONS for r in ckpt["regions"])),
+        ("block_sizes", isinstance(ckpt["block_sizes"], dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(is_int(x) and 1 <= x <= 4096 for x in v)
+            for v in ckpt["block_sizes"].values()) and all(r in ckpt["block_sizes"] for r in ckpt["regions"])),
+        ("normalization", isinstance(ckpt["normalization"], dict) and all(
+            isinstance(ckpt["normalization"].get(k), float) and np.isfinite(ckpt["normalization"][k])
+            for k in ("mean", "std")) and ckpt["normalization"]["std"] > 0),
+        ("config", isinstance(ckpt["config"], dict)),
+        ("preprocessing", isinstance(ckpt.get("preprocessing", {}), dict)),
+        ("card", isinstance(ckpt.get("card", {}), dict)),
+        ("epoch", is_int(ckpt["epoch"]) and ckpt["epoch"] >= 0),
+        ("model", isinstance(ckpt["model"], dict) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items())),
+    ]
+    if for_resume:
+        checks += [(k, isinstance(ckpt[k], dict)) for k in ("optimizer", "scheduler", "rng")]
+        checks += [(k, is_int(ckpt[k]) and ckpt[k] >= 0) for k in ("step", "best_epoch", "bad_epochs")]
+        checks += [("best_metric", isinstance(ckpt["best_metric"], float)),
+                   ("history", isinstance(ckpt["history"], list) and all(isinstance(r, dict) for r in ckpt["history"]))]
+    bad = [k for k, ok in checks if not ok]
+    if bad:
+        return f"bad {', '.join(bad)}"
+    for k, v in ckpt["model"].items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            return f"weight {k} holds NaN or infinite values"
+    return None
+
+
+def resolve_checkpoint(ref: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """(path, loaded checkpoint) for a run folder (its best.pt), a .pt file, or the name of a
+    model shipped with faceblocks; an existing path of that name wins over a shipped model."""
+    p = Path(ref)
+    if p.is_dir():
+        if not (p / "best.pt").is_file():
+            raise CheckpointError(f"{p} holds no best.pt: pass a run folder written by `faceblocks train` or a .pt file")
+        p = p / "best.pt"
+    elif not p.exists() and _is_bare_name(ref):
+        from training.zoo import shipped_model_path
+
+        p = shipped_model_path(str(ref))
+    return p, load_checkpoint(p)  # a missing path: "no checkpoint at PATH"
+
+
+def _is_bare_name(ref: str | os.PathLike) -> bool:
+    """True when ``ref`` can name a shipped model: no folder part and no .pt suffix (a missing
+    ``runs/x/best.pt`` is a missing checkpoint, not an unknown model)."""
+    text = os.fspath(ref)
+    return os.sep not in text and "/" not in text and not text.endswith(".pt")
 
 
 def build_model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:

@@ -1,15 +1,21 @@
-"""Typed training configuration; stored as a plain dict in every checkpoint."""
+"""Typed training configuration; stored as a plain dict in every checkpoint.
+
+Every field is a `prepro.settings.setting`: `faceblocks train`'s options, the `[train]` table of
+`faceblocks run` and its template, and ``python -m training.train`` (for torchrun) are generated
+from it.
+"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from training.errors import ConfigError
+from architectures.names import MODEL_NAMES
+from prepro.errors import InputError
+from prepro.settings import check, from_mapping, setting, to_dict
 
-# Options that only steer a run (where/how long it runs, what it prints) and may change on resume.
-RUN_CONTROL_FIELDS = frozenset({"epochs", "max_minutes", "patience", "device", "num_workers", "progress"})
+SPLIT_CHOICES = ("train", "val", "test", "holdout")
+CLASS_WEIGHTINGS = ("none", "inverse", "sqrt")
 
 
 @dataclass
@@ -17,79 +23,90 @@ class TrainConfig:
     """Everything that decides a training run; same config + same shards + same seed -> same weights on CPU."""
 
     # model
-    model: str = "two-branch"  # registered architecture name (architectures.list_models())
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments, e.g. {"widths": [8, 16]}
-    labels: list[str] | None = None  # class names to keep (e.g. drop contempt); None keeps every label of the shards
+    model: str = setting("two-branch", "network: two-branch (eyes + mouth, learned region attention), "
+                         "two-branch-face (+ whole-face context), two-branch-concat (original design), "
+                         "face-cnn (whole-face baseline)", "str", choices=MODEL_NAMES)
+    model_kwargs: dict[str, Any] = setting({}, "extra constructor arguments of the network, e.g. "
+                                           '{"widths": [16, 32, 64, 128]}', "dict")
+    labels: list[str] | None = setting(None, "class names to keep (e.g. leave out contempt); none keeps every "
+                                       "label of the shards", "str_list", optional=True)
     # optimisation
-    epochs: int = 30  # maximum number of epochs (the cosine schedule spans them)
-    batch_size: int = 64  # samples per step and per process
-    lr: float = 2e-3  # peak learning rate after warm-up (AdamW)
-    weight_decay: float = 0.05  # AdamW decoupled weight decay
-    warmup_epochs: float = 1.0  # linear warm-up length, in epochs (may be fractional)
-    min_lr_ratio: float = 0.01  # the cosine ends at lr * min_lr_ratio
-    label_smoothing: float = 0.1  # cross-entropy label smoothing
-    grad_clip: float = 5.0  # max gradient norm; 0 disables clipping
+    epochs: int = setting(30, "maximum number of epochs (the cosine schedule spans them)", "int", low=1,
+                          high=100_000, run_control=True)
+    batch_size: int = setting(64, "samples per step and per process", "int", low=1, high=1_000_000)
+    lr: float = setting(2e-3, "peak learning rate after warm-up (AdamW)", "float", low=1e-12, high=10)
+    weight_decay: float = setting(0.05, "AdamW decoupled weight decay", "float", low=0, high=10)
+    warmup_epochs: float = setting(1.0, "linear warm-up length, in epochs (may be fractional)", "float", low=0,
+                                   high=1000)
+    min_lr_ratio: float = setting(0.01, "the cosine ends at lr times this", "float", low=0, high=1)
+    label_smoothing: float = setting(0.1, "cross-entropy label smoothing", "float", low=0, high=0.99)
+    grad_clip: float = setting(5.0, "maximum gradient norm; 0 turns clipping off", "float", low=0, high=1e6)
+    mixup: float = setting(0.0, "mixup strength (Beta(a, a) mixing of pairs of samples and labels); 0 = off",
+                           "float", low=0, high=10)
     # data
-    class_weighting: str = "none"  # "none", "inverse" (inverse class frequency) or "sqrt" (its square root) in the loss
-    balanced_sampler: bool = False  # draw training samples with probability inverse to their class frequency
-    augment: bool = True  # random flip, shift/scale/rotation per block, brightness/contrast
-    cache: bool = True  # load the splits into memory (a FER2013 train split is ~260 MB); False reads HDF5 lazily
-    num_workers: int = 0  # DataLoader worker processes (HDF5 opened lazily in each); 0 reads in the main process
-    train_split: str = "train"  # split to train on
-    val_split: str = "val"  # split used to select the best epoch (FER2013: PublicTest)
+    class_weighting: str = setting("none", "loss weights per class: none, inverse class frequency, or its "
+                                   "square root", "str", choices=CLASS_WEIGHTINGS)
+    balanced_sampler: bool = setting(False, "draw training samples with probability inverse to their class "
+                                     "frequency", "bool")
+    augment: bool = setting(True, "random flip, shift, scale, rotation per block, brightness and contrast", "bool")
+    min_quality: float = setting(0.0, "train only on samples whose landmark quality is at least this "
+                                 "(validation and evaluation keep every sample)", "float", low=0, high=1)
+    cache: bool = setting(True, "hold the splits in memory as uint8 (on the GPU when training there); off "
+                          "reads the HDF5 shards lazily", "bool")
+    num_workers: int = setting(0, "DataLoader worker processes when not cached; 0 reads in the main process",
+                               "int", low=0, high=256, run_control=True)
+    train_split: str = setting("train", "split to train on", "str", choices=SPLIT_CHOICES[:3])
+    val_split: str = setting("holdout", "split that selects the best epoch; holdout = a stratified, seeded "
+                             "fraction of the train split, never trained on (FER2013: keep PublicTest for "
+                             "reporting)", "str", choices=SPLIT_CHOICES)
+    holdout_frac: float = setting(0.1, "fraction of the train split held out when val_split is holdout", "float",
+                                  low=0.01, high=0.5)
     # control
-    seed: int = 0  # seeds model init, sampling order, augmentation and dropout
-    patience: int = 0  # stop after this many epochs without a better val macro-F1; 0 disables early stopping
-    max_minutes: float = 0.0  # wall-clock budget; training stops (after validating) when it is spent; 0 = none
-    device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); ignored on CPU
-    channels_last: bool = True  # channels-last memory format on CUDA; ignored on CPU
-    progress: bool = True  # show a tqdm progress bar
+    seed: int = setting(0, "seeds the holdout, model init, sampling order, augmentation and dropout", "int",
+                        low=0, high=2**31 - 1)
+    patience: int = setting(0, "stop after this many epochs without a better validation macro-F1; 0 = never",
+                            "int", low=0, high=100_000, run_control=True)
+    max_minutes: float = setting(0.0, "wall-clock budget; training stops (after validating) when it is spent; "
+                                 "0 = none", "float", low=0, high=1e7, run_control=True)
+    device: str = setting("auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...", "str",
+                          run_control=True)
+    threads: int = setting(0, "CPU threads for torch; 0 = one per core", "int", low=0, high=1024, run_control=True)
+    amp: bool = setting(True, "mixed precision on CUDA (bf16 where supported, else fp16); ignored on CPU", "bool")
+    channels_last: bool = setting(True, "channels-last memory format (faster convolutions on most devices)",
+                                  "bool")
+    compile: bool = setting(False, "torch.compile the network on CUDA (a minute of compiling, faster epochs)",
+                            "bool", run_control=True)
+    progress: bool = setting(True, "show a progress bar", "bool", run_control=True)
 
     def __post_init__(self) -> None:
-        # Plain JSON types only, so the config compares equal after a checkpoint round trip.
-        try:
-            self.model_kwargs = json.loads(json.dumps(self.model_kwargs))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"model_kwargs must be JSON-serialisable ({e})") from None
-        if self.labels is not None:
-            self.labels = [str(x) for x in self.labels]
-
-    def validate(self) -> None:
-        """Raise ConfigError (one line) for values that cannot work."""
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}"),
-            (self.class_weighting in ("none", "inverse", "sqrt"),
-             f"class_weighting must be none, inverse or sqrt, got {self.class_weighting!r}"),
-            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
-            (self.max_minutes >= 0, f"max_minutes must be >= 0, got {self.max_minutes}"),
-            (self.labels is None or len(self.labels) >= 2, "labels must name at least 2 classes"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        check(self)
+        if self.labels is not None and len(self.labels) < 2:
+            raise InputError("labels must name at least 2 classes")
+        if self.val_split == self.train_split:
+            raise InputError(f"val_split must differ from train_split ({self.train_split}); use holdout to "
+                             "carve a validation part out of it")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], where: str = "") -> "TrainConfig":
+        """A config from a checkpoint or a config table; unknown keys and bad values are an InputError."""
+        return from_mapping(cls, d, where)
+
+    def resumed_with(self, changes: dict[str, Any]) -> "TrainConfig":
+        """This (stored) config with run-control ``changes`` applied; anything else is refused."""
+        control = {f.name for f in fields(self) if f.metadata["setting"].run_control}
+        other = sorted(k for k in changes if k not in control)
+        if other:
+            raise InputError(f"a resumed run keeps its stored settings; it cannot change "
+                             f"{', '.join(other)} (only {', '.join(sorted(control))})")
+        return replace(self, **changes)
 
 
-def differing_fields(a: TrainConfig, b: TrainConfig, ignore: frozenset[str] = RUN_CONTROL_FIELDS) -> list[str]:
-    """Names of the fields (outside ``ignore``) whose values differ."""
+def differing_fields(a: TrainConfig, b: TrainConfig, include_control: frozenset[str] = frozenset()) -> list[str]:
+    """Names of the fields whose values differ, leaving out run-control fields other than
+    ``include_control``."""
     da, db = a.to_dict(), b.to_dict()
-    return [k for k in da if k not in ignore and da[k] != db[k]]
+    return [f.name for f in fields(a) if (not f.metadata["setting"].run_control or f.name in include_control)
+            and da[f.name] != db[f.name]]

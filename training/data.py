@@ -1,24 +1,30 @@
-"""Torch data over faceblocks shards: a Dataset on ShardReader, batch augmentation, samplers.
+"""Torch data over faceblocks shards: the samples of a split, batches, augmentation.
 
-Samples are fetched a batch at a time (``__getitems__``) and stay uint8 until they reach the
-training loop, where augmentation and normalisation run as torch ops on whole batches: far cheaper
-on CPU than per-sample transforms in workers.
+A split's samples are selected once (`SplitSamples`: labels re-indexed to the model's classes,
+a holdout carved out, low-quality samples left out) and then served in one of two ways:
+
+* **cached** (the default): every block of the split held as uint8 tensors, on the training
+  device (a GPU holds FER2013 in ~300 MB); a batch is an index into them, so no loader, collate
+  or host-to-device copy runs per step;
+* **lazy**: a DataLoader over the HDF5 shards (``num_workers`` processes), for sets that do not
+  fit in memory.
+
+Blocks stay uint8 until they reach the step, where augmentation and normalisation run as torch
+ops on whole batches, on the batch's device.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
 
-from prepro.shards import Manifest, ShardError, ShardReader
-from training.errors import ConfigError, EmptySplitError
+from prepro.errors import EmptySplitError, InputError
+from prepro.shards import ShardReader
 
 # Fixed normalisation of uint8 blocks (stored in checkpoints): x / 255 -> (x - MEAN) / STD.
 NORM_MEAN = 0.5
@@ -26,27 +32,40 @@ NORM_STD = 0.25
 REGIONS = ("eyes", "mouth", "face")
 
 
-class BlockDataset(Dataset):
-    """The labelled samples of one split, with labels indexed into ``class_names``.
+def holdout_rows(targets: np.ndarray, frac: float, seed: int) -> np.ndarray:
+    """A stratified, seeded choice of about ``frac`` of the positions of ``targets`` (at least one
+    per class with two or more samples): the holdout validation part of a training split."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        k = min(len(idx) - 1, max(1, round(len(idx) * frac))) if len(idx) > 1 else 0
+        chosen.append(rng.permutation(idx)[:k])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+class SplitSamples:
+    """The labelled samples of one split, labels indexed into ``class_names``.
 
     ``class_names=None`` keeps every label present in the split (in the shards' label order);
-    otherwise only samples whose label name is in ``class_names`` are kept, re-indexed to its order,
-    and the others are counted in ``n_excluded``. Unlabelled samples are counted in ``n_unlabelled``.
+    otherwise only samples whose label is in ``class_names`` are kept and re-indexed, and the
+    others counted in ``n_excluded``. Unlabelled samples are counted in ``n_unlabelled``.
+    ``keep`` (positions among the labelled samples) narrows the selection further.
     """
 
-    def __init__(self, shards_dir: str | os.PathLike, split: str, class_names: Sequence[str] | None = None,
-                 regions: Sequence[str] = REGIONS, cache: bool = False):
+    def __init__(self, shards_dir: str, split: str, class_names: Sequence[str] | None = None,
+                 regions: Sequence[str] = REGIONS):
         bad = [r for r in regions if r not in REGIONS]
         if bad:
-            raise ConfigError(f"unknown region(s) {', '.join(bad)}; allowed: {', '.join(REGIONS)}")
+            raise InputError(f"unknown region(s) {', '.join(bad)}; allowed: {', '.join(REGIONS)}")
         self.reader = ShardReader(shards_dir, split=split)
         names = list(self.reader.label_names)
         raw = self.reader.labels  # index into the shards' label_names, -1 when unlabelled
         if class_names is None:
-            present = set(int(i) for i in np.unique(raw[raw >= 0]))
+            present = {int(i) for i in np.unique(raw[raw >= 0])}
             class_names = [n for i, n in enumerate(names) if i in present]
         self.class_names = list(class_names)
-        remap = np.full(len(names) + 1, -1, dtype=np.int64)  # last slot maps label -1
+        remap = np.full(len(names) + 1, -1, dtype=np.int64)  # the last slot maps label -1
         for i, n in enumerate(names):
             if n in self.class_names:
                 remap[i] = self.class_names.index(n)
@@ -56,92 +75,94 @@ class BlockDataset(Dataset):
         self.n_excluded = int(((raw >= 0) & ~keep).sum())
         lab, cnt = np.unique(raw[(raw >= 0) & ~keep], return_counts=True)
         self.excluded_by_label = {names[int(i)]: int(c) for i, c in zip(lab, cnt)}
-        self.rows = np.flatnonzero(keep)
+        self.rows = np.flatnonzero(keep)  # positions in the reader
         self.targets = targets[keep]
-        self.split = split
-        self.shards_dir = str(shards_dir)
-        self.regions = tuple(regions)
+        self.split, self.shards_dir, self.regions = split, str(shards_dir), tuple(regions)
         self.block_sizes = {r: tuple(int(v) for v in self.reader.block_sizes[r]) for r in REGIONS
                             if r in self.reader.block_sizes}
-        self.manifest: Manifest = self.reader.manifest
-        if len(self.rows) == 0:
-            wanted = ", ".join(self.class_names) if self.class_names else "any label"
-            raise EmptySplitError(
-                f"split {split!r} of {shards_dir} holds no labelled samples of {wanted}: pick another "
-                f"split or preprocess with a {split} fraction (e.g. --val-frac 0.1)")
-        self._cache: dict[str, np.ndarray] | None = None
-        if cache:
-            try:
-                data = self.reader.load_all(fields=self.regions)
-            except (OSError, KeyError) as e:
-                raise ShardError(f"a {split} shard of {shards_dir} is damaged ({e}): run `faceblocks verify "
-                                 f"{shards_dir}`") from e
-            self._cache = {r: data[r][self.rows] for r in self.regions}
-            self.reader.close()
+        self.manifest = self.reader.manifest
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def select(self, positions: np.ndarray) -> "SplitSamples":
+        """Keep only ``positions`` (indices into the current samples)."""
+        self.rows, self.targets = self.rows[positions], self.targets[positions]
+        return self
+
+    def quality(self) -> np.ndarray:
+        return self.reader.load_all(fields=("quality",))["quality"][self.rows].astype(np.float64)
+
+    def require_samples(self, what: str) -> None:
+        if len(self.rows) == 0:
+            wanted = ", ".join(self.class_names) if self.class_names else "any label"
+            raise EmptySplitError(f"{what} of {self.shards_dir} holds no labelled samples of {wanted}: pick another "
+                                  f"split, or preprocess with a {self.split} fraction (e.g. --val-frac 0.1)")
+
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.targets, minlength=len(self.class_names))
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """A batch: uint8 (B, 1, H, W) per region, int64 ``label`` and ``index`` (B,)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        out: dict[str, torch.Tensor] = {}
-        if self._cache is not None:
-            for r in self.regions:
-                out[r] = torch.from_numpy(self._cache[r][idx]).unsqueeze(1)
-        else:
-            try:
-                samples = [self.reader.get(int(self.rows[i]), fields=self.regions) for i in idx]
-            except (OSError, KeyError) as e:
-                raise ShardError(f"a {self.split} shard of {self.shards_dir} is damaged ({e}): run "
-                                 f"`faceblocks verify {self.shards_dir}`") from e
-            for r in self.regions:
-                out[r] = torch.from_numpy(np.stack([s[r] for s in samples])).unsqueeze(1)
-        out["label"] = torch.from_numpy(self.targets[idx])
-        out["index"] = torch.from_numpy(idx)
+    def load(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every block of the selection as uint8 (N, 1, H, W) tensors on ``device``, plus ``label``."""
+        data = self.reader.load_all(fields=self.regions)
+        self.reader.close()
+        out = {r: torch.from_numpy(np.ascontiguousarray(data[r][self.rows])).unsqueeze(1).to(device)
+               for r in self.regions}
+        out["label"] = torch.from_numpy(self.targets).to(device)
         return out
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+    def read_batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """One batch read from the shards (the lazy path): uint8 (B, 1, H, W) per region, ``label``."""
+        idx = np.asarray(positions, dtype=np.int64)
+        samples = [self.reader.get(int(self.rows[i]), fields=self.regions) for i in idx]
+        out = {r: torch.from_numpy(np.stack([s[r] for s in samples])).unsqueeze(1) for r in self.regions}
+        out["label"] = torch.from_numpy(self.targets[idx])
+        return out
 
 
-def passthrough_collate(batch):
-    """``__getitems__`` already returns a collated batch."""
-    return batch
+@dataclass
+class Batches:
+    """Serves a split as batches of uint8 blocks: from memory (cached) or from the shards (lazy)."""
 
-
-# ----------------------------------------------------------------------------------------------
-# Samplers
-
-
-class BalancedDistributedSampler(Sampler[int]):
-    """Class-balanced draw with replacement (each class equally likely), split across processes.
-
-    Every process draws the same epoch-seeded sequence and takes every ``world``-th element, so the
-    processes see disjoint parts of one draw, like DistributedSampler does for a permutation.
-    """
-
-    def __init__(self, targets: np.ndarray, num_replicas: int = 1, rank: int = 0, seed: int = 0):
-        counts = np.bincount(targets)
-        w = 1.0 / counts[targets]
-        self.weights = torch.as_tensor(w / w.sum(), dtype=torch.double)
-        self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
-        self.num_samples = math.ceil(len(targets) / num_replicas)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        idx = torch.multinomial(self.weights, self.num_samples * self.num_replicas, replacement=True, generator=g)
-        return iter(idx[self.rank::self.num_replicas].tolist())
+    samples: SplitSamples
+    cached: dict[str, torch.Tensor] | None  # from `SplitSamples.load`, or None for the lazy path
+    batch_size: int
+    rank: int = 0
+    world: int = 1
 
     def __len__(self) -> int:
-        return self.num_samples
+        return len(self.samples)
+
+    def epoch_order(self, seed: int, balanced: bool) -> np.ndarray:
+        """This process's positions for one epoch: a seeded permutation (or a class-balanced draw
+        with replacement), split across processes like DistributedSampler does."""
+        n = len(self.samples)
+        g = torch.Generator().manual_seed(seed)
+        if balanced:
+            counts = np.bincount(self.samples.targets)
+            w = torch.as_tensor(1.0 / counts[self.samples.targets], dtype=torch.double)
+            order = torch.multinomial(w, n, replacement=True, generator=g).numpy()
+        else:
+            order = torch.randperm(n, generator=g).numpy()
+        per = math.ceil(n / self.world)
+        order = np.resize(order, per * self.world)  # every process gets the same number of steps
+        return order[self.rank::self.world]
+
+    def iterate(self, order: np.ndarray, drop_last: bool) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches over ``order``; the last short batch is dropped when ``drop_last`` and it is not the only one."""
+        n = len(order)
+        stop = n - n % self.batch_size if drop_last and n > self.batch_size else n
+        for a in range(0, stop, self.batch_size):
+            idx = order[a:a + self.batch_size]
+            if self.cached is None:
+                yield self.samples.read_batch(idx)
+            else:
+                t = torch.as_tensor(idx, device=self.cached["label"].device)
+                yield {k: v.index_select(0, t) for k, v in self.cached.items()}
+
+    def steps(self, order_len: int, drop_last: bool) -> int:
+        return order_len // self.batch_size if drop_last and order_len > self.batch_size else \
+            math.ceil(order_len / self.batch_size)
 
 
 def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -171,12 +192,13 @@ class AugmentConfig:
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g) * (hi - lo) + lo
+    return torch.rand(n, generator=g, device=g.device) * (hi - lo) + lo
 
 
 def augment(batch: dict[str, torch.Tensor], regions: Sequence[str], g: torch.Generator,
             cfg: AugmentConfig = AugmentConfig()) -> dict[str, torch.Tensor]:
-    """Randomly transform float blocks in [0, 1]; every random draw comes from ``g`` (repeatable).
+    """Randomly transform float blocks in [0, 1]; every random draw comes from ``g`` (repeatable;
+    a generator on the blocks' device keeps a GPU step free of host round trips).
 
     A flip mirrors every block of a sample: mirroring a face swaps left and right, so the eyes
     block is mirrored as a whole (brows and eyes change sides, as in a mirrored face).
@@ -184,8 +206,7 @@ def augment(batch: dict[str, torch.Tensor], regions: Sequence[str], g: torch.Gen
     """
     ref = batch[regions[0]]
     b, dev = ref.shape[0], ref.device
-    # Draws happen on the CPU generator (repeatable everywhere), then move to the blocks' device.
-    flip = (torch.rand(b, generator=g) < cfg.flip_p).to(dev)
+    flip = (torch.rand(b, generator=g, device=g.device) < cfg.flip_p).to(dev)
     offset = _uniform(b, -cfg.brightness, cfg.brightness, g).view(b, 1, 1, 1).to(dev)
     gain = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, g).view(b, 1, 1, 1).to(dev)
     out = dict(batch)

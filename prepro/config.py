@@ -1,0 +1,84 @@
+"""The preprocessing settings: what changes the shards (`PreprocessConfig`) and how a run goes
+(`PreprocessRun`). `faceblocks preprocess`, `preview`, the `[data]` table of `faceblocks run`
+and its template are all generated from these fields (see `prepro.settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from prepro.blocks import BlockConfig
+from prepro.detection import DetectorSettings
+from prepro.faces import FACE_MODES, CutSettings
+from prepro.settings import check, from_dict, nested, setting, to_dict
+from prepro.specs import FORMATS
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that changes what `preprocess` writes; stored in every manifest and checkpoint."""
+
+    format: str = setting("auto", "layout of SOURCE; auto detects it", "str", choices=FORMATS)
+    dataset: str | None = setting(None, "dataset description: a name from datasets/ (fer2013, fer2013-csv, ferg, "
+                                  "ckplus, jaffe, rafdb, affectnet, ...) or a .toml file", "str", optional=True)
+    face: str = setting("auto", "aligned: the image is the face crop, no detector (FER2013, CK+48); detect: the "
+                        "detector, largest face; auto: detect, else the crop for small or pre-cropped images",
+                        "str", choices=FACE_MODES)
+    detection: DetectorSettings = nested(DetectorSettings)
+    blocks: BlockConfig = nested(BlockConfig)
+    shard_size: int = setting(1024, "samples per HDF5 shard", "int", low=1, high=1_000_000)
+    max_megapixels: float = setting(40.0, "images whose header claims more pixels are refused without decoding",
+                                    "float", low=0.01, high=10_000)
+    work_max_side: int = setting(1024, "large JPEGs are decoded reduced, but never below this longest side",
+                                 "int", low=64, high=100_000)
+    val_frac: float = setting(0.1, "for sources without splits: fraction of items in val", "float", low=0, high=0.9)
+    test_frac: float = setting(0.1, "for sources without splits: fraction of items in test", "float", low=0,
+                               high=0.9)
+    split_seed: int = setting(0, "seed of that split", "int", low=0, high=2**32 - 1)
+    split_by_subject: bool = setting(False, "keep every subject in a single split (CK+, JAFFE, FERG)", "bool")
+    limit: int | None = setting(None, "process only the first N items", "int", low=1, optional=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    @property
+    def max_pixels(self) -> int:
+        return int(self.max_megapixels * 1e6)
+
+    def cut_settings(self, pre_cropped: bool = False) -> CutSettings:
+        """The part that decides how one image becomes blocks."""
+        return CutSettings(face_mode=self.face, detector=self.detection, blocks=self.blocks,
+                           max_pixels=self.max_pixels, work_max_side=self.work_max_side, pre_cropped=pre_cropped)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessConfig":
+        return from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class PreprocessRun:
+    """How a preprocessing run goes; none of it changes the shards."""
+
+    jobs: int = setting(-1, "worker processes; -1 = all cores", "int", low=-1, high=4096, cli=("-j", "--jobs"))
+    backend: str | None = setting(None, "joblib backend: loky, multiprocessing, threading, or dask (with "
+                                  "--scheduler)", "str", optional=True, choices=("loky", "multiprocessing",
+                                                                                 "threading", "dask"))
+    scheduler: str | None = setting(None, "Dask scheduler address (tcp://host:8786) for --backend dask", "str",
+                                    optional=True)
+    chunk_size: int = setting(64, "images sent to a worker at a time", "int", low=1, high=100_000)
+    landmark_model: str | None = setting(None, "dlib 68-point landmark model .dat (default: the one shipped in "
+                                         "face_recognition_models)", "str", optional=True)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.jobs == 0:
+            from prepro.errors import InputError
+
+            raise InputError("jobs must be -1 (all cores) or a positive number, got 0")
+
+
+def setting_names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]

@@ -1,0 +1,43 @@
+"""The errors faceblocks raises for problems a user can fix; every one says what to do.
+
+All of them derive from `FaceblocksError`: the command line turns exactly these into a one-line
+message and a non-zero exit, so any other exception is a bug and keeps its traceback. The
+subclasses say what kind of thing was wrong, for callers that want to react differently.
+"""
+
+from __future__ import annotations
+
+
+class FaceblocksError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+class InputError(FaceblocksError):
+    """Something the user gave: a path, a source layout, an option or config value, a label."""
+
+
+class OutputError(FaceblocksError):
+    """An output folder that cannot be written as asked (holds other data, another run, is locked)."""
+
+
+class DataError(FaceblocksError):
+    """A file faceblocks reads back (manifest, shard, checkpoint, model) that is damaged or of
+    another format or version."""
+
+
+class MismatchError(FaceblocksError):
+    """Two things that must fit together do not: shards and a checkpoint (block sizes, block
+    geometry, labels)."""
+
+
+class EmptySplitError(FaceblocksError):
+    """A split (after label filtering) holds no samples."""
+
+
+class DivergedError(FaceblocksError):
+    """Training produced a non-finite loss or weight; the last good checkpoint is kept."""
+
+
+class SampleError(FaceblocksError):
+    """One input image or row that cannot become a sample (unreadable, no face, degenerate
+    landmarks). In a batch run it is listed as that input's failure and the run goes on."""

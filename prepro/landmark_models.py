@@ -1,0 +1,298 @@
+"""The small learned models around dlib's landmark predictor, and the features they read.
+
+dlib's 68-point predictor was trained on boxes from dlib's HOG face detector: started from another
+box (the whole image of a face crop, say) it often settles on a collapsed or shifted face. Two
+models, learned from FER2013 train faces that the HOG detector finds
+(`benchmarks/make_landmark_models.py`), keep that from happening without running a detector:
+
+* the **start box**: where the HOG detector would put its box on a face crop, regressed from
+  gradient-orientation histograms of the crop (a two-layer perceptron, numpy only);
+* the **quality**: the probability that the landmarks lie within 0.2 inter-ocular distances of
+  those the predictor gives from the detector's own box, from four signs: an appearance score of
+  the face aligned by the landmarks, the landmarks' distance to the mean face shape, the contrast
+  of eyes, brows and lip line against skin at the predicted places, and how well the box the
+  landmarks imply agrees with the box they were started from.
+
+The weights live in ``landmark_models.npz`` beside this module (about 1 MB), with the facts of how
+they were made. Everything here is numpy and OpenCV; nothing is loaded until first used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from prepro.errors import DataError
+
+MODELS_FILE = Path(__file__).with_name("landmark_models.npz")
+MEAN_SHAPE_FILE = Path(__file__).with_name("mean_shape.json")
+
+FEATURE_SIDE = 48  # the start-box model reads the crop resized to this square
+FEATURE_CELL = 8  # gradient histogram cells of this many pixels
+ALIGNED_SIDE = 24  # the appearance model reads the face aligned into this square
+ALIGNED_IOD = 0.30  # ... with the eyes this fraction of its side apart
+ORIENTATIONS = 9  # unsigned gradient orientation bins
+
+# The face-evidence sign: faces have dark eyes, brows and lip line on lighter skin (nose bridge,
+# cheeks, upper lip) at the predicted places; e = (skin - dark) mean grey / (grey std + 2).
+_SKIN_PAIRS = np.array([[28, 28], [29, 29], [30, 30], [2, 31], [14, 35], [3, 48], [13, 54], [33, 51]])
+_DARK_POINTS = np.array([19, 24, 37, 38, 43, 44])
+
+
+# ---------------------------------------------------------------------------------------------
+# Shape
+
+
+@lru_cache(maxsize=1)
+def load_mean_shape() -> np.ndarray:
+    """The mean 68-point face (68x2 float64): centred, unit inter-ocular distance, eyes level."""
+    with open(MEAN_SHAPE_FILE, encoding="utf-8") as f:
+        shape = np.asarray(json.load(f)["mean_shape"], dtype=np.float64)
+    if shape.shape != (68, 2):
+        raise DataError(f"{MEAN_SHAPE_FILE} holds a {shape.shape} shape, expected (68, 2): reinstall faceblocks")
+    return shape - shape.mean(axis=0)
+
+
+def procrustes_rms(landmarks: np.ndarray) -> float:
+    """RMS residual, in inter-ocular units, of the landmarks similarity-aligned (translation,
+    rotation, uniform scale) to the mean face; infinite for degenerate landmarks."""
+    p = np.asarray(landmarks, dtype=np.float64)
+    m = load_mean_shape()
+    # In complex form z = x + iy the best rotation+scale is one factor a = <z, m> / <z, z>, and
+    # the residual has the closed form |m|^2 - |<z, m>|^2 / |z|^2 (m is centred).
+    g = p.T @ m
+    n = len(p)
+    mean = p.sum(axis=0) / n
+    zz = float((p * p).sum()) - n * float(mean @ mean)
+    if not zz > 1e-12:  # also catches NaN
+        return math.inf
+    re, im = float(g[0, 0] + g[1, 1]), float(g[0, 1] - g[1, 0])
+    return math.sqrt(max(float((m * m).sum()) - (re * re + im * im) / zz, 0.0) / n)
+
+
+def _evidence_weights() -> tuple[np.ndarray, np.ndarray]:
+    """Sample points as linear combinations of the 68 landmarks, and the +skin/-dark weights."""
+    rows = []
+    for i, j in _SKIN_PAIRS:
+        r = np.zeros(68)
+        r[i] += 0.5
+        r[j] += 0.5
+        rows.append(r)
+    dark = ([list(range(36, 42)), list(range(42, 48))] + [[i] for i in _DARK_POINTS]
+            + [[61, 62, 63, 65, 66, 67]])
+    for pts in dark:  # eye centres, brows, upper eyelids, lip line
+        r = np.zeros(68)
+        r[pts] = 1.0 / len(pts)
+        rows.append(r)
+    sign = np.r_[np.full(len(_SKIN_PAIRS), 1.0 / len(_SKIN_PAIRS)), np.full(len(dark), -1.0 / len(dark))]
+    return np.array(rows), sign
+
+
+_EVIDENCE_W, _EVIDENCE_SIGN = _evidence_weights()
+
+
+def face_evidence(gray: np.ndarray, landmarks: np.ndarray) -> float:
+    """(mean grey at skin points - mean grey at eyes, brows and lip line) / (grey std + 2) in the
+    landmarks' box, with ``landmarks`` in ``gray``'s pixels: ~1-2 on faces, ~0 on blank images."""
+    h, w = gray.shape
+    p = np.asarray(landmarks, dtype=np.float64)
+    pts = np.rint(_EVIDENCE_W @ p).astype(np.intp)
+    np.clip(pts[:, 0], 0, w - 1, out=pts[:, 0])
+    np.clip(pts[:, 1], 0, h - 1, out=pts[:, 1])
+    diff = float(gray[pts[:, 1], pts[:, 0]] @ _EVIDENCE_SIGN)
+    lo, hi = p.min(axis=0), p.max(axis=0)
+    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x1, y1 = min(int(hi[0]) + 2, w), min(int(hi[1]) + 2, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0.0
+    step = max(1, max(x1 - x0, y1 - y0) // 64)  # ~64x64 samples bound the cost on big photos
+    return diff / (float(gray[y0:y1:step, x0:x1:step].std()) + 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+@lru_cache(maxsize=4)
+def _cell_index(side: int, cell: int) -> np.ndarray:
+    c = np.arange(side) // cell
+    return ((c[:, None] * (side // cell) + c[None, :]) * ORIENTATIONS).astype(np.intp)
+
+
+def gradient_histograms(img: np.ndarray, side: int = FEATURE_SIDE, cell: int = FEATURE_CELL) -> np.ndarray:
+    """HOG-like features of ``img`` resized to ``side`` x ``side``: unsigned gradient orientation
+    histograms per ``cell`` x ``cell`` cell, normalised over overlapping 2x2 cell blocks."""
+    import cv2
+
+    if img.shape != (side, side):
+        small = max(img.shape) > side
+        img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if small else cv2.INTER_LINEAR)
+    f = img.astype(np.float32)
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=1)
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=1)
+    mag, ang = cv2.cartToPolar(gx, gy)
+    b = np.minimum((np.mod(ang, np.pi) * (ORIENTATIONS / np.pi)).astype(np.intp), ORIENTATIONS - 1)
+    n = side // cell
+    h = np.bincount((_cell_index(side, cell) + b).ravel(), weights=mag.ravel(),
+                    minlength=n * n * ORIENTATIONS).reshape(n, n, ORIENTATIONS)
+    blocks = np.concatenate([h[:-1, :-1], h[1:, :-1], h[:-1, 1:], h[1:, 1:]], axis=2)
+    blocks /= np.sqrt((blocks * blocks).sum(axis=2, keepdims=True)) + 1e-3
+    return blocks.ravel().astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _aligned_target() -> np.ndarray:
+    return load_mean_shape() * (ALIGNED_SIDE * ALIGNED_IOD) + (ALIGNED_SIDE / 2 - 0.5)
+
+
+def similarity_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The least-squares similarity transform (2x3) taking points ``src`` onto ``dst``."""
+    s, d = src - src.mean(0), dst - dst.mean(0)
+    zs, zd = s[:, 0] + 1j * s[:, 1], d[:, 0] + 1j * d[:, 1]
+    denom = float((np.conj(zs) @ zs).real)
+    a = (np.conj(zs) @ zd) / denom if denom > 1e-12 else 0j
+    rot = np.array([[a.real, -a.imag], [a.imag, a.real]])
+    return np.hstack([rot, (dst.mean(0) - rot @ src.mean(0))[:, None]])
+
+
+def appearance_features(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The face aligned by ``landmarks`` (``gray`` pixels) onto the mean shape in a small square:
+    its normalised grey values and gradient histograms."""
+    import cv2
+
+    m = similarity_to(np.asarray(landmarks, np.float64), _aligned_target())
+    crop = cv2.warpAffine(gray, m, (ALIGNED_SIDE, ALIGNED_SIDE), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    c = crop.astype(np.float32).ravel()
+    c = (c - c.mean()) / (c.std() + 2.0)
+    return np.concatenate([c, gradient_histograms(crop, ALIGNED_SIDE, ALIGNED_SIDE // 4)])
+
+
+# ---------------------------------------------------------------------------------------------
+# The models
+
+
+@dataclass(frozen=True)
+class Perceptron:
+    """A small ReLU perceptron: standardised input, hidden layers, linear output."""
+
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    weights: tuple[np.ndarray, ...]  # (in, out) per layer
+    biases: tuple[np.ndarray, ...]
+    y_mean: np.ndarray
+    y_std: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h = (x - self.x_mean) / self.x_std
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = h @ w + b
+            if k < len(self.weights) - 1:
+                np.maximum(h, 0.0, out=h)
+        return h * self.y_std + self.y_mean
+
+
+@dataclass(frozen=True)
+class LandmarkModels:
+    start_box: Perceptron  # crop features -> (centre x / W, centre y / H, log(side / sqrt(W H)))
+    appearance: Perceptron  # appearance features -> logit of "landmarks agree"
+    quality_weights: np.ndarray  # logistic weights over QUALITY_SIGNS
+    quality_bias: float
+    implied_box: np.ndarray  # (dx, dy, size): box centre = centroid + (dx, dy) * r, side = size * r
+    about: dict  # how and from what the models were made
+
+
+QUALITY_SIGNS = ("appearance", "shape_rms", "evidence", "box_disagreement")
+
+
+def _perceptron(z, prefix: str) -> Perceptron:
+    n = int(z[f"{prefix}_layers"])
+    return Perceptron(z[f"{prefix}_x_mean"], z[f"{prefix}_x_std"],
+                      tuple(z[f"{prefix}_w{k}"] for k in range(n)), tuple(z[f"{prefix}_b{k}"] for k in range(n)),
+                      z[f"{prefix}_y_mean"], z[f"{prefix}_y_std"])
+
+
+@lru_cache(maxsize=1)
+def load_landmark_models(path: str | None = None) -> LandmarkModels:
+    """The learned models (cached per process)."""
+    path = Path(path) if path else MODELS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return LandmarkModels(
+                start_box=_perceptron(z, "start"), appearance=_perceptron(z, "app"),
+                quality_weights=z["quality_w"].astype(np.float64), quality_bias=float(z["quality_b"]),
+                implied_box=z["implied_box"].astype(np.float64), about=json.loads(str(z["about"])))
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path} cannot be read ({e}): reinstall faceblocks") from None
+
+
+def save_landmark_models(path: Path, start: dict, app: dict, quality_w: np.ndarray, quality_b: float,
+                         implied_box: np.ndarray, about: dict) -> None:
+    """Write the models in the format `load_landmark_models` reads (used by the making script)."""
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, p in (("start", start), ("app", app)):
+        arrays[f"{prefix}_layers"] = np.array(len(p["weights"]))
+        for k, (w, b) in enumerate(zip(p["weights"], p["biases"])):
+            arrays[f"{prefix}_w{k}"] = np.asarray(w, np.float32)
+            arrays[f"{prefix}_b{k}"] = np.asarray(b, np.float32)
+        for key in ("x_mean", "x_std", "y_mean", "y_std"):
+            arrays[f"{prefix}_{key}"] = np.asarray(p[key], np.float32)
+    np.savez_compressed(path, quality_w=np.asarray(quality_w, np.float64), quality_b=np.array(quality_b),
+                        implied_box=np.asarray(implied_box, np.float64), about=np.array(json.dumps(about)),
+                        **arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# Using them
+
+
+def estimate_start_box(gray: np.ndarray, models: LandmarkModels) -> tuple[float, float, float, float]:
+    """Where the HOG detector would put its box on the face crop ``gray`` (left, top, right,
+    bottom in its pixels, exclusive), without running the detector."""
+    h, w = gray.shape
+    cx, cy, log_side = models.start_box(gradient_histograms(gray)[None])[0]
+    half = 0.5 * math.exp(float(log_side)) * math.sqrt(w * h)
+    return (cx * w - half, cy * h - half, cx * w + half, cy * h + half)
+
+
+def implied_box(landmarks: np.ndarray, implied: np.ndarray) -> tuple[float, float, float, float]:
+    """The box the detector would have had to give for these landmarks, from ``implied`` (dx, dy,
+    size: the learned relation between HOG boxes and the landmarks the predictor finds in them)."""
+    p = np.asarray(landmarks, np.float64)
+    c = p.mean(axis=0)
+    r = math.sqrt(float(((p - c) ** 2).sum(axis=1).mean()))
+    dx, dy, size = implied
+    cx, cy, half = c[0] + dx * r, c[1] + dy * r, 0.5 * size * r
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def shape_signs(gray: np.ndarray, landmarks: np.ndarray, box: tuple[float, float, float, float],
+                implied: np.ndarray) -> np.ndarray:
+    """The signs that need no learned model: distance to the mean shape, face evidence, and how far
+    the box the landmarks imply (``implied``: `LandmarkModels.implied_box`) is from ``box``."""
+    rms = procrustes_rms(landmarks)
+    if not math.isfinite(rms):
+        return np.array([10.0, 0.0, 10.0])
+    side = max(box[2] - box[0], 1e-6)
+    disagreement = float(np.abs(np.subtract(implied_box(landmarks, implied), box)).mean()) / side
+    return np.array([min(rms, 10.0), min(max(face_evidence(gray, landmarks), -5.0), 5.0), min(disagreement, 10.0)])
+
+
+def quality_signs(gray: np.ndarray, landmarks: np.ndarray, box: tuple[float, float, float, float],
+                  models: LandmarkModels) -> np.ndarray:
+    """The four signs (`QUALITY_SIGNS`) for ``landmarks`` found from ``box``, both in ``gray`` pixels."""
+    signs = shape_signs(gray, landmarks, box, models.implied_box)
+    app = float(models.appearance(appearance_features(gray, landmarks)[None])[0, 0]) \
+        if math.isfinite(procrustes_rms(landmarks)) else -20.0
+    return np.r_[app, signs]
+
+
+def quality_from_signs(signs: np.ndarray, models: LandmarkModels) -> float:
+    """The calibrated probability in [0, 1] that the landmarks agree with the detector-box ones."""
+    z = float(signs @ models.quality_weights + models.quality_bias)
+    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))

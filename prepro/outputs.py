@@ -1,0 +1,131 @@
+"""Output folders: one writer at a time, and proof of what faceblocks wrote.
+
+* **Lock.** A run that writes into a folder holds an advisory lock on ``FOLDER/.faceblocks.lock``
+  (``flock``) for as long as it runs. A second writer is refused with a message naming the
+  first one's process id. The kernel drops the lock when the process dies, so a run killed with
+  ``kill -9`` never leaves a stale lock behind: the next run simply takes it.
+* **Ownership.** Every run folder has a random ``writer_id`` (in its manifest or record), which
+  faceblocks also writes into each file it makes where it can (shard attributes, temporary file
+  names), and the SHA-256 of each file it finished. A file is removed only when faceblocks can
+  prove it wrote it: a finished file whose content still has the recorded checksum, or a
+  temporary or unfinished file that carries this folder's ``writer_id``. Anything else (the
+  user's notes, a file that was changed since) is left alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+from prepro.errors import OutputError
+
+LOCK_NAME = ".faceblocks.lock"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<writer>[0-9a-f]{16})\.tmp$")
+
+
+def new_writer_id() -> str:
+    return secrets.token_hex(8)
+
+
+def temp_name(final: Path, writer_id: str) -> Path:
+    """The temporary name of ``final`` while it is written: hidden, and marked with the writer."""
+    return final.with_name(f".{final.name}.{writer_id}.tmp")
+
+
+def remove_own_temp_files(folder: Path, writer_id: str) -> list[str]:
+    """Delete the temporary files a killed run of ``writer_id`` left in ``folder``; their names."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m and m.group("writer") == writer_id and p.is_file() and not p.is_symlink():
+            p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+def is_empty_but_for_us(folder: Path) -> bool:
+    """True when ``folder`` is missing or holds nothing but faceblocks' lock file."""
+    return not folder.exists() or all(p.name == LOCK_NAME for p in folder.iterdir())
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's write lock for the ``with`` block; refuse if another process holds it."""
+    import fcntl
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise OutputError(f"cannot write to {folder} ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputError(f"cannot lock {folder} ({e.strerror or e})") from None
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise OutputError(f"{folder} is being written by another faceblocks process (pid {holder}): "
+                              "wait for it to finish, or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing files: the one way faceblocks writes a file
+
+
+def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open`` would give a new file (mkstemp's 0600 would hide results from
+    colleagues on a shared machine)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it to ``path``,
+    so a reader (or a resumed run) never sees a half-written file. A full disk or any other write
+    error is an OutputError, and the temporary file is removed."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
+    try:
+        os.fchmod(fd, default_file_mode())
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({e.strerror or e}); nothing was replaced") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), "w")

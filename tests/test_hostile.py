@@ -1,0 +1,365 @@
+"""Hostile inputs: every command over a generated corpus of broken and malicious inputs.
+
+Each case runs one command through click's CliRunner and asserts the two guarantees of the
+README's bad-input section: no Python traceback (a clear message and a non-zero exit, or a listed
+failure where the run can go on), and no lost file (a file of the user's in every folder a
+command writes to is still there, unchanged, and nothing appears outside the test folder).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+SENTINEL = "mine.txt"  # the user's own file, put into every folder a command may write to
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=True)
+
+
+def no_traceback(result) -> None:
+    """The command ended with a message (or success), never an uncaught exception."""
+    exc = result.exception
+    assert exc is None or isinstance(exc, SystemExit), f"uncaught {type(exc).__name__}: {exc}\n{result.output}"
+    assert "Traceback" not in result.output, result.output
+
+
+def plant(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SENTINEL).write_text("the user's own notes\n")
+    return hashlib.sha256(b"the user's own notes\n").hexdigest()
+
+
+def still_there(folder: Path, digest: str) -> None:
+    p = folder / SENTINEL
+    assert p.is_file(), f"{p} was removed"
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == digest, f"{p} was changed"
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus
+
+
+def _png(arr: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def bad_images(folder: Path) -> dict[str, bytes]:
+    """Files named like images that are anything but a usable face."""
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 255, (48, 48), dtype=np.uint8)
+    jpeg = _jpeg(face)
+    huge_header = bytearray(_png(np.zeros((1, 1), np.uint8)))
+    huge_header[16:24] = struct.pack(">II", 60000, 60000)  # IHDR claims 3.6 gigapixels
+    files = {
+        "empty.jpg": b"",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "not_an_image.png": b"hello, I am text\n" * 20,
+        "one_pixel.png": _png(np.zeros((1, 1), np.uint8)),
+        "two_by_two.png": _png(np.full((2, 2), 200, np.uint8)),
+        "sliver.png": _png(np.full((1, 3000), 128, np.uint8)),
+        "tall_sliver.png": _png(np.full((3000, 2), 128, np.uint8)),
+        "huge_header.png": bytes(huge_header),
+        "noise.png": _png(rng.integers(0, 255, (64, 64), dtype=np.uint8)),
+        "blank.png": _png(np.full((48, 48), 255, np.uint8)),
+        "sixteen_bit.png": _png(rng.integers(0, 65535, (48, 48), dtype=np.uint16)),
+        "zip_named.jpg": _zip_bytes(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def _zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "not an image")
+    return buf.getvalue()
+
+
+def hostile_names(folder: Path) -> None:
+    """Class folders and files with names that try to escape or confuse."""
+    img = _png(np.full((48, 48), 90, np.uint8))
+    for label in ("happy", "sad"):
+        d = folder / label
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("..%2f..%2fescape.png", "new\nline.png", "spa ce.png", "ünïcödé.png", "-dash.png",
+                     "x" * 200 + ".png"):
+            (d / name).write_bytes(img)
+    (folder / "happy" / "link_out.png").symlink_to("/etc/hostname")
+
+
+def bad_csvs(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    good_row = "3," + " ".join(["128"] * 2304) + ",Training\n"
+    raw = ("emotion,pixels,Usage\n" + good_row * 3).encode()
+    out = {
+        "not_gzip.csv.gz": raw,  # plain text with a .gz name
+        "truncated.csv.gz": gzip.compress(raw)[:-20],
+        "corrupt.csv.gz": gzip.compress(raw)[:30] + b"\x00garbage" * 10,
+        "binary.csv": os.urandom(2000),
+        "wrong_header.csv": b"a,b,c\n1,2,3\n",
+        "latin1.csv": ("emotion,pixels,Usage\n3," + " ".join(["128"] * 2304) + ",Tr\xe4ining\n").encode("latin-1"),
+        "bad_rows.csv": ("emotion,pixels,Usage\n" + good_row + "9,1 2 3,Training\nx," + " ".join(["999"] * 2304)
+                         + ",Training\n3," + " ".join(["nan"] * 2304) + ",PublicTest\n").encode(),
+    }
+    paths = []
+    for name, data in out.items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocess
+
+
+@pytest.fixture(scope="module")
+def good_shards(tmp_path_factory) -> Path:
+    """A small real shard folder (the synthetic sample) to damage copies of."""
+    from prepro.synthetic import make_sample
+
+    root = tmp_path_factory.mktemp("good")
+    make_sample(root / "sample", per_class=4)
+    r = run("preprocess", root / "sample", root / "shards", "-j", "1", "-q", "--shard-size", "8")
+    assert r.exit_code == 0, r.output
+    return root / "shards"
+
+
+def test_bad_images_are_listed_never_fatal(tmp_path: Path) -> None:
+    bad_images(tmp_path / "src" / "happy")
+    digest = plant(tmp_path / "out")
+    r = run("preprocess", tmp_path / "src", tmp_path / "out", "-j", "1", "-q", "--face", "auto", "--overwrite")
+    no_traceback(r)
+    still_there(tmp_path / "out", digest)
+    summary = json.loads(run("inspect", tmp_path / "out", "--json").output)
+    listed = {f["source"] for f in summary["failures"]}
+    assert summary["samples"] + summary["failed"] == len(list((tmp_path / "src" / "happy").iterdir()))
+    for name in ("empty.jpg", "truncated.jpg", "not_an_image.png", "one_pixel.png", "huge_header.png"):
+        assert f"happy/{name}" in listed
+
+
+def test_hostile_names_never_escape(tmp_path: Path) -> None:
+    hostile_names(tmp_path / "src")
+    before = set(os.listdir(tmp_path))
+    r = run("preprocess", tmp_path / "src", tmp_path / "out", "-j", "1", "-q")
+    no_traceback(r)
+    r = run("export", tmp_path / "out", tmp_path / "exp", "-q")
+    no_traceback(r)
+    assert set(os.listdir(tmp_path)) - before == {"out", "exp"}
+    for p in (tmp_path / "exp").rglob("*"):
+        assert Path(os.path.realpath(p)).is_relative_to(os.path.realpath(tmp_path / "exp"))
+
+
+@pytest.mark.parametrize("name", ["not_gzip.csv.gz", "truncated.csv.gz", "corrupt.csv.gz", "binary.csv",
+                                  "wrong_header.csv", "latin1.csv", "bad_rows.csv"])
+def test_bad_csvs(tmp_path: Path, name: str) -> None:
+    paths = {p.name: p for p in bad_csvs(tmp_path / "csv")}
+    r = run("preprocess", paths[name], tmp_path / "out", "-j", "1", "-q")
+    no_traceback(r)
+    assert "Aborted" not in r.output
+
+
+def test_predict_and_preview_give_every_image_its_own_result(tmp_path: Path) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    bad_images(tmp_path / "imgs")
+    shards = make_fake_shards(tmp_path / "fake")
+    r = run("train", shards, tmp_path / "run", "--epochs", "1", "--batch-size", "8", "-q", "--model-kwargs",
+            '{"widths": [4, 8], "feat_dim": 8}', "--val-split", "val")
+    assert r.exit_code == 0, r.output
+    n = len(list((tmp_path / "imgs").iterdir()))
+    r = run("predict", tmp_path / "run", tmp_path / "imgs", "--json", "-q", "--face", "aligned")
+    no_traceback(r)
+    lines = [json.loads(x) for x in r.output.splitlines() if x.startswith("{")]
+    assert len(lines) == n  # every image: its faces or its reason
+    r = run("preview", tmp_path / "imgs", "--out", tmp_path / "sheet.png")
+    no_traceback(r)
+    assert r.exit_code == 0 and (tmp_path / "sheet.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged shard folders
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["truncate_shard", "flip_bytes", "manifest_extra_key", "manifest_missing_key",
+                                    "manifest_not_json", "manifest_escape_path", "manifest_wrong_types",
+                                    "shard_is_folder"])
+def test_damaged_folders(tmp_path: Path, good_shards: Path, damage: str) -> None:
+    out = _copy(good_shards, tmp_path / "shards")
+    m = json.loads((out / "manifest.json").read_text())
+    shard = out / m["shards"][0]["file"]
+    if damage == "truncate_shard":
+        shard.write_bytes(shard.read_bytes()[:500])
+    elif damage == "flip_bytes":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        shard.write_bytes(bytes(data))
+    elif damage == "manifest_extra_key":
+        m["surprise"] = 1
+    elif damage == "manifest_missing_key":
+        del m["shards"]
+    elif damage == "manifest_escape_path":
+        m["shards"][0]["file"] = "../../../etc/passwd"
+    elif damage == "manifest_wrong_types":
+        m["shards"][0]["n_samples"] = "many"
+    elif damage == "shard_is_folder":
+        shard.unlink()
+        shard.mkdir()
+    if damage.startswith("manifest"):
+        text = json.dumps(m) if damage != "manifest_not_json" else "{not json"
+        (out / "manifest.json").write_text(text)
+    for args in (["inspect", out], ["inspect", out, "--json"], ["verify", out], ["preview", out, "--out",
+                 tmp_path / "p.png"], ["export", out, tmp_path / "exp", "-q", "--overwrite"],
+                 ["train", out, tmp_path / "run", "--epochs", "1", "-q"]):
+        r = run(*args)
+        no_traceback(r)
+        assert r.exit_code != 0, f"{args[0]} said nothing about {damage}: {r.output}"
+
+
+def test_export_inside_shard_folder_refused(tmp_path: Path, good_shards: Path) -> None:
+    out = _copy(good_shards, tmp_path / "shards")
+    r = run("export", out, out / "shards" / "exp", "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "inside" in r.output
+
+
+def test_overwrite_keeps_users_files(tmp_path: Path, good_shards: Path) -> None:
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    out = tmp_path / "m"
+    digests = {d: plant(d) for d in (out, out / "shards")}
+    (out / "shards" / "my_model.h5").write_bytes(b"not yours")
+    r = run("preprocess", tmp_path / "sample", out, "-j", "1", "-q", "--overwrite")
+    no_traceback(r)
+    assert r.exit_code == 0, r.output
+    r = run("preprocess", tmp_path / "sample", out, "-j", "1", "-q", "--overwrite", "--eyes-size", "24x72")
+    no_traceback(r)
+    for d, digest in digests.items():
+        still_there(d, digest)
+    assert (out / "shards" / "my_model.h5").read_bytes() == b"not yours"
+
+
+def test_forged_export_record_deletes_nothing(tmp_path: Path, good_shards: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "keep.png").write_bytes(b"mine")
+    (exp / "export.json").write_text(json.dumps({"files": {"../victim.txt": "0" * 64, "keep.png": "0" * 64,
+                                                           "eyes/train/happy/x.png": "0" * 64}}))
+    r = run("export", good_shards, exp, "-q", "--overwrite")
+    no_traceback(r)
+    assert victim.read_text() == "precious" and (exp / "keep.png").read_bytes() == b"mine"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and configs
+
+
+def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:
+    from tests.shardfakes import make_fake_shards
+
+    shards = make_fake_shards(tmp_path / "fake")
+    r = run("train", shards, tmp_path / "run", "--epochs", "1", "--batch-size", "8", "-q", "--model-kwargs",
+            '{"widths": [4, 8], "feat_dim": 8}', "--val-split", "val")
+    assert r.exit_code == 0, r.output
+    return shards, tmp_path / "run"
+
+
+@pytest.mark.parametrize("craft", ["pickle_payload", "wrong_shapes", "nan_weights", "wrong_types", "not_zip",
+                                   "empty"])
+def test_crafted_checkpoints(tmp_path: Path, craft: str) -> None:
+    import torch
+
+    shards, run_dir = _tiny_run(tmp_path)
+    last = run_dir / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    if craft == "pickle_payload":
+        torch.save({"format": "faceblocks-checkpoint", "evil": os.system}, last)
+    elif craft == "wrong_shapes":
+        ck["model"] = {k: torch.zeros(3, 3) for k in ck["model"]}
+    elif craft == "nan_weights":
+        ck["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                       for k, v in ck["model"].items()}
+    elif craft == "wrong_types":
+        ck["epoch"], ck["class_names"] = "three", "happy"
+    elif craft == "not_zip":
+        last.write_bytes(b"\x80\x04not a zip")
+    elif craft == "empty":
+        last.write_bytes(b"")
+    if craft in ("wrong_shapes", "nan_weights", "wrong_types"):
+        torch.save(ck, last)
+    for args in (["train", shards, run_dir, "--resume", "-q"], ["predict", last, shards, "-q"],
+                 ["evaluate", last, shards], ["export-model", last, tmp_path / "m.onnx"]):
+        r = run(*args)
+        no_traceback(r)
+        assert r.exit_code != 0
+
+
+@pytest.mark.parametrize("option", [("--lr", "inf"), ("--lr", "nan"), ("--weight-decay", "inf"), ("--epochs", "-1"),
+                                    ("--batch-size", "0"), ("--holdout-frac", "2")])
+def test_non_finite_and_bad_hyper_parameters_refused(tmp_path: Path, option: tuple[str, str]) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    shards = make_fake_shards(tmp_path / "fake")
+    r = run("train", shards, tmp_path / "run", *option, "-q")
+    no_traceback(r)
+    assert r.exit_code != 0
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("line", ["max_megapixels = inf", "max_megapixels = nan", "eyes_margin = -1",
+                                  "face = 'sideways'", "jobs = 'many'", "shard_size = 0", "limit = 1e999"])
+def test_bad_config_values_refused_before_any_stage(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"[run]\nout = 'out'\n[data]\nsource = 'nowhere'\n{line}\n[preview]\ncount = -1\n")
+    r = run("run", cfg)
+    no_traceback(r)
+    assert r.exit_code != 0 and not (tmp_path / "out").exists()
+
+
+def test_garbage_landmark_model_is_one_clear_error(tmp_path: Path) -> None:
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    garbage = tmp_path / "garbage.dat"
+    garbage.write_bytes(os.urandom(4096))
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-q", "--landmark-model", garbage)
+    no_traceback(r)
+    assert r.exit_code != 0 and "landmark model" in r.output
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,0 +1,247 @@
+"""Evaluation: a checkpoint on one split of a shard folder (the same or another dataset).
+
+``evaluate`` writes ``metrics.json`` (accuracy, macro-F1, per class, region attention),
+``confusion.json`` and ``confusion.png``; the helpers here (device, scores, batched prediction,
+block checks) are shared with training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from prepro.errors import InputError, MismatchError
+from prepro.outputs import atomic_write, atomic_write_text, sha256_file
+
+# Block geometry that changes what a block shows (sizes are checked separately, by region).
+_GEOMETRY_FLAGS = {"eyes_margin": "--eyes-margin", "mouth_margin": "--mouth-margin", "face_margin": "--face-margin",
+                   "rotate": "--rotate/--no-rotate", "pad": "--pad"}
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's CUDA device if there is one, else CPU."""
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for but CUDA is not available: use --device cpu or auto")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def amp_context(device: torch.device, enabled: bool) -> tuple[Callable[[], Any], Any]:
+    """Autocast factory and grad scaler: bf16 where supported, fp16 + scaler otherwise; off on CPU."""
+    import contextlib
+
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16), None
+    return lambda: torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+
+def scores(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """Accuracy and macro-F1 over the classes present in ``y`` or ``p`` (scikit-learn)."""
+    from sklearn.metrics import f1_score
+
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    return float((y == p).mean()), float(f1_score(y, p, average="macro", zero_division=0))
+
+
+def check_block_sizes(shard_sizes: dict[str, Sequence[int]], ckpt_sizes: dict[str, Sequence[int]],
+                      regions: Sequence[str], shards_dir: str | os.PathLike) -> None:
+    for r in regions:
+        have, want = list(shard_sizes.get(r, [])), list(ckpt_sizes.get(r, []))
+        if have != want:
+            h = "x".join(map(str, have)) or "no"
+            w = "x".join(map(str, want))
+            raise MismatchError(f"{shards_dir} has {r} blocks of {h} pixels but the model was trained on {w}: "
+                                f"preprocess with --{r}-size {w} (or train a new model on these shards)")
+
+
+def preprocessing_differences(shard_params: dict[str, Any], ckpt_params: dict[str, Any],
+                              regions: Sequence[str]) -> list[str]:
+    """How the shards' block geometry differs from the one a checkpoint was trained on, one line each.
+
+    The face mode may differ (evaluating on another dataset); margins, rotation and padding of the
+    blocks the model reads may not, since they change what the model sees.
+    """
+    have, want = shard_params.get("blocks") or {}, ckpt_params.get("blocks") or {}
+    if not want:
+        return []
+    keys = ["rotate", "pad"] + [f"{r}_margin" for r in regions]
+    return [f"{_GEOMETRY_FLAGS[k]} {want.get(k)!r} in training, {have.get(k)!r} here" for k in keys
+            if have.get(k) != want.get(k)]
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: torch.device,
+                    autocast: Callable[[], Any], memory_format: torch.memory_format,
+                    tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, region weights, labels) over every sample of ``batches`` (this process's part, in
+    order); TTA averages each face's and its mirror image's probabilities."""
+    from training.data import flip_batch, normalize, to_float
+
+    model.eval()
+    n = len(batches)
+    order = np.arange(batches.rank, n, batches.world)
+    logits, weights, labels = [], [], []
+    for batch in batches.iterate(order, drop_last=False):
+        x = normalize(to_float(batch, regions, device, memory_format), regions)
+        with autocast():
+            out = model(x)
+            lg, w = out.logits.float(), out.region_weights.float()
+            if tta_flip:
+                out2 = model(flip_batch(x, regions))
+                # Averaged probabilities, kept as log-probabilities so callers can treat them as logits.
+                lg = torch.log((lg.softmax(1) + out2.logits.float().softmax(1)) / 2)
+                w = (w + out2.region_weights.float()) / 2
+        logits.append(lg.cpu().numpy())
+        weights.append(w.cpu().numpy())
+        labels.append(batch["label"].cpu().numpy())
+    cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32)  # noqa: E731
+    return cat(logits, (0, 0)), cat(weights, (0, 0)), cat(labels, (0,)).astype(np.int64)
+
+
+def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike, split: str = "test",
+             tta_flip: bool = False, out_dir: str | os.PathLike | None = None, batch_size: int = 256,
+             device: str = "auto", allow_preprocessing_mismatch: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint (a run folder, a .pt file, or the name of a shipped model) on one
+    split of a shard folder; writes metrics.json and the confusion matrix to ``out_dir`` (default:
+    the checkpoint's folder, or the current folder for a shipped model).
+
+    Shards whose blocks were cut with other margins, rotation or padding than the checkpoint's
+    training shards are refused unless ``allow_preprocessing_mismatch`` (the differences are then
+    recorded). Labels are matched by name: samples whose label the model does not know are
+    excluded and counted. Macro-F1 averages over the classes present in the evaluated samples.
+    """
+    from prepro.shards import Manifest
+    from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
+    from training.data import Batches, SplitSamples
+
+    ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
+    model = build_model_from_checkpoint(ckpt)
+    class_names, regions = list(ckpt["class_names"]), list(ckpt["regions"])
+    manifest = Manifest.load(shards_dir)
+    check_block_sizes(manifest.block_sizes, ckpt["block_sizes"], regions, shards_dir)
+    differences = preprocessing_differences(manifest.params, ckpt.get("preprocessing") or {}, regions)
+    if differences and not allow_preprocessing_mismatch:
+        raise MismatchError(f"{shards_dir} was cut differently from the shards {ckpt_path.name} was trained on "
+                            f"({'; '.join(differences)}): preprocess again with the training values, or pass "
+                            "--allow-mismatch to evaluate anyway")
+    if not any(n in manifest.label_names for n in class_names):
+        raise MismatchError(f"{shards_dir} has labels {', '.join(manifest.label_names)}, none of which the model "
+                            f"knows ({', '.join(class_names)}): evaluate on shards with these labels")
+    samples = SplitSamples(str(shards_dir), split, class_names=class_names, regions=regions)
+    samples.require_samples(f"split {split!r}")
+    dev = resolve_device(device)
+    logits, region_w, y = predict_batches(model.to(dev), Batches(samples, None, batch_size), regions, dev,
+                                          amp_context(dev, True)[0], torch.contiguous_format, tta_flip=tta_flip)
+    metrics = _metrics(logits.argmax(1), y, region_w, class_names, regions) | {
+        "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path), "arch": ckpt["arch"],
+        "epoch": ckpt["epoch"], "shards_dir": str(shards_dir), "split": split, "tta_flip": tta_flip,
+        "n_excluded": samples.n_excluded, "excluded_by_label": samples.excluded_by_label,
+        "n_unlabelled": samples.n_unlabelled, "preprocessing_differences": differences}
+    out = Path(out_dir) if out_dir is not None else (ckpt_path.parent if ckpt_path.parent.is_dir() and
+                                                     os.access(ckpt_path.parent, os.W_OK) else Path("."))
+    _write(out, metrics, ckpt["arch"], Path(shards_dir).name)
+    return metrics
+
+
+def _metrics(pred: np.ndarray, y: np.ndarray, region_w: np.ndarray, class_names: list[str],
+             regions: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    present = sorted(int(v) for v in np.unique(y))
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=present, zero_division=0)
+    cm = confusion_matrix(y, pred, labels=list(range(len(class_names))))[present]
+    return {
+        "n_samples": int(len(y)), "model_classes": class_names,
+        "evaluated_classes": [class_names[c] for c in present],
+        "accuracy": float((pred == y).mean()), "macro_f1": float(np.mean(f1)),
+        "per_class": {class_names[c]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for c, p, r, f, s in zip(present, prec, rec, f1, support)},
+        "regions": regions,
+        "region_weights_mean": dict(zip(regions, region_w.mean(0).round(6).tolist())),
+        "region_weights_per_class": {class_names[c]: dict(zip(regions, region_w[y == c].mean(0).round(6).tolist()))
+                                     for c in present},
+        "confusion": cm.tolist(),
+    }
+
+
+def _write(out: Path, metrics: dict[str, Any], arch: str, shards_name: str) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from prepro.errors import OutputError
+
+        raise OutputError(f"cannot write to {out} ({e.strerror or e})") from None
+    cm = np.asarray(metrics.pop("confusion"))
+    confusion = {"true_labels": metrics["evaluated_classes"], "pred_labels": metrics["model_classes"],
+                 "matrix": cm.tolist()}
+    atomic_write_text(out / "confusion.json", json.dumps(confusion, indent=1))
+    plot_confusion(cm, metrics["evaluated_classes"], metrics["model_classes"], out / "confusion.png",
+                   title=f"{arch} on {shards_name}/{metrics['split']}")
+    metrics["files"] = {k: str(out / k) for k in ("metrics.json", "confusion.json", "confusion.png")}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, allow_nan=False))
+
+
+def plot_confusion(cm: np.ndarray, true_names: list[str], pred_names: list[str], path: Path, title: str) -> None:
+    from io import BytesIO
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)  # row-normalised: recall on the diagonal
+    fig = Figure(figsize=(1.0 + 0.8 * len(pred_names), 1.0 + 0.7 * len(true_names)))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(pred_names)), pred_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(true_names)), true_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}", ha="center", va="center", fontsize=7,
+                    color="white" if rows[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    png = BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write(path, lambda f: f.write(png.getvalue()))
+
+
+def format_metrics_table(metrics: dict[str, Any]) -> str:
+    """A plain-text summary of ``evaluate``'s metrics for the terminal."""
+    lines = [f"{metrics['arch']} (epoch {metrics['epoch']}) on {metrics['shards_dir']} [{metrics['split']}]"
+             f"{' with flip TTA' if metrics['tta_flip'] else ''}: {metrics['n_samples']} samples"]
+    if metrics["n_excluded"]:
+        per = ", ".join(f"{k} {v}" for k, v in metrics["excluded_by_label"].items())
+        lines.append(f"excluded {metrics['n_excluded']} samples with labels the model does not know ({per})")
+    if metrics["n_unlabelled"]:
+        lines.append(f"skipped {metrics['n_unlabelled']} unlabelled samples")
+    if metrics.get("preprocessing_differences"):
+        lines.append("warning: blocks cut differently from training: " + "; ".join(metrics["preprocessing_differences"]))
+    regions = metrics["regions"]
+    head = f"{'class':<12}{'precision':>10}{'recall':>8}{'F1':>8}{'support':>9}  " + " ".join(f"{r:>6}" for r in regions)
+    lines += ["", head, "-" * len(head)]
+    for name, m in metrics["per_class"].items():
+        w = metrics["region_weights_per_class"].get(name, {})
+        lines.append(f"{name:<12}{m['precision']:>10.3f}{m['recall']:>8.3f}{m['f1']:>8.3f}{m['support']:>9d}  "
+                     + " ".join(f"{w.get(r, float('nan')):>6.3f}" for r in regions))
+    lines.append("-" * len(head))
+    lines.append(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   mean region weights "
+                 + ", ".join(f"{r} {v:.3f}" for r, v in metrics["region_weights_mean"].items()))
+    return "\n".join(lines)

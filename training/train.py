@@ -1,0 +1,515 @@
+"""Training: ``train(shards_dir, run_dir, cfg)``, and ``python -m training.train`` for torchrun.
+
+It reads top to bottom: `_setup` (processes, run folder, config, data, model, optimiser), then
+one loop over epochs: `train_one_epoch`, `validate`, log, checkpoint, stop? Under ``torchrun``
+every process trains on its own part of each epoch (DistributedDataParallel) and rank 0 writes
+the logs and checkpoints. A non-finite loss or weight stops the run with the last good
+checkpoints kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from prepro.errors import DivergedError, FaceblocksError, InputError, OutputError
+from prepro.outputs import atomic_write_text, output_lock
+from prepro.shards import Manifest
+from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.config import TrainConfig, differing_fields
+from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, holdout_rows,
+                           normalize, to_float)
+from training.evaluate import amp_context, check_block_sizes, predict_batches, resolve_device, scores
+
+RESULT_FILE = "result.json"  # written when a run ends (epochs, early stopping, time budget); absent mid-run
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc", "val_macro_f1",
+              "seconds", "partial")
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: str
+    epochs_done: int  # epochs completed, counting a resumed run's earlier epochs
+    best_epoch: int  # 1-based epoch of best.pt (0 if none)
+    best_val_macro_f1: float
+    stop_reason: str  # "epochs", "early stopping" or "time budget"
+    last: dict[str, float] = field(default_factory=dict)  # the last epoch's log row
+
+
+@dataclass
+class _Run:
+    """Everything the loop needs, made by `_setup`."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    regions: tuple[str, ...]
+    class_names: list[str]
+    block_sizes: dict[str, list[int]]
+    preprocessing: dict[str, Any]
+    train: Batches
+    val: Batches
+    model: nn.Module  # the bare model (checkpointed)
+    train_model: nn.Module  # the model the step calls (DDP- or compile-wrapped)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+    autocast: Callable[[], Any]
+    scaler: Any
+    memory_format: torch.memory_format
+    rank: int = 0
+    world: int = 1
+    step: int = 0
+    start_epoch: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    say: Callable[[str], None] = print
+
+
+# ----------------------------------------------------------------------------------------------
+# Set-up
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run alone."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine down to ``min_ratio`` at ``total_steps``."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay on weight matrices and kernels only: decaying BatchNorm scales and biases only hurts.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _config(run_dir: Path, cfg: TrainConfig | None, resume: bool, overwrite: bool) -> tuple[TrainConfig, dict | None]:
+    """The config to train with, and the checkpoint to resume from (None for a new run)."""
+    last = run_dir / "last.pt"
+    if not resume:
+        if (last.exists() or (run_dir / "log.csv").exists()) and not overwrite:
+            raise OutputError(f"{run_dir} already holds a run: resume it, overwrite it, or pick another folder")
+        return cfg if cfg is not None else TrainConfig(), None
+    if not last.is_file():
+        raise InputError(f"{run_dir} holds no last.pt to resume: train without --resume to start a new run")
+    ckpt = load_checkpoint(last, for_resume=True)
+    stored = TrainConfig.from_dict(ckpt["config"], where=f"{last}: config.")
+    if cfg is not None:
+        changed = differing_fields(cfg, stored)
+        if changed:
+            raise InputError(f"cannot resume {run_dir} with changed {', '.join(changed)}: resume with the run's "
+                             "own settings or start a new run folder")
+        return cfg, ckpt
+    return stored, ckpt
+
+
+def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: torch.device, rank: int,
+          world: int) -> tuple[Batches, Batches]:
+    """The training and validation batches (holdout carved, low-quality training samples left out)."""
+    manifest = Manifest.load(shards_dir)
+    if cfg.labels is not None:
+        bad = [x for x in cfg.labels if x not in manifest.label_names]
+        if bad:
+            raise InputError(f"unknown label(s) {', '.join(bad)}; the shards have: {', '.join(manifest.label_names)}")
+    train = SplitSamples(shards_dir, cfg.train_split, class_names=cfg.labels, regions=regions)
+    train.require_samples(f"split {cfg.train_split!r}")
+    if cfg.val_split == "holdout":
+        held = holdout_rows(train.targets, cfg.holdout_frac, cfg.seed)
+        val = SplitSamples(shards_dir, cfg.train_split, class_names=train.class_names, regions=regions).select(held)
+        train.select(np.setdiff1d(np.arange(len(train)), held))
+    else:
+        val = SplitSamples(shards_dir, cfg.val_split, class_names=train.class_names, regions=regions)
+    val.require_samples(f"the {cfg.val_split} validation part")
+    if cfg.min_quality > 0:
+        train.select(np.flatnonzero(train.quality() >= cfg.min_quality))
+        train.require_samples(f"split {cfg.train_split!r} at quality >= {cfg.min_quality}")
+    counts = train.class_counts()
+    if (counts == 0).any() or len(train.class_names) < 2:
+        missing = [n for n, c in zip(train.class_names, counts) if c == 0]
+        raise InputError(f"training needs at least 2 classes with {cfg.train_split} samples; "
+                         + (f"{', '.join(missing)} have none: leave them out of labels" if missing
+                            else f"the split holds only {train.class_names}"))
+    data_device = device if cfg.cache else torch.device("cpu")
+    return (Batches(train, train.load(data_device) if cfg.cache else None, cfg.batch_size, rank, world),
+            Batches(val, val.load(data_device) if cfg.cache else None, max(256, cfg.batch_size), rank, world))
+
+
+def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool, overwrite: bool,
+           say: Callable[[str], None]) -> _Run:
+    from architectures import create_model
+
+    rank, world, local_rank = _dist_env()
+    cfg, ckpt = _config(run_dir, cfg, resume, overwrite)
+    device = resolve_device(cfg.device, local_rank)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+    model = create_model(cfg.model, 2, **cfg.model_kwargs)  # checks the name and kwargs before any data is read
+    train, val = _data(shards_dir, cfg, tuple(model.regions), device, rank, world)
+    class_names, regions = train.samples.class_names, tuple(model.regions)
+    block_sizes = {r: list(train.samples.block_sizes[r]) for r in train.samples.block_sizes}
+    if ckpt is not None:
+        check_block_sizes(block_sizes, ckpt["block_sizes"], regions, shards_dir)
+        if ckpt["class_names"] != class_names:
+            raise InputError(f"the shards' classes {class_names} differ from the run's {ckpt['class_names']}: "
+                             "resume on the shards the run was started on")
+    torch.manual_seed(cfg.seed)  # the same initial weights whatever was built above
+    model = create_model(cfg.model, len(class_names), **cfg.model_kwargs)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format)
+    steps = train.steps(len(train.epoch_order(0, cfg.balanced_sampler)), drop_last=True)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(
+        cfg.epochs * steps, int(round(cfg.warmup_epochs * steps)), cfg.min_lr_ratio))
+    weights = class_weights(train.samples.class_counts(), cfg.class_weighting)
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                    label_smoothing=cfg.label_smoothing)
+    autocast, scaler = amp_context(device, cfg.amp)
+    run = _Run(cfg, run_dir, device, regions, class_names, block_sizes, train.samples.manifest.params, train, val,
+               model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say)
+    if ckpt is not None:
+        _restore(run, ckpt)
+    if world > 1:
+        run.train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile and device.type == "cuda":
+        run.train_model = torch.compile(run.train_model)
+    return run
+
+
+def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
+    """Continue from a checkpoint; weights or optimiser state that do not fit are a clear error."""
+    from training.errors import CheckpointError
+
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{run.run_dir / 'last.pt'} does not fit this run ({' '.join(str(e).split())[:200]}): "
+                              "it is damaged or from another version; start a new run") from None
+    run.start_epoch, run.step = ckpt["epoch"], ckpt["step"]
+    run.best_metric, run.best_epoch, run.bad_epochs = ckpt["best_metric"], ckpt["best_epoch"], ckpt["bad_epochs"]
+    run.history = list(ckpt["history"])
+    run.say(f"resuming {run.run_dir} after epoch {run.start_epoch} (best val macro-F1 {run.best_metric:.4f} "
+            f"at epoch {run.best_epoch})")
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch
+
+
+def _mixup(x: dict[str, torch.Tensor], y: torch.Tensor, alpha: float, g: torch.Generator):
+    """Mix each sample with another (same partner for every region); returns x, y, partner y, lam."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample().item()) if alpha > 0 else 1.0
+    perm = torch.randperm(y.shape[0], generator=g, device=g.device).to(y.device)
+    return {r: lam * v + (1 - lam) * v[perm] for r, v in x.items()}, y, y[perm], lam
+
+
+def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, Any]:
+    """One pass over this process's part of the training split; returns its log fields."""
+    from tqdm.auto import tqdm
+
+    cfg = run.cfg
+    # Every epoch reseeds its own randomness, so where a run was stopped cannot change the result.
+    order = run.train.epoch_order(cfg.seed * 7919 + epoch, cfg.balanced_sampler)
+    data_device = run.train.cached["label"].device if run.train.cached is not None else torch.device("cpu")
+    g = torch.Generator(device=data_device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + run.rank)
+    torch.manual_seed(cfg.seed * 1_000_033 + epoch * 104_729 + run.rank)  # dropout, mixup's Beta
+    run.train_model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    n_seen, preds, labels, out_of_time = 0, [], [], False
+    bar = tqdm(run.train.iterate(order, drop_last=True), total=run.train.steps(len(order), True),
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (cfg.progress and run.rank == 0))
+    for batch in bar:
+        y = batch["label"].to(run.device, non_blocking=True)
+        x = to_float(batch, run.regions, run.device, run.memory_format)
+        if cfg.augment:
+            x = augment(x, run.regions, g)
+        x = normalize(x, run.regions)
+        y2, lam = y, 1.0
+        if cfg.mixup > 0:
+            x, y, y2, lam = _mixup(x, y, cfg.mixup, g)
+        with run.autocast():
+            out = run.train_model(x)
+            logits = out.logits.float()
+            loss = lam * run.criterion(logits, y) + (1 - lam) * run.criterion(logits, y2) if lam < 1 \
+                else run.criterion(logits, y)
+        if not torch.isfinite(loss):
+            raise DivergedError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {run.step + 1}: lower "
+                                f"lr (now {cfg.lr:g}) or keep grad_clip on; the last good checkpoints are kept")
+        _step(run, loss)
+        loss_sum += loss.detach().double() * len(y)
+        n_seen += len(y)
+        preds.append(logits.argmax(1))
+        labels.append(y)
+        if deadline is not None and _out_of_time(run, deadline):
+            out_of_time = True
+            break
+    return _epoch_scores(run, loss_sum, n_seen, preds, labels) | {"partial": int(out_of_time)}
+
+
+def _step(run: _Run, loss: torch.Tensor) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if run.cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+
+
+def _out_of_time(run: _Run, deadline: float) -> bool:
+    late = time.monotonic() > deadline
+    if run.world > 1:  # every process must stop at the same step, or the next all-reduce hangs
+        flag = torch.tensor([float(late)], device=run.device if run.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        late = bool(flag.item())
+    return late
+
+
+def _epoch_scores(run: _Run, loss_sum: torch.Tensor, n_seen: int, preds: list, labels: list) -> dict[str, Any]:
+    totals = torch.stack([loss_sum.cpu(), torch.tensor(float(n_seen), dtype=torch.float64)])
+    if run.world > 1:
+        dist.all_reduce(totals)
+    cat = lambda xs: torch.cat(xs).cpu().numpy() if xs else np.zeros(0, np.int64)  # noqa: E731
+    y, p = _gather([cat(labels), cat(preds)], run.world)
+    acc, f1 = scores(y, p)
+    return {"train_loss": float(totals[0] / max(float(totals[1]), 1.0)), "train_acc": acc, "train_macro_f1": f1}
+
+
+def _gather(arrays: list[np.ndarray], world: int) -> list[np.ndarray]:
+    """Concatenate each array over all processes (rank order)."""
+    if world == 1:
+        return arrays
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, arrays)
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(arrays))]
+
+
+@torch.no_grad()
+def validate(run: _Run) -> dict[str, Any]:
+    """Loss, accuracy and macro-F1 on the validation part (all processes together)."""
+    logits, _w, y = predict_batches(run.model, run.val, run.regions, run.device, run.autocast, run.memory_format)
+    logits, y = _gather([logits, y], run.world)
+    loss = float(run.criterion(torch.from_numpy(logits).to(run.device), torch.from_numpy(y).to(run.device)).item())
+    acc, f1 = scores(y, logits.argmax(1))
+    return {"val_loss": loss, "val_acc": acc, "val_macro_f1": f1}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
+          resume: bool = False, overwrite: bool = False,
+          log: Callable[[str], None] | None = print) -> TrainResult:
+    """Train ``cfg.model`` on the shards' ``cfg.train_split``, selecting the best epoch on
+    ``cfg.val_split`` by macro-F1. Writes ``log.csv``, ``curves.png``, ``best.pt`` and ``last.pt``
+    to ``run_dir``. ``resume=True`` continues from ``last.pt`` with its stored config (``cfg``, if
+    given, may differ only in run-control fields) and gives the same weights as an uninterrupted
+    run. ``log`` receives one line per epoch (rank 0 only; None for silence)."""
+    rank, world, _ = _dist_env()
+    started_pg = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and
+                                (cfg is None or cfg.device != "cpu") else "gloo")
+        started_pg = True
+    say = log if (log is not None and rank == 0) else (lambda _msg: None)
+    run_dir = Path(run_dir)
+    try:
+        with output_lock(run_dir) if rank == 0 else contextlib.nullcontext():
+            return _loop(_setup(str(shards_dir), run_dir, cfg, resume, overwrite, say), time.monotonic())
+    finally:
+        if started_pg:
+            dist.destroy_process_group()
+
+
+def _loop(run: _Run, t_start: float) -> TrainResult:
+    cfg, is_main = run.cfg, run.rank == 0
+    if is_main:
+        (run.run_dir / RESULT_FILE).unlink(missing_ok=True)  # present only while the run has ended
+    run.say(f"training {cfg.model} on {len(run.train)} {cfg.train_split} samples ({len(run.class_names)} classes: "
+            f"{', '.join(run.class_names)}), validating on {len(run.val)} {cfg.val_split} samples; device "
+            f"{run.device}" + (f", {run.world} processes" if run.world > 1 else ""))
+    deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
+    stop_reason, row = "epochs", {}
+    for epoch in range(run.start_epoch, cfg.epochs):
+        t_epoch = time.monotonic()
+        row = {"epoch": epoch + 1, **train_one_epoch(run, epoch, deadline)}
+        row.update(validate(run), lr=run.scheduler.get_last_lr()[0], seconds=round(time.monotonic() - t_epoch, 2))
+        _check_finite(run, epoch)
+        improved = row["val_macro_f1"] > run.best_metric
+        if improved:
+            run.best_metric, run.best_epoch, run.bad_epochs = row["val_macro_f1"], epoch + 1, 0
+        else:
+            run.bad_epochs += 1
+        run.history.append(row)
+        if is_main:
+            _save(run, epoch + 1, row, improved)
+        run.say(_epoch_line(run, row, improved))
+        if run.world > 1:
+            dist.barrier()
+        if row["partial"] or (deadline is not None and time.monotonic() > deadline):
+            stop_reason = "time budget"
+            break
+        if cfg.patience and run.bad_epochs >= cfg.patience:
+            stop_reason = "early stopping"
+            run.say(f"early stopping: no better val macro-F1 for {cfg.patience} epochs")
+            break
+    result = TrainResult(run_dir=str(run.run_dir), epochs_done=len(run.history), best_epoch=run.best_epoch,
+                         best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row)
+    if is_main:
+        atomic_write_text(run.run_dir / RESULT_FILE, json.dumps(result.__dict__, indent=1))
+    return result
+
+
+def _check_finite(run: _Run, epoch: int) -> None:
+    """A weight that is no longer finite ends the run before it is saved."""
+    for name, p in run.model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise DivergedError(f"weight {name} became non-finite in epoch {epoch + 1}: lower lr (now "
+                                f"{run.cfg.lr:g}); the checkpoints of the last good epoch are kept")
+
+
+def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
+    ck = make_checkpoint(
+        arch=run.cfg.model, model_kwargs=run.cfg.model_kwargs, class_names=run.class_names, regions=list(run.regions),
+        block_sizes=run.block_sizes, preprocessing=run.preprocessing,
+        normalization={"mean": NORM_MEAN, "std": NORM_STD}, config=run.cfg.to_dict(),
+        model_state=run.model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(), step=run.step, best_metric=run.best_metric, best_epoch=run.best_epoch,
+        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row)
+    if improved:
+        save_checkpoint(ck, run.run_dir / "best.pt")
+    save_checkpoint(ck, run.run_dir / "last.pt")
+    _write_log(run.run_dir, run.history)
+
+
+def _epoch_line(run: _Run, row: dict[str, Any], improved: bool) -> str:
+    return (f"epoch {row['epoch']:3d}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
+            f"F1 {row['train_macro_f1']:.4f}  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 "
+            f"{row['val_macro_f1']:.4f}{'  *' if improved else ''}  ({row['seconds']:.0f}s"
+            f"{', partial: time budget' if row['partial'] else ''})")
+
+
+def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite log.csv and curves.png from the whole history (so a resumed run keeps one log)."""
+    import csv
+    from io import BytesIO, StringIO
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from prepro.outputs import atomic_write
+
+    buf = StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row.get(k) for k in LOG_FIELDS})
+    atomic_write_text(run_dir / "log.csv", buf.getvalue())
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    ep = [r["epoch"] for r in history]
+    for ax, key, title in zip(fig.subplots(1, 3), ("loss", "acc", "macro_f1"), ("loss", "accuracy", "macro-F1")):
+        for split in ("train", "val"):
+            ax.plot(ep, [r[f"{split}_{key}"] for r in history], marker="o", ms=3, label=split)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png = BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    atomic_write(run_dir / "curves.png", lambda f: f.write(png.getvalue()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line (what torchrun runs): python -m training.train SHARDS RUN [--epochs N ...]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from prepro.settings import options
+
+    p = argparse.ArgumentParser(prog="python -m training.train",
+                                description="Train a faceblocks model (works under torchrun for several processes).")
+    p.add_argument("shards_dir")
+    p.add_argument("run_dir")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
+    for o in options(TrainConfig):
+        flag = "--" + o.name.replace("_", "-")
+        kind = o.spec.kind
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=o.spec.help)
+        elif kind == "str_list":
+            p.add_argument(flag, nargs="+", default=None, help=o.spec.help)
+        else:
+            conv = {"int": int, "float": float, "str": str, "dict": json.loads}[kind]
+            p.add_argument(flag, type=conv, default=None, help=o.spec.help)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("shards_dir", "run_dir", "resume",
+                                                                                  "overwrite")}
+    try:
+        if args.resume:
+            cfg = None
+            if given:
+                ckpt = load_checkpoint(Path(args.run_dir) / "last.pt", for_resume=True)
+                cfg = TrainConfig.from_dict(ckpt["config"]).resumed_with(given)
+        else:
+            cfg = TrainConfig.from_dict(given)
+        result = train(args.shards_dir, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
+    except FaceblocksError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if _dist_env()[0] == 0:
+        print(json.dumps(result.__dict__))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

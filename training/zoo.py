@@ -1,0 +1,69 @@
+"""Models that ship inside the package (``training/models/<name>.pt``).
+
+A shipped model's name works wherever a run folder or checkpoint is accepted (`faceblocks predict
+fer2013 photo.jpg`, ``evaluate``, ``export-model``, ``Classifier.load("fer2013")``); an existing
+path of the same name wins. Each is an ordinary checkpoint (weights stored as float16, no
+optimiser state, loaded with ``weights_only=True``) with a model card under ``"card"``: data,
+recipe, training time and machine, test figures, the preprocessing it expects, and the terms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prepro.errors import InputError
+
+MODELS_DIR = Path(__file__).with_name("models")
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in MODELS_DIR.glob("*.pt")) if MODELS_DIR.is_dir() else []
+
+
+def shipped_model_path(name: str) -> Path:
+    """The file of the shipped model ``name``; InputError naming what ships when there is none."""
+    names = shipped_names()
+    if name not in names:
+        shipped = f"the models shipped are: {', '.join(names)}" if names else "no model ships with this install"
+        raise InputError(f"{name!r} is neither a run folder, a checkpoint file nor a shipped model; {shipped}")
+    return MODELS_DIR / f"{name}.pt"
+
+
+def shipped_cards() -> dict[str, dict[str, Any]]:
+    """name -> model card of every shipped model."""
+    from training.checkpoint import load_checkpoint
+
+    return {name: dict(load_checkpoint(MODELS_DIR / f"{name}.pt").get("card") or {}) for name in shipped_names()}
+
+
+def format_card(name: str, card: dict[str, Any]) -> str:
+    """A model card as text for the terminal."""
+    lines = [f"{name}: {card.get('title', '')}"]
+    for key in ("data", "recipe", "training", "preprocessing", "terms"):
+        if key in card:
+            value = card[key]
+            lines.append(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
+    for split, figures in (card.get("results") or {}).items():
+        per = ", ".join(f"{c} {v:.3f}" for c, v in (figures.get("per_class_f1") or {}).items())
+        lines.append(f"  {split}: accuracy {figures.get('accuracy', float('nan')):.4f}, macro-F1 "
+                     f"{figures.get('macro_f1', float('nan')):.4f}" + (f" (F1: {per})" if per else ""))
+    return "\n".join(lines)
+
+
+def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Path = MODELS_DIR) -> Path:
+    """Write ``checkpoint`` as the shipped model ``name``: float16 weights, no resume state, with ``card``."""
+    from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    json.dumps(card, allow_nan=False)  # a card must be plain, finite JSON
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    out = make_checkpoint(arch=ck["arch"], model_kwargs=ck["model_kwargs"], class_names=ck["class_names"],
+                          regions=ck["regions"], block_sizes=ck["block_sizes"], preprocessing=ck["preprocessing"],
+                          normalization=ck["normalization"], config=ck["config"], model_state=state,
+                          epoch=ck["epoch"], card=card)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / f"{name}.pt"
+    save_checkpoint(out, path)
+    return path
