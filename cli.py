@@ -341,7 +341,8 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
 
 
 _CUT_OPTIONS = ("face", "detector", "min_face", "min_face_frac", "eyes_size", "mouth_size", "face_size",
-                "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "max_megapixels", "work_max_side")
+                "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "max_megapixels", "work_max_side",
+                "second_look")
 
 
 def _cut_skip() -> tuple[str, ...]:
@@ -512,7 +513,7 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
                   "chunk_size", "work_max_side", "max_megapixels")),
-                  overrides=("face", "detector", "min_face", "min_face_frac"))
+                  overrides=("face", "detector", "min_face", "min_face_frac", "second_look"))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Faces per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -536,7 +537,7 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, batch_size, 
     from training.predict import PredictOptions, predict as predict_run
 
     given = _given(click.get_current_context())
-    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac") if k in given}
+    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look") if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
                           device=device, landmark_model=params.get("landmark_model"), annotate=annotate_path,
                           progress=not quiet and not as_json)

@@ -57,3 +57,9 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
 def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# The networks register themselves on import; imported here, after the registry exists, so that
+# `create_model` knows every name in architectures.names.MODEL_NAMES.
+from architectures import face_cnn as _face_cnn  # noqa: E402,F401
+from architectures import two_branch as _two_branch  # noqa: E402,F401

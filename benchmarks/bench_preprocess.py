@@ -107,15 +107,16 @@ class PeakRSS:
         self._t.join()
 
 
-def run_faceblocks(source: str, face: str, jobs: int, fmt: str = "auto", dataset: str | None = None) -> dict:
+def run_faceblocks(source: str, mode: str, jobs: int, fmt: str = "auto", dataset: str | None = None) -> dict:
     """One `faceblocks preprocess` process, as a user runs it: wall time includes start-up,
     listing, worker start and model loading, writing the shards and the manifest."""
     import subprocess
 
     out = tempfile.mkdtemp(prefix="fb-bench-")
     try:
+        face, *extra = mode.split("+")  # e.g. "aligned+--no-second-look"
         cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", source, out, "--face", face,
-               "--format", fmt, "-j", str(jobs), "-q", "--overwrite"]
+               "--format", fmt, "-j", str(jobs), "-q", "--overwrite", *extra]
         if dataset:
             cmd += ["--dataset", dataset]
         with PeakRSS() as mem:
@@ -168,20 +169,53 @@ def make_large_photos(dst: Path, n: int = 48, seed: int = 0) -> list[str]:
     return out
 
 
+def profile(n: int, mode: str) -> None:
+    """Where one worker's time goes: cProfile of `prepro.worker.process_chunk` on ``n`` FER2013
+    train images (every k-th of the sorted tree), one process, the models already loaded."""
+    import cProfile
+    import pstats
+
+    from prepro.config import PreprocessConfig
+    from prepro.landmarks import LandmarkModelFile
+    from prepro.readers import list_source
+    from prepro.specs import load_spec
+    from prepro.worker import process_chunk
+
+    items = list_source(str(DATA / "fer2013"), spec=load_spec("fer2013")).items
+    items = [it for it in items if it.split == "train"]
+    items = items[:: max(1, len(items) // n)][:n]
+    settings = PreprocessConfig(face=mode).cut_settings(pre_cropped=True)
+    model = str(LandmarkModelFile.default().path)
+    process_chunk(0, [(it, None) for it in items[:20]], settings, model)  # load the models first
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    process_chunk(0, [(it, None) for it in items], settings, model)
+    prof.disable()
+    secs = time.perf_counter() - t0
+    print(f"{mode}: {1000 * secs / len(items):.2f} ms an image in one process ({len(items)} images)")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=["fer2013", "large"])
+    ap.add_argument("case", choices=["fer2013", "large", "profile"])
+    ap.add_argument("--mode-profile", default="aligned", help="profile: the face mode profiled")
     ap.add_argument("--images", type=int, default=3000, help="FER2013 train images (0 = all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--modes", default="aligned,auto")
+    ap.add_argument("--modes", default="aligned,auto",
+                    help="comma list of face modes, each with optional +FLAG extras (aligned+--no-second-look)")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
-    from prepro.landmarks import find_predictor
+    from prepro.landmarks import LandmarkModelFile
 
-    predictor = str(find_predictor(None))
+    predictor = str(LandmarkModelFile.default().path)
+    if args.case == "profile":
+        profile(args.images, args.mode_profile)
+        return
     work = Path(tempfile.mkdtemp(prefix="fb-bench-src-"))
     try:
         if args.case == "fer2013":

@@ -25,6 +25,9 @@ class PreprocessConfig:
                         "detector, largest face; auto: detect, else the crop for small or pre-cropped images",
                         "str", choices=FACE_MODES)
     detection: DetectorSettings = nested(DetectorSettings)
+    second_look: bool = setting(True, "fit the landmarks of a doubtful face crop again from two other starts and "
+                                "keep the best (right more often; --no-second-look is faster, see BENCHMARKS.md)",
+                                "bool")
     blocks: BlockConfig = nested(BlockConfig)
     shard_size: int = setting(1024, "samples per HDF5 shard", "int", low=1, high=1_000_000)
     max_megapixels: float = setting(40.0, "images whose header claims more pixels are refused without decoding",
@@ -48,7 +51,8 @@ class PreprocessConfig:
     def cut_settings(self, pre_cropped: bool = False) -> CutSettings:
         """The part that decides how one image becomes blocks."""
         return CutSettings(face_mode=self.face, detector=self.detection, blocks=self.blocks,
-                           max_pixels=self.max_pixels, work_max_side=self.work_max_side, pre_cropped=pre_cropped)
+                           max_pixels=self.max_pixels, work_max_side=self.work_max_side, pre_cropped=pre_cropped,
+                           second_look=self.second_look)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

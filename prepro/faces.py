@@ -82,6 +82,7 @@ class CutSettings:
     max_pixels: int = 40_000_000  # images whose header claims more are refused undecoded
     work_max_side: int = 1024  # large JPEGs are decoded reduced, never below this longest side
     pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
+    second_look: bool = True  # fit a doubtful crop again from other starts (see prepro.landmarks)
 
 
 class FaceCutter:
@@ -145,14 +146,14 @@ class FaceCutter:
         if box is not None:
             return [(fit_from_box(gray, tuple(v * scale for v in box), shape_model), "given", math.nan)]
         if s.face_mode == "aligned":
-            return [(fit_crop(gray, shape_model), "estimated", math.nan)]
+            return [(fit_crop(gray, shape_model, s.second_look), "estimated", math.nan)]
         dets = detect_faces(gray, s.detector, scale)
         if dets:
             chosen = dets if all_faces else dets[:1]
             return [(fit_from_box(gray, d.box, shape_model), d.detector, d.score) for d in chosen]
         h, w = gray.shape
         if s.face_mode == "auto" and (s.pre_cropped or max(h, w) / scale <= s.detector.small_image_side):
-            return [(fit_crop(gray, shape_model), "estimated_fallback", math.nan)]
+            return [(fit_crop(gray, shape_model, s.second_look), "estimated_fallback", math.nan)]
         raise SampleError(f"no face found by the {s.detector.detector} detector (image "
                           f"{round(w / scale)}x{round(h / scale)})")
 

@@ -110,8 +110,11 @@ def face_evidence(gray: np.ndarray, landmarks: np.ndarray) -> float:
     x1, y1 = min(int(hi[0]) + 2, w), min(int(hi[1]) + 2, h)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return 0.0
+    import cv2
+
     step = max(1, max(x1 - x0, y1 - y0) // 64)  # ~64x64 samples bound the cost on big photos
-    return diff / (float(gray[y0:y1:step, x0:x1:step].std()) + 2.0)
+    box = np.ascontiguousarray(gray[y0:y1:step, x0:x1:step])
+    return diff / (float(cv2.meanStdDev(box)[1][0, 0]) + 2.0)  # ~10x faster than ndarray.std on small boxes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,13 +144,14 @@ def fit_from_box(gray: np.ndarray, box: tuple[float, float, float, float], shape
     return Fit(tuple(float(v) for v in box), marks, quality_from_signs(quality_signs(gray, marks, box, models), models))
 
 
-def fit_crop(gray: np.ndarray, shape_model: Any) -> Fit:
-    """Landmarks of the face filling the crop ``gray``, without a detector (see the module doc)."""
+def fit_crop(gray: np.ndarray, shape_model: Any, second_look: bool = True) -> Fit:
+    """Landmarks of the face filling the crop ``gray``, without a detector (see the module doc);
+    ``second_look=False`` keeps the first fit however doubtful (faster, less often right)."""
     from prepro.landmark_models import estimate_start_box, implied_box, load_landmark_models
 
     models = load_landmark_models()
     first = fit_from_box(gray, estimate_start_box(gray, models), shape_model)
-    if first.quality >= SECOND_LOOK_BELOW:
+    if first.quality >= SECOND_LOOK_BELOW or not second_look:
         return first
     h, w = gray.shape
     others = [fit_from_box(gray, implied_box(first.landmarks, models.implied_box), shape_model),

@@ -70,7 +70,10 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
     t0 = time.perf_counter()
     out = Path(out_dir)
     landmark = LandmarkModelFile.find(run.landmark_model)
-    landmark.load()  # a file that is no landmark model is one clear error before any work
+    if run.landmark_model is not None:
+        # A user's file that is no landmark model is one clear error before any work. (The shipped
+        # one is loaded by the workers only: loading it here too would cost a second a run.)
+        landmark.load()
     spec = load_spec(cfg.dataset) if cfg.dataset else None
     listing = list_source(source, cfg.format, spec=spec)
     for message in count_mismatches(listing.items, listing.spec):

@@ -356,9 +356,12 @@ def test_a_damaged_shard_faceblocks_cannot_prove_its_own_is_left_alone(tmp_path)
     run(src, out)
     rec = shards.Manifest.load(out).shards[0]
     (out / rec.file).write_text("someone's notes, saved over the shard")
-    with pytest.raises(OutputError, match="cannot be proved"):
-        run(src, out)
-    assert (out / rec.file).read_text() == "someone's notes, saved over the shard"
+    s = run(src, out)
+    assert (out / rec.file).read_text() == "someone's notes, saved over the shard"  # left alone
+    m = shards.Manifest.load(out)
+    assert rec.file not in {r.file for r in m.shards} and m.n_samples == s.samples == 12  # rebuilt elsewhere
+    report = shards.verify(out)
+    assert report.whole and rec.file in report.foreign
 
 
 def test_other_parameters_refused_unless_overwrite(tmp_path):

@@ -98,7 +98,7 @@ class Classifier:
         from prepro.config import PreprocessConfig
         from prepro.settings import from_dict, to_dict
 
-        stored = {k: v for k, v in self.preprocessing.items() if k in ("face", "detection", "blocks",
+        stored = {k: v for k, v in self.preprocessing.items() if k in ("face", "detection", "blocks", "second_look",
                                                                        "max_megapixels", "work_max_side")}
         cfg = from_dict(PreprocessConfig, stored)
         flat = {**{k: v for k, v in to_dict(cfg).items() if k not in ("detection", "blocks")},
