@@ -16,7 +16,8 @@ On FER2013 faces (the PublicTest half of Kaggle's test/ folder by default):
   precision of at least 60%;
 * **auto**: the share of faces that get a detector box with the default detector (hog), and with
   the CNN detector as the fallback for HOG's misses (hog+cnn);
-* contact sheets of the worst cases before and after (docs/landmarks-before.png, -after.png).
+* contact sheets of the worst cases before and after (bench-out/sheets/landmarks-before.png,
+  -after.png; they show FER2013 faces, so they stay out of the repository).
 
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split test --cnn
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split train --every 10
@@ -191,7 +192,8 @@ def main() -> None:
     ap.add_argument("--split", choices=sorted(SPLIT_PREFIX), default="test")
     ap.add_argument("--every", type=int, default=1, help="every Nth image (sorted)")
     ap.add_argument("--cnn", action="store_true", help="also run the CNN detector on HOG's misses (slow)")
-    ap.add_argument("--sheets", type=Path, default=ROOT / "docs", help="where the contact sheets go")
+    ap.add_argument("--sheets", type=Path, default=ROOT / "bench-out" / "sheets",
+                    help="where the contact sheets go (they show FER2013 faces: never commit them)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = ap.parse_args()
     paths = sorted(args.fer2013.glob(f"{args.split}/*/{SPLIT_PREFIX[args.split]}*.jpg"))[::args.every]

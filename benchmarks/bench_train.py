@@ -85,13 +85,14 @@ def throughput(models: list[str], sizes: list[str], batch_size: int, steps: int,
 # Sweep
 
 
-def load_sweep(path: Path) -> list[dict]:
-    """The runs of a sweep file, each with its defaults filled in and paths made absolute."""
+def load_sweep(path: Path, overrides: dict | None = None) -> list[dict]:
+    """The runs of a sweep file, each with its defaults filled in, then ``overrides`` (for every
+    run), and paths made absolute."""
     spec = tomllib.loads(path.read_text(encoding="utf-8"))
     defaults = spec.get("defaults", {})
     runs = []
     for r in spec.get("run", []):
-        run = {**defaults, **r}
+        run = {**defaults, **r, **(overrides or {})}
         run["shards"] = str((path.parent / run["shards"]).resolve()) if not Path(run["shards"]).is_absolute() \
             else run["shards"]
         runs.append(run)
@@ -170,6 +171,16 @@ def _seed_row(group: list[dict]) -> list:
             f"{statistics.mean(acc):.2f}% ± {statistics.stdev(acc):.2f}", f"{statistics.mean(f1):.4f} ± {statistics.stdev(f1):.4f}"]
 
 
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return key, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value must be JSON, e.g. epochs=1 or device=\"cpu\"")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -187,6 +198,8 @@ def main() -> None:
     s.add_argument("spec", type=Path)
     s.add_argument("out", type=Path)
     s.add_argument("--only", nargs="+", default=None, help="run only these names")
+    s.add_argument("--set", nargs="+", default=[], metavar="KEY=JSON", type=_setting,
+                   help='override a field in every run, e.g. epochs=1 shards=\"out/shards\"')
     m = sub.add_parser("table", help="Markdown table of finished sweep runs")
     m.add_argument("folders", nargs="+", type=Path)
     args = p.parse_args()
@@ -196,7 +209,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
     elif args.cmd == "sweep":
-        for run in load_sweep(args.spec):
+        for run in load_sweep(args.spec, dict(args.set)):
             if args.only is None or run["name"] in args.only:
                 run_one(run, args.out)
     else:

@@ -148,12 +148,15 @@ def _run(kind: str, img: np.ndarray) -> list[tuple[float, float, float, float, f
         rects, scores, _ = model.run(img, 0, 0.0)
         # dlib rectangles are inclusive; edges are exclusive, hence +1.
         return [(r.left(), r.top(), r.right() + 1, r.bottom() + 1, float(s)) for r, s in zip(rects, scores)]
-    out = []
-    for d in model(img, 0):
-        r = d.rect
-        cw = r.right() + 1 - r.left()
-        cx = (r.left() + r.right() + 1) / 2 + CNN_TO_HOG["dx"] * cw
-        cy = (r.top() + r.bottom() + 1) / 2 + CNN_TO_HOG["dy"] * cw
-        half = CNN_TO_HOG["size"] * cw / 2
-        out.append((cx - half, cy - half, cx + half, cy + half, float(d.confidence)))
-    return out
+    return [(*cnn_box_to_hog((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1)),
+             float(d.confidence)) for d in model(img, 0)]
+
+
+def cnn_box_to_hog(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A CNN (MMOD) box moved and scaled by `CNN_TO_HOG` to where the HOG detector puts its box."""
+    left, top, right, bottom = box
+    cw = right - left
+    cx = (left + right) / 2 + CNN_TO_HOG["dx"] * cw
+    cy = (top + bottom) / 2 + CNN_TO_HOG["dy"] * cw
+    half = CNN_TO_HOG["size"] * cw / 2
+    return (cx - half, cy - half, cx + half, cy + half)

@@ -52,15 +52,22 @@ def format_card(name: str, card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Path = MODELS_DIR) -> Path:
-    """Write ``checkpoint`` as the shipped model ``name``: float16 weights, no resume state, with ``card``."""
+def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Path = MODELS_DIR,
+         face: str | None = None) -> Path:
+    """Write ``checkpoint`` as the shipped model ``name``: float16 weights, no resume state, with ``card``.
+
+    ``face`` replaces the stored face mode, the one `predict` uses unless told otherwise: a model
+    trained on pre-cropped faces (``aligned``) is shipped with ``auto`` so that it finds the faces
+    of the photos users bring (the blocks are cut the same way, from the landmarks, either way).
+    """
     from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 
     ck = load_checkpoint(checkpoint)
+    preprocessing = {**ck["preprocessing"], **({"face": face} if face else {})}
     json.dumps(card, allow_nan=False)  # a card must be plain, finite JSON
     state = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
     out = make_checkpoint(arch=ck["arch"], model_kwargs=ck["model_kwargs"], class_names=ck["class_names"],
-                          regions=ck["regions"], block_sizes=ck["block_sizes"], preprocessing=ck["preprocessing"],
+                          regions=ck["regions"], block_sizes=ck["block_sizes"], preprocessing=preprocessing,
                           normalization=ck["normalization"], config=ck["config"], model_state=state,
                           epoch=ck["epoch"], card=card)
     models_dir.mkdir(parents=True, exist_ok=True)

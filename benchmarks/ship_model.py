@@ -1,0 +1,69 @@
+"""Write a finished sweep run as a shipped model (training/models/NAME.pt) with its model card.
+
+The card is made from what the run recorded: its config, the preprocessing stored in the
+checkpoint, the epoch times of log.csv and the PublicTest figures of publictest.json (written by
+`bench_train.py sweep`). The figures are never typed in by hand:
+
+    python benchmarks/ship_model.py bench-out/sweep/shipped-two-branch fer2013 \\
+        --machine "2 CPU cores (AMD EPYC), one torch thread, a second training run sharing the machine"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TERMS = ("Research use only. The weights were trained on FER2013, whose terms allow research use only; "
+         "the blocks are cut with dlib's 68-point landmark model, trained on iBUG 300-W, whose licence "
+         "excludes commercial use. faceblocks' own code is MIT.")
+
+
+def card_for(run: Path, machine: str) -> dict:
+    """The model card of the sweep run in ``run``, from its own records."""
+    from training.checkpoint import load_checkpoint
+
+    report = json.loads((run / "publictest.json").read_text(encoding="utf-8"))
+    ckpt = load_checkpoint(run / "best.pt")
+    cfg, pre = ckpt["config"], ckpt["preprocessing"]
+    sizes = ", ".join(f"{r} {'x'.join(map(str, ckpt['block_sizes'][r]))}" for r in ckpt["regions"])
+    return {
+        "title": f"{ckpt['arch']} on FER2013 ({len(ckpt['class_names'])} expressions)",
+        "data": "FER2013 Training (28,709 48x48 grey faces; Kaggle's folder layout), 90% trained on, a "
+                "stratified 10% holdout (seed 0) choosing the epoch; PublicTest (3,589) reported only",
+        "recipe": (f"{ckpt['arch']}, {report['epochs_done']} epochs (best holdout epoch {report['best_epoch']}), "
+                   f"batch {cfg['batch_size']}, AdamW lr {cfg['lr']} with cosine schedule, weight decay "
+                   f"{cfg['weight_decay']}, label smoothing {cfg['label_smoothing']}, augmentation "
+                   f"{'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}; reproduce with "
+                   "`faceblocks run benchmarks/fer2013-30min.toml`"),
+        "training": f"{report['train_minutes']:.1f} minutes on {machine}",
+        "preprocessing": f"trained on face={pre.get('face')} crops, blocks {sizes} (grey, eyes level); "
+                         "shipped with face=auto: `faceblocks predict` finds the faces in any photo "
+                         "(--face aligned for pre-cropped faces) and cuts the same blocks",
+        "results": {"publictest": {"accuracy": report["publictest_accuracy"],
+                                   "macro_f1": report["publictest_macro_f1"],
+                                   "per_class_f1": report["per_class_f1"]}},
+        "terms": TERMS,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="a finished sweep run folder (best.pt, publictest.json)")
+    p.add_argument("name", help="the shipped model's name")
+    p.add_argument("--machine", required=True, help="where it was trained, for the card")
+    args = p.parse_args()
+    from training.zoo import ship
+
+    card = card_for(args.run, args.machine)
+    path = ship(args.run / "best.pt", args.name, card, face="auto")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    print(json.dumps(card, indent=1))
+
+
+if __name__ == "__main__":
+    main()

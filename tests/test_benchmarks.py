@@ -1,0 +1,45 @@
+"""The benchmark scripts that BENCHMARKS.md quotes still run (tiny versions, on synthetic shards)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.shardfakes import make_fake_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_full_length_script_trains_the_four_networks_and_writes_the_table(tmp_path):
+    shards = make_fake_shards(tmp_path / "shards", face_size=(48, 48))
+    env = {**os.environ, "PYTHON": sys.executable, "SHARDS": str(shards), "OUT": str(tmp_path / "out"),
+           "EPOCHS": "1", "EXTRA": 'model_kwargs={"widths":[8,16,32]} batch_size=16 device="cpu"'}
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "full_length.sh")], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (tmp_path / "out" / "table.md").read_text()
+    for net in ("two-branch", "two-branch-face", "two-branch-concat", "face-cnn"):
+        assert f"| full-{net} | `{net}` |" in table
+        report = json.loads((tmp_path / "out" / f"full-{net}" / "publictest.json").read_text())
+        assert report["epochs_done"] == 1 and report["config"]["batch_size"] == 16
+    assert (tmp_path / "out" / "device.txt").read_text().startswith("cpu")
+
+
+def test_sweep_overrides_are_json_and_apply_to_every_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    runs = bench_train.load_sweep(ROOT / "benchmarks" / "sweep-full-length.toml", {"epochs": 2})
+    assert len(runs) == 4 and {r["epochs"] for r in runs} == {2}
+    assert all(Path(r["shards"]).is_absolute() for r in runs)
+    assert bench_train._setting('device="cpu"') == ("device", "cpu")
+    with pytest.raises(Exception, match="must be JSON"):
+        bench_train._setting("device=cpu")
