@@ -976,7 +976,11 @@ class _LabelFileLister:
                 if not line.strip():
                     continue
                 first = line.decode("utf-8", "replace")
-                layout = _label_file_layout(first, self.spec, shown, split_elsewhere)
+                try:
+                    layout = _label_file_layout(first, self.spec, shown, split_elsewhere)
+                except csv.Error as e:  # without a readable first line no column can be found
+                    self.failures.append(Failure(shown, f"line {n} cannot be read as a label file line ({e})"))
+                    return items
                 if layout.header:
                     continue
             item = self._row(n, line, layout, shown, file_split)

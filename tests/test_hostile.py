@@ -123,7 +123,10 @@ def bad_csvs(folder: Path) -> list[Path]:
         "not_gzip.csv.gz": raw,  # plain text with a .gz name
         "truncated.csv.gz": gzip.compress(raw)[:-20],
         "corrupt.csv.gz": gzip.compress(raw)[:30] + b"\x00garbage" * 10,
-        "binary.csv": os.urandom(2000),
+        "binary.csv": np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes(),
+        # a quote and a bare carriage return on the first line: the csv module refuses the line
+        "quote_cr_first_line.csv": b'path\r,"label"\nimg.jpg,happy\n',
+        "quote_cr_row.csv": b'path,label\nimg.jpg\r,"happy"\n',
         "wrong_header.csv": b"a,b,c\n1,2,3\n",
         "latin1.csv": ("emotion,pixels,Usage\n3," + " ".join(["128"] * 2304) + ",Tr\xe4ining\n").encode("latin-1"),
         "bad_rows.csv": ("emotion,pixels,Usage\n" + good_row + "9,1 2 3,Training\nx," + " ".join(["999"] * 2304)
@@ -178,7 +181,8 @@ def test_hostile_names_never_escape(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["not_gzip.csv.gz", "truncated.csv.gz", "corrupt.csv.gz", "binary.csv",
-                                  "wrong_header.csv", "latin1.csv", "bad_rows.csv"])
+                                  "quote_cr_first_line.csv", "quote_cr_row.csv", "wrong_header.csv", "latin1.csv",
+                                  "bad_rows.csv"])
 def test_bad_csvs(tmp_path: Path, name: str) -> None:
     paths = {p.name: p for p in bad_csvs(tmp_path / "csv")}
     r = run("preprocess", paths[name], tmp_path / "out", "-j", "1", "-q")
