@@ -25,8 +25,11 @@ test: install
 
 # Needs ../shared/data (FER2013); figures and commands are in BENCHMARKS.md.
 bench: install
+	$(BIN)/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split test
+	$(BIN)/python benchmarks/bench_detection.py photos ../shared/data/photos --repeats 3
 	$(BIN)/python benchmarks/bench_preprocess.py fer2013 --images 3000 --repeats 3 --jobs 2
-	$(BIN)/python benchmarks/bench_train.py throughput --threads 2 --batch-size 64 --steps 20
+	$(BIN)/python benchmarks/bench_predict.py fer ../shared/data/fer2013 --images 600 --repeats 3
+	$(BIN)/python benchmarks/bench_train.py throughput --threads 1 --steps 15 --sizes 16x48,16x32,48x48
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) *.egg-info .pytest_cache
