@@ -123,7 +123,7 @@ def photos(folder: Path, repeats: int) -> None:
 
 def calibrate(fer: Path, images: int) -> None:
     from prepro.image_io import decode_gray
-    from prepro.landmarks import LandmarkModelFile, predict_landmarks
+    from prepro.landmarks import LandmarkModelFile, landmark_error, predict_landmarks
 
     files = sorted(fer.glob("test/*/PublicTest_*.jpg"))
     files = files[:: max(1, len(files) // images)][:images]
@@ -144,9 +144,8 @@ def calibrate(fer: Path, images: int) -> None:
         rel.append(((hb[0] + hb[2] - cb[0] - cb[2]) / 2 / cw, (hb[1] + hb[3] - cb[1] - cb[3]) / 2 / cw,
                     (hb[2] - hb[0]) / cw))
         ref = predict_landmarks(shape_model, g, hb)
-        iod = np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0))
         for box, errs in ((cb, err_raw), (D.cnn_box_to_hog(cb), err_mapped)):
-            errs.append(np.linalg.norm(predict_landmarks(shape_model, g, box) - ref, axis=1).mean() / iod)
+            errs.append(landmark_error(predict_landmarks(shape_model, g, box), ref))
     r = np.array(rel)
     print(f"{len(r)} faces found by both; HOG box relative to the CNN box (median): centre dx {np.median(r[:, 0]):+.3f}, "
           f"dy {np.median(r[:, 1]):+.3f}, size {np.median(r[:, 2]):.3f} (times the CNN box width)")

@@ -56,11 +56,6 @@ def previous_release_fit(gray: np.ndarray, shape_model) -> tuple[np.ndarray, flo
     return marks, float(shape_term * (1.0 - math.exp(-(max(e, 0.0) / 0.8) ** 2)))
 
 
-def nme(a: np.ndarray, ref: np.ndarray) -> float:
-    iod = float(np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0)))
-    return float(np.linalg.norm(np.asarray(a) - ref, axis=1).mean() / max(iod, 1e-6))
-
-
 def measure(paths: list[Path], cnn: bool) -> dict[str, np.ndarray]:
     """Per image: yardstick landmarks (NaN when no detection), aligned landmarks and quality
     (with and without the second look), the previous release's, and the auto detector hits."""
@@ -114,7 +109,7 @@ def _cnn_cutter(model_file):
 
 def agreement(marks: np.ndarray, yard: np.ndarray) -> np.ndarray:
     found = np.isfinite(yard[:, 0, 0])
-    return np.array([nme(m, y) if f else np.nan for m, y, f in zip(marks, yard, found)])
+    return np.array([L.landmark_error(m, y) if f else np.nan for m, y, f in zip(marks, yard, found)])
 
 
 def flagging(err: np.ndarray, quality: np.ndarray) -> dict[str, float]:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prepro import landmark_models as lm  # noqa: E402
 from prepro.detection import DetectorSettings, detect_faces  # noqa: E402
 from prepro.image_io import decode_gray  # noqa: E402
-from prepro.landmarks import LandmarkModelFile, predict_landmarks  # noqa: E402
+from prepro.landmarks import LandmarkModelFile, landmark_error, predict_landmarks  # noqa: E402
 
 
 def yardstick(files: list[Path], work: Path) -> dict[str, np.ndarray]:
@@ -168,11 +168,6 @@ def junk_images(n: int, side: int, rng: np.random.Generator) -> list[np.ndarray]
     return out
 
 
-def nme(a: np.ndarray, ref: np.ndarray) -> float:
-    iod = np.linalg.norm(ref[36:42].mean(0) - ref[42:48].mean(0))
-    return float(np.linalg.norm(a - ref, axis=1).mean() / iod)
-
-
 def candidates(ys: dict, found: np.ndarray, oos_boxes: np.ndarray, n_faces: int, n_junk: int,
                rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Landmark fits with their yardstick error: the out-of-sample start-box fit of each face,
@@ -191,7 +186,7 @@ def candidates(ys: dict, found: np.ndarray, oos_boxes: np.ndarray, n_faces: int,
             starts.append((x - s / 2, y - s / 2, x + s / 2, y + s / 2))
         for kind, box in enumerate(starts):
             p = predict_landmarks(shape_model, g, box)
-            rows.append((int(i), p, box, nme(p, ref), kind))
+            rows.append((int(i), p, box, landmark_error(p, ref), kind))
     junk = junk_images(n_junk, ys["imgs"].shape[1], rng)
     side = ys["imgs"].shape[1]
     for g in junk:

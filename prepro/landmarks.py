@@ -120,6 +120,15 @@ def _rect(box: tuple[float, float, float, float], gray: np.ndarray) -> Any:
     return dlib.rectangle(round(l), round(t), max(round(r) - 1, round(l)), max(round(b) - 1, round(t)))
 
 
+def landmark_error(landmarks: np.ndarray, reference: np.ndarray) -> float:
+    """Mean distance between two sets of 68 points, in units of the reference's inter-ocular
+    distance (eye centre to eye centre): the agreement measure of the landmark benchmark, and what
+    the quality model is calibrated against."""
+    ref = np.asarray(reference, dtype=np.float64)
+    iod = float(np.linalg.norm(ref[RIGHT_EYE].mean(0) - ref[LEFT_EYE].mean(0)))
+    return float(np.linalg.norm(np.asarray(landmarks) - ref, axis=1).mean() / max(iod, 1e-6))
+
+
 def predict_landmarks(shape_model: Any, gray: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """68x2 float64 landmarks in ``gray`` pixels, started from ``box`` (``gray`` pixels)."""
     shape = shape_model(gray, _rect(box, gray))
