@@ -4,7 +4,7 @@ The **one-at-a-time loop** is what `faceblocks predict` did before batching: one
 the faces of an image, the network classifies that image's faces, then the next image
 (`PredictOptions(jobs=1, batch_size=1)`). **faceblocks** is `predict` as shipped: faces found in
 ``--jobs`` worker processes, classified ``--batch-size`` faces per forward pass. Both run the same
-shipped model on the same inputs, in one process each, model loading included; images/s is the
+shipped model on the same inputs, one `predict` call each, model loading included; images/s is the
 median of ``--repeats`` runs, and the ratio is taken within each repeat.
 
     python benchmarks/bench_predict.py photos ../shared/data/photos --repeats 3
