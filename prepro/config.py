@@ -4,7 +4,7 @@ and its template are all generated from these fields (see `prepro.settings`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from prepro.blocks import BlockConfig
@@ -82,7 +82,3 @@ class PreprocessRun:
             from prepro.errors import InputError
 
             raise InputError("jobs must be -1 (all cores) or a positive number, got 0")
-
-
-def setting_names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
-from typing import Any, Iterator
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from prepro.errors import InputError
 
@@ -215,15 +215,6 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(out))
 
 
-def flat_values(obj: Any) -> Iterator[tuple[Option, Any]]:
-    """(option, current value) for every flat option of ``obj``."""
-    for o in options(type(obj)):
-        v = obj
-        for name in o.path:
-            v = getattr(v, name)
-        yield o, v
-
-
 def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
     """Inverse of `to_dict` (nested sub-dicts); unknown keys are an InputError."""
     if not isinstance(d, dict):
@@ -239,5 +230,3 @@ def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
     return from_mapping(cls, flat, where)
 
 
-def is_settings(cls: Any) -> bool:
-    return is_dataclass(cls) and any("setting" in f.metadata or "nested" in f.metadata for f in fields(cls))
