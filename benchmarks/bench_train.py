@@ -105,28 +105,64 @@ def load_sweep(path: Path, overrides: dict | None = None) -> list[dict]:
 def run_one(run: dict, out: Path) -> dict:
     from training.config import TrainConfig
     from training.evaluate import evaluate
+    from training.run_folder import RunFolder
     from training.train import train
 
     folder = out / run["name"]
-    done = folder / "result.json"
-    if done.is_file() and (folder / "publictest.json").is_file():
+    rf = RunFolder(folder)
+    if rf.finished() and (folder / "publictest.json").is_file():
         return json.loads((folder / "publictest.json").read_text())
     cfg = TrainConfig.from_dict({k: v for k, v in run.items() if k not in ("name", "shards")})
     t0 = time.monotonic()
-    resume = (folder / "last.pt").is_file() and not done.is_file()
-    result = train(run["shards"], folder, None if resume else cfg, resume=resume, overwrite=not resume, log=print)
+    if rf.finished():  # trained, not yet evaluated (e.g. by `faceblocks train` into this folder)
+        result = json.loads(rf.result.read_text())
+    else:
+        resume = rf.can_resume()
+        result = train(run["shards"], folder, None if resume else cfg, resume=resume, overwrite=not resume,
+                       log=print).__dict__
     wall = time.monotonic() - t0
     val = evaluate(folder, run["shards"], split="val", out_dir=folder / "eval-publictest")
+    flip = evaluate(folder, run["shards"], split="val", tta_flip=True, out_dir=folder / "eval-publictest-flip")
+    holdout = {f"holdout_accuracy{'_flip' if t else ''}": round(holdout_accuracy(folder, run["shards"], t), 4)
+               for t in (False, True)}
     report = {"name": run["name"], "model": cfg.model, "shards": run["shards"], "config": cfg.to_dict(),
-              "epochs_done": result.epochs_done, "best_epoch": result.best_epoch,
-              "holdout_macro_f1": round(result.best_val_macro_f1, 4), "train_minutes": round(_log_minutes(folder), 2),
+              "epochs_done": result["epochs_done"], "best_epoch": result["best_epoch"],
+              "holdout_macro_f1": round(result["best_val_macro_f1"], 4), **holdout,
+              "train_minutes": round(_log_minutes(folder), 2),
               "wall_minutes_this_call": round(wall / 60, 2), "publictest_accuracy": round(val["accuracy"], 4),
               "publictest_macro_f1": round(val["macro_f1"], 4),
+              "publictest_accuracy_flip": round(flip["accuracy"], 4), "publictest_macro_f1_flip": round(flip["macro_f1"], 4),
               "per_class_f1": {c: round(m["f1"], 3) for c, m in val["per_class"].items()},
+              "per_class_f1_flip": {c: round(m["f1"], 3) for c, m in flip["per_class"].items()},
               "region_weights": val["region_weights_mean"]}
     (folder / "publictest.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report), flush=True)
     return report
+
+
+def holdout_accuracy(folder: Path, shards: str, tta_flip: bool) -> float:
+    """Accuracy of the run's best.pt on the holdout its training carved from the train split (the
+    split that chose the epoch): whether flip test-time augmentation pays is decided here, not on
+    PublicTest."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from training.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from training.config import TrainConfig
+    from training.data import Batches, SplitSamples, holdout_rows
+    from training.evaluate import predict_batches
+
+    ckpt = load_checkpoint(folder / "best.pt")
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    regions = list(ckpt["regions"])
+    samples = SplitSamples(shards, cfg.train_split, class_names=ckpt["class_names"], regions=regions)
+    samples.select(holdout_rows(samples.targets, cfg.holdout_frac, cfg.seed))
+    model = build_model_from_checkpoint(ckpt)
+    logits, _w, y = predict_batches(model, Batches(samples, None, 256), regions, torch.device("cpu"),
+                                    contextlib.nullcontext, torch.contiguous_format, tta_flip=tta_flip)
+    return float(np.mean(logits.argmax(1) == y))
 
 
 def _log_minutes(folder: Path) -> float:

@@ -114,8 +114,14 @@ def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: t
     return cat(logits, (0, 0)), cat(weights, (0, 0)), cat(labels, (0,)).astype(np.int64)
 
 
+def model_tta_flip(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint's predictions average each face with its mirror image by default: its
+    model card says so (set when it paid on the holdout that chose the epoch)."""
+    return bool((ckpt.get("card") or {}).get("tta_flip", False))
+
+
 def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike, split: str = "test",
-             tta_flip: bool = False, out_dir: str | os.PathLike | None = None, batch_size: int = 256,
+             tta_flip: bool | None = None, out_dir: str | os.PathLike | None = None, batch_size: int = 256,
              device: str = "auto", allow_preprocessing_mismatch: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint (a run folder, a .pt file, or the name of a shipped model) on one
     split of a shard folder; writes metrics.json and the confusion matrix to ``out_dir`` (default:
@@ -125,12 +131,14 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     training shards are refused unless ``allow_preprocessing_mismatch`` (the differences are then
     recorded). Labels are matched by name: samples whose label the model does not know are
     excluded and counted. Macro-F1 averages over the classes present in the evaluated samples.
+    ``tta_flip`` None follows the model (`model_tta_flip`).
     """
     from prepro.shards import Manifest
     from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
     from training.data import Batches, SplitSamples
 
     ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
+    tta_flip = model_tta_flip(ckpt) if tta_flip is None else tta_flip
     model = build_model_from_checkpoint(ckpt)
     class_names, regions = list(ckpt["class_names"]), list(ckpt["regions"])
     manifest = Manifest.load(shards_dir)

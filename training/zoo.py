@@ -41,7 +41,7 @@ def shipped_cards() -> dict[str, dict[str, Any]]:
 def format_card(name: str, card: dict[str, Any]) -> str:
     """A model card as text for the terminal."""
     lines = [f"{name}: {card.get('title', '')}"]
-    for key in ("data", "recipe", "training", "preprocessing", "terms"):
+    for key in ("data", "recipe", "training", "preprocessing", "tta_note", "terms"):
         if key in card:
             value = card[key]
             lines.append(f"  {key}: {value if isinstance(value, str) else json.dumps(value)}")
