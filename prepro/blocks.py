@@ -42,9 +42,11 @@ class BlockError(SampleError):
 class BlockConfig:
     """Sizes and geometry of the three blocks cut from each face."""
 
-    eyes_size: tuple[int, int] = setting((32, 96), "eyes-and-eyebrows block, HEIGHTxWIDTH", "size", low=4, high=1024)
-    mouth_size: tuple[int, int] = setting((32, 64), "mouth block, HEIGHTxWIDTH", "size", low=4, high=1024)
-    face_size: tuple[int, int] = setting((64, 64), "aligned whole-face block, HEIGHTxWIDTH", "size", low=4, high=1024)
+    # The defaults are the shipped model's geometry (near-native for 48-px faces), so shards cut with
+    # them work with `fer2013` as they are; larger sizes keep more detail of large faces.
+    eyes_size: tuple[int, int] = setting((16, 48), "eyes-and-eyebrows block, HEIGHTxWIDTH", "size", low=4, high=1024)
+    mouth_size: tuple[int, int] = setting((16, 32), "mouth block, HEIGHTxWIDTH", "size", low=4, high=1024)
+    face_size: tuple[int, int] = setting((48, 48), "aligned whole-face block, HEIGHTxWIDTH", "size", low=4, high=1024)
     eyes_margin: float = setting(0.2, "margin around the eyes block, times the inter-ocular distance", "float",
                                  low=0, high=2)
     mouth_margin: float = setting(0.2, "margin around the mouth block, times the inter-ocular distance", "float",

@@ -82,7 +82,7 @@ class CutSettings:
     max_pixels: int = 40_000_000  # images whose header claims more are refused undecoded
     work_max_side: int = 1024  # large JPEGs are decoded reduced, never below this longest side
     pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
-    second_look: bool = True  # fit a doubtful crop again from other starts (see prepro.landmarks)
+    second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
 
 
 class FaceCutter:

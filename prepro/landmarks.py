@@ -153,7 +153,7 @@ def fit_from_box(gray: np.ndarray, box: tuple[float, float, float, float], shape
     return Fit(tuple(float(v) for v in box), marks, quality_from_signs(quality_signs(gray, marks, box, models), models))
 
 
-def fit_crop(gray: np.ndarray, shape_model: Any, second_look: bool = True) -> Fit:
+def fit_crop(gray: np.ndarray, shape_model: Any, second_look: bool = False) -> Fit:
     """Landmarks of the face filling the crop ``gray``, without a detector (see the module doc);
     ``second_look=False`` keeps the first fit however doubtful (faster, less often right)."""
     from prepro.landmark_models import estimate_start_box, implied_box, load_landmark_models

@@ -181,7 +181,7 @@ def test_template_is_a_valid_config(tmp_path):
     tomllib.loads(text)
     (tmp_path / "t.toml").write_text(text)
     cfg = load_config(tmp_path / "t.toml")
-    assert cfg["train"]["model"] == "two-branch" and cfg["data"]["eyes_size"] == [32, 96]
+    assert cfg["train"]["model"] == "two-branch" and cfg["data"]["eyes_size"] == [16, 48]
     assert cfg["data"]["source"] == str(tmp_path / "path" / "to" / "fer2013")
 
 

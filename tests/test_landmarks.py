@@ -279,7 +279,7 @@ def test_second_look_recovers_a_collapsed_first_fit(model_file: LandmarkModelFil
     good = L.fit_crop(crop, shape_model)
     monkeypatch.setattr(landmark_models, "estimate_start_box", lambda gray, models: (0.0, 0.0, 14.0, 14.0))
     collapsed = L.fit_crop(crop, shape_model, second_look=False)
-    looked_again = L.fit_crop(crop, shape_model)
+    looked_again = L.fit_crop(crop, shape_model, second_look=True)
     assert collapsed.quality < L.SECOND_LOOK_BELOW and L.landmark_error(collapsed.landmarks, good.landmarks) > 0.5
     assert looked_again.quality > 0.5 and L.landmark_error(looked_again.landmarks, good.landmarks) < 0.15
 

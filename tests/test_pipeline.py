@@ -160,8 +160,8 @@ def test_shard_contents_and_attributes(tmp_path):
     m = shards.Manifest.load(tmp_path / "out")
     rec = m.shards[0]
     with h5py.File(tmp_path / "out" / rec.file, "r") as f:
-        assert f["eyes"].shape[1:] == (32, 96) and f["eyes"].dtype == np.uint8
-        assert f["mouth"].shape[1:] == (32, 64) and f["face"].shape[1:] == (64, 64)
+        assert f["eyes"].shape[1:] == (16, 48) and f["eyes"].dtype == np.uint8
+        assert f["mouth"].shape[1:] == (16, 32) and f["face"].shape[1:] == (48, 48)
         assert f["landmarks"].shape[1:] == (68, 2)
         assert f.attrs["format_version"] == shards.FORMAT_VERSION == 2
         assert json.loads(f.attrs["label_names"])[3] == "happy"
@@ -486,7 +486,7 @@ def test_shard_reader_views(tmp_path):
     assert 0 < len(train) < 18
     assert set(train.labels.tolist()) <= {3, 4}
     x = train.get(0)
-    assert x["eyes"].shape == (32, 96)
+    assert x["eyes"].shape == (16, 48)
     with pytest.raises(InputError, match="allowed"):
         shards.ShardReader(tmp_path / "out", labels=["confused"])
     with pytest.raises(InputError, match="unknown split"):
