@@ -32,8 +32,9 @@ class FaceblocksGroup(click.Group):
         except FaceblocksError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted: what was finished is kept; run the same command again to "
-                                       "continue") from None
+            again = ("add --resume to the same command" if ctx.invoked_subcommand == "train"
+                     else "run the same command again")
+            raise click.ClickException(f"interrupted: what was finished is kept; {again} to continue") from None
 
 
 def _version_text() -> str:
@@ -71,6 +72,10 @@ def main() -> None:
       faceblocks inspect out/fer2013
       faceblocks train out/fer2013 runs/fer2013
     """
+    import warnings
+
+    # A library warning (an unfinished run used, a split left small) is one line, not a source line.
+    warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +358,9 @@ def _cut_skip() -> tuple[str, ...]:
 @main.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True, metavar="SHARDS_DIR|INPUT...")
 @click.option("--out", "out_png", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="The PNG to write (default: SHARDS_DIR/preview.png, or preview.png for raw images).")
+              help="The image to write (.png, .jpg, .webp, .bmp; default: SHARDS_DIR/preview.png, or "
+                   "preview.png for raw images; -SPLIT, -LABELS and -worst are added to the default name "
+                   "for those requests, and a default name never replaces a file faceblocks did not write).")
 @click.option("--split", default=None, help="Shards only: only this split (train, val, test).")
 @click.option("--label", "labels", multiple=True, metavar="NAME[,NAME]",
               help="Shards only: only these labels (repeatable or a comma list).")
@@ -396,7 +403,7 @@ def preview(inputs, out_png, split, labels, count, seed, worst, **params):
     if ignored:
         raise click.UsageError(f"{' and '.join(ignored)} only apply to a shard folder; {inputs[0]} is not one "
                                "(it has no manifest.json)")
-    sheet = contact_sheet_images(inputs, out_png or "preview.png", _cutter(params), count=worst or count,
+    sheet = contact_sheet_images(inputs, out_png, _cutter(params), count=worst or count,
                                  seed=seed, worst=worst is not None)
     for path, reason in sheet.failures:
         click.echo(f"{path}: {reason}")
@@ -445,33 +452,48 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
       faceblocks train out/fer2013 runs/quick --max-minutes 30 --class-weighting sqrt
       faceblocks train out/fer2013 runs/two-branch --resume --device cuda
     """
-    from training.checkpoint import load_checkpoint
     from training.train import train as train_run
 
     given = _given(click.get_current_context())
     cfg_cls = _train_class()
+    cfg, changes = None, {}
     if resume:
         changes = settings_from(cfg_cls, params, only_given=given).to_dict() if given - {"resume", "quiet"} else {}
         changes = {k: v for k, v in changes.items() if k in given}
         if "quiet" in given:
             changes["progress"] = not quiet
-        cfg = None
-        if changes:
-            stored = load_checkpoint(Path(run_dir) / "last.pt", for_resume=True)["config"]
-            cfg = cfg_cls.from_dict(stored).resumed_with(changes)
     else:
         cfg = settings_from(cfg_cls, {**params, "progress": not quiet})
-    result = train_run(shards_dir, run_dir, cfg, resume=resume, overwrite=overwrite, log=_say(False))
+    result = train_run(shards_dir, run_dir, cfg, resume=(changes or True) if resume else False, overwrite=overwrite,
+                       log=_say(False))
+    why = {"epochs": "all epochs done"}.get(result.stop_reason, result.stop_reason)
     click.echo(f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "
-               f"({result.epochs_done} epochs, {result.stop_reason}); checkpoints in {run_dir}")
-    click.echo(f"next: faceblocks evaluate {run_dir} {shards_dir} --split test")
+               f"({result.epochs_done} epoch{'s' if result.epochs_done != 1 else ''}, {why}); checkpoints in {run_dir}")
+    split = _report_split(shards_dir, cfg.val_split if cfg is not None else "holdout")
+    if split:
+        click.echo(f"next: faceblocks evaluate {run_dir} {shards_dir} --split {split}")
+
+
+def _report_split(shards_dir: str, val_split: str) -> str | None:
+    """The split to report a run on: test if it has samples, else val when val did not choose the epoch."""
+    from prepro.shards import Manifest
+
+    try:
+        counts = {s: sum(r.n_samples for r in Manifest.load(shards_dir).shards_of(s)) for s in ("test", "val")}
+    except FaceblocksError:
+        return None
+    if counts["test"] and val_split != "test":
+        return "test"
+    return "val" if counts["val"] and val_split != "val" else None
 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("shards_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--tta-flip", is_flag=True, help="Average the predictions of each face and its mirror image.")
+@click.option("--tta-flip/--no-tta-flip", default=None,
+              help="Average the predictions of each face and its mirror image [default: as the model's card "
+                   "says: on for the shipped fer2013 model, off for your own runs].")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Where metrics.json and the confusion matrix go (default: the run folder).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -509,6 +531,14 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
               help="Draw boxes, landmarks, blocks and labels: a folder for images, a .mp4 file for a video.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1),
               help="Videos: predict on every Nth frame.")
+@click.option("--min-quality", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Give no label to a face whose landmark quality is below this (its blocks are likely "
+                   "misplaced); an image left without a face says so.")
+@click.option("--strict", is_flag=True, help="Exit non-zero when any input gave no prediction (without it, only "
+              "when none did).")
+@click.option("--tta-flip/--no-tta-flip", default=None,
+              help="Average each face's prediction with its mirror image's [default: as the model's card says: "
+                   "on for the shipped fer2013 model, off for your own runs].")
 @settings_options(*_preprocess_classes(), skip=tuple(n for n in ("format", "dataset", "shard_size", "val_frac",
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
@@ -518,7 +548,8 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
               help="Faces per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def predict(model, inputs, as_json, csv_path, annotate_path, every, batch_size, device, quiet, **params):
+def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality, strict, tta_flip, batch_size, device,
+            quiet, **params):
     """Classify every face in images, folders, glob patterns or videos (INPUT...).
 
     MODEL is a run folder, a .pt checkpoint or the name of a shipped model (`faceblocks models`;
@@ -540,24 +571,28 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, batch_size, 
     overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look") if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
                           device=device, landmark_model=params.get("landmark_model"), annotate=annotate_path,
+                          min_quality=min_quality, csv=csv_path, tta_flip=tta_flip,
                           progress=not quiet and not as_json)
     n_images = n_faces = n_bad = 0
-    with _csv_sink(csv_path) as sink:
-        for r in predict_run(model, inputs, opts):
-            n_images += 1
-            n_faces += len(r.faces)
-            n_bad += r.error is not None
-            sink(r)
-            if as_json:
-                click.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
-            else:
-                _echo_prediction(r)
+    for r in predict_run(model, inputs, opts):
+        n_images += 1
+        n_faces += len(r.faces)
+        n_bad += r.error is not None
+        if as_json:
+            click.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
+        else:
+            _echo_prediction(r)
     click.echo(f"{n_images} images or frames, {n_faces} faces, {n_bad} without a prediction"
                + (f"; annotated in {annotate_path}" if annotate_path else ""), err=as_json)
+    if n_bad == n_images or (strict and n_bad):
+        raise click.ClickException(f"{n_bad} of {n_images} images or frames gave no prediction"
+                                   + (" (--strict)" if n_bad < n_images else ""))
 
 
 def _echo_prediction(r) -> None:
-    where = r.path + (f" [frame {r.frame}, {r.time:.2f} s]" if r.frame is not None else "")
+    from prepro.inputs import printable
+
+    where = printable(r.path) + (f" [frame {r.frame}, {r.time:.2f} s]" if r.frame is not None else "")
     if r.error:
         click.echo(f"{where}: {r.error}")
     for k, f in enumerate(r.faces):
@@ -566,12 +601,6 @@ def _echo_prediction(r) -> None:
         click.echo(f"{where} face {k + 1} [{box}; {f.box_method}, quality {f.quality:.2f}]: {f.label} ("
                    + ", ".join(f"{c} {p:.2f}" for c, p in top) + ") regions "
                    + ", ".join(f"{n} {w:.2f}" for n, w in f.region_weights.items()))
-
-
-def _csv_sink(path: str | None):
-    from training.predict import prediction_csv
-
-    return prediction_csv(path)
 
 
 @main.command(context_settings=CONTEXT)

@@ -40,16 +40,40 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build the registered model ``name``; ``kwargs`` go to its constructor (e.g. block sizes, widths)."""
+MAX_PARAMS = 100_000_000  # far above any faceblocks network (1-2 M); beyond it, arguments are a mistake
+
+
+def check_model_arguments(name: str, num_classes: int, kwargs: dict) -> int:
+    """The parameter count of ``name`` built with ``kwargs``, found on torch's meta device (no
+    memory, no compute), so that bad arguments (negative or huge widths, unknown or duplicate
+    keywords) are one InputError before any work starts, wherever they come from."""
     if name not in _MODELS:
         raise UnknownModelError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
-    if not isinstance(num_classes, int) or num_classes < 2:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise InputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if not isinstance(kwargs, dict) or "num_classes" in kwargs:
+        raise InputError(f"bad arguments for {name!r}: model_kwargs must be a table without num_classes "
+                         "(the classes come from the shards)")
+    import warnings
+
     try:
-        model = _MODELS[name](num_classes=num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"bad arguments for {name!r} ({e})") from None
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on zero-size tensors: the error below says it
+            model = _MODELS[name](num_classes=num_classes, **kwargs)
+            # A forward pass on meta tensors checks the shapes fit (e.g. a zero width) at no cost.
+            model(({r: torch.zeros(2, 1, 32, 32) for r in model.regions}))
+    except Exception as e:  # noqa: BLE001 - any failure to build from user arguments is a bad argument
+        raise InputError(f"bad arguments for {name!r}: {type(e).__name__}: {str(e)[:200]}") from None
+    n = count_params(model, trainable_only=False)
+    if n > MAX_PARAMS:
+        raise InputError(f"bad arguments for {name!r}: {n:,} parameters, more than the {MAX_PARAMS:,} allowed")
+    return n
+
+
+def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Build the registered model ``name``; ``kwargs`` go to its constructor (e.g. block sizes, widths)."""
+    check_model_arguments(name, num_classes, kwargs)
+    model = _MODELS[name](num_classes=num_classes, **kwargs)
     model.arch_name = name
     return model
 

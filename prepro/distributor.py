@@ -37,8 +37,12 @@ def connect_dask(address: str) -> None:
 
 def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None) -> Iterator[Any]:
     """The results of joblib ``delayed`` ``tasks``, in order, as they finish."""
+    import warnings
+
     from joblib import Parallel, parallel_config
 
     config = {"backend": backend} if backend else {}
-    with parallel_config(n_jobs=worker_count(jobs), **config):
+    with parallel_config(n_jobs=worker_count(jobs), **config), warnings.catch_warnings():
+        # When a run stops early (an error, a full disk) joblib notes the tasks it cancels: expected.
+        warnings.filterwarnings("ignore", message=r".*tasks which were still being processed")
         yield from Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(tasks)

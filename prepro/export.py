@@ -185,7 +185,7 @@ def _select(root: Path, m: Manifest, splits, labels, box_methods, min_quality) -
             start += n_seg
             continue
         path = root / seg.file
-        why = check_shard(root, seg)
+        why = check_shard(root, seg, m)
         if why:
             raise DataError(f"shard {seg.file} is {why}: run `faceblocks verify {root}` and preprocess again")
         try:

@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,30 +58,77 @@ def is_empty_but_for_us(folder: Path) -> bool:
     return not folder.exists() or all(p.name == LOCK_NAME for p in folder.iterdir())
 
 
-@contextmanager
-def output_lock(folder: Path) -> Iterator[None]:
-    """Hold the folder's write lock for the ``with`` block; refuse if another process holds it."""
+def _open_lock_file(path: Path) -> int:
+    """Open (or create) the lock file without following a link planted in its place, and only if it
+    is a plain file of its own: its content is truncated, so it must never be someone else's file."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{path} is a symbolic link, not faceblocks' lock file: remove it, "
+                              "or choose another output folder") from None
+        raise OutputError(f"cannot write to {path.parent} ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise OutputError(f"{path} is not faceblocks' lock file (not a plain file, or a hard link to "
+                          "another file): remove it, or choose another output folder")
+    return fd
+
+
+def _take_lock(folder: Path) -> int:
+    """The locked descriptor of ``folder``'s lock file. The file is removed when a run ends, so a
+    lock taken on a file that was just removed is retried on the new one."""
     import fcntl
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise OutputError(f"cannot write to {folder} ({e.strerror or e})") from None
-    try:
+    path = folder / LOCK_NAME
+    for _ in range(10):
+        fd = _open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise OutputError(f"cannot lock {folder} ({e.strerror or e})") from None
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise OutputError(f"{folder} is being written by another faceblocks process (pid {holder}): "
                               "wait for it to finish, or choose another output folder") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed it between our open and our lock
+    raise OutputError(f"cannot lock {folder}: its lock file keeps changing")
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's write lock for the ``with`` block; refuse if another process holds it.
+    The lock file is removed when the block ends, whether the run finished or failed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write to {folder} ({e.strerror or e})") from None
+    fd = _take_lock(folder)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        _remove_lock_file(folder / LOCK_NAME, fd)
         os.close(fd)  # closing drops the flock
+
+
+def _remove_lock_file(path: Path, fd: int) -> None:
+    """Unlink the lock file while still holding it, and only if it is still ours."""
+    try:
+        if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+            path.unlink()
+    except OSError:
+        pass  # already gone, or the folder went away: nothing of the user's is at stake
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ samples or failures, `prepro.distributor` runs the workers and returns their res
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,6 +60,17 @@ def failure_category(reason: str) -> str:
     return head or reason
 
 
+def _check_out_apart(source: Path, out: Path) -> None:
+    """Refuse an output folder that is a source folder or lies inside it: on the next run its own
+    files (shards, a contact sheet) would be listed as inputs."""
+    if not source.is_dir():
+        return
+    src, dst = os.path.realpath(source), os.path.realpath(out)
+    if os.path.commonpath([src, dst]) == src:
+        raise OutputError(f"the output folder {out} is the source folder {source} or lies inside it: its files "
+                          "would be read as inputs next time; choose a folder outside the source")
+
+
 def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = PreprocessConfig(),
                    run: PreprocessRun = PreprocessRun(), *, overwrite: bool = False, retry_failed: bool = False,
                    progress: bool = True, log: Log = lambda msg: None) -> RunSummary:
@@ -69,6 +81,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
 
     t0 = time.perf_counter()
     out = Path(out_dir)
+    _check_out_apart(Path(source), out)
     landmark = LandmarkModelFile.find(run.landmark_model)
     if run.landmark_model is not None:
         # A user's file that is no landmark model is one clear error before any work. (The shipped
@@ -175,7 +188,7 @@ def _drop_damaged(out: Path, m: Manifest, log: Log) -> None:
     processed again; a damaged file is removed only when it still carries this folder's writer id."""
     dropped = False
     for rec in list(m.shards):
-        why = check_shard(out, rec)
+        why = check_shard(out, rec, m)
         if why is None:
             continue
         dropped = True
@@ -199,7 +212,7 @@ def _remove_run(out: Path, old: Manifest) -> list[str]:
     kept = []
     for rec in old.shards:
         path = out / rec.file
-        if path.is_file() and not path.is_symlink() and check_shard(out, rec) is None:
+        if path.is_file() and not path.is_symlink() and check_shard(out, rec, old) is None:
             path.unlink()
         elif path.exists():
             kept.append(rec.file)

@@ -10,6 +10,7 @@ face box was found. Plain numpy + OpenCV compositing; the sheet is a few hundred
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import numpy as np
 from prepro.errors import InputError, OutputError
 from prepro.outputs import atomic_write
 from prepro.shards import ShardReader
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 COLUMNS = 5
 FACE_PX = 128  # the aligned face is drawn this tall
@@ -153,7 +156,7 @@ def contact_sheet(shards_dir: str | os.PathLike, out_png: str | os.PathLike | No
 
     ``split`` and ``labels`` restrict the samples (as in ``ShardReader``); ``worst`` shows the
     ``count`` samples with the lowest landmark quality (lowest first) instead of a seeded random
-    choice. ``out_png`` defaults to ``SHARDS_DIR/preview.png``.
+    choice. ``out_png`` defaults to `default_sheet_path` in ``shards_dir``.
     """
     if count < 1:
         raise InputError("count must be at least 1")
@@ -180,12 +183,55 @@ def contact_sheet(shards_dir: str | os.PathLike, out_png: str | os.PathLike | No
     scope = (f" {split}" if split else "") + (f" [{', '.join(labels)}]" if labels else "")
     title = (f"{Path(shards_dir).name or shards_dir}: {what} of {len(reader)}{scope} samples   "
              "green: landmarks, blue: eyes block, red: mouth block")
-    out = Path(out_png) if out_png is not None else Path(shards_dir) / "preview.png"
-    return _write_sheet(tiles, title, out)
+    out = Path(out_png) if out_png is not None else default_sheet_path(shards_dir, split, labels, worst)
+    return _write_sheet(tiles, title, out, default=out_png is None)
 
 
-def _write_sheet(tiles: list[np.ndarray], title: str, out: Path) -> Path:
-    """Lay ``tiles`` out COLUMNS to a row under ``title`` and write the PNG atomically."""
+SHEET_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_SOFTWARE = "faceblocks preview"  # written into every PNG sheet, so a default name is only reused for ours
+
+
+def default_sheet_path(folder: str | os.PathLike, split: str | None = None, labels: Iterable[str] | None = None,
+                       worst: bool = False) -> Path:
+    """``FOLDER/preview[-split][-labels][-worst].png``: different requests, different files."""
+    parts = ["preview"] + ([split] if split else []) + (["+".join(labels)] if labels else []) + (
+        ["worst"] if worst else [])
+    name = "-".join(_UNSAFE_NAME.sub("_", p) for p in parts)[:120] + ".png"
+    return Path(folder) / name
+
+
+def is_own_sheet(path: Path) -> bool:
+    """True when ``path`` is a PNG contact sheet faceblocks wrote (it carries our Software tag)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Software") == _SOFTWARE
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not ours
+        return False
+
+
+def _sheet_bytes(sheet: np.ndarray, suffix: str) -> bytes:
+    """The sheet encoded as its file name says (PNG sheets carry faceblocks' Software tag)."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    if suffix not in SHEET_FORMATS:
+        raise InputError(f"a contact sheet is written as {', '.join(SHEET_FORMATS)}; not {suffix or 'no extension'}")
+    img, buf = Image.fromarray(np.ascontiguousarray(sheet[:, :, ::-1])), io.BytesIO()
+    if suffix == ".png":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", _SOFTWARE)
+        img.save(buf, format="PNG", pnginfo=info, optimize=True)
+    else:
+        img.save(buf, format={".jpg": "JPEG", ".jpeg": "JPEG"}.get(suffix, suffix[1:].upper()), quality=92)
+    return buf.getvalue()
+
+
+def _write_sheet(tiles: list[np.ndarray], title: str, out: Path, default: bool = False) -> Path:
+    """Lay ``tiles`` out COLUMNS to a row under ``title`` and write the image atomically. A
+    ``default`` path (not named by the user) never replaces a file faceblocks did not write."""
     import cv2
 
     th = max(t.shape[0] for t in tiles)
@@ -198,14 +244,15 @@ def _write_sheet(tiles: list[np.ndarray], title: str, out: Path) -> Path:
         y, x = HEADER_H + GAP + r * (th + GAP), GAP + c * (tw + GAP)
         sheet[y:y + t.shape[0], x:x + t.shape[1]] = t
     cv2.putText(sheet, _ascii(title, 200), (GAP, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, _TEXT, 1, cv2.LINE_AA)
+    data = _sheet_bytes(sheet, out.suffix.lower())
+    if default and os.path.lexists(out) and not is_own_sheet(out):
+        raise OutputError(f"{out} exists and is not a contact sheet faceblocks wrote: it is left alone; "
+                          "name the sheet with --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot write {out} ({e.strerror or e})") from None
-    ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the contact sheet as PNG")
-    atomic_write(out, lambda f: f.write(buf.tobytes()))
+    atomic_write(out, lambda f: f.write(data))
     return out
 
 
@@ -242,22 +289,28 @@ def _failure_tile(gray: np.ndarray | None, name: str, reason: str) -> np.ndarray
     return tile
 
 
-def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike, cutter, count: int = 24,
+def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike | None, cutter, count: int = 24,
                          seed: int = 0, worst: bool = False) -> ImageSheet:
     """A contact sheet of raw images (files, folders, globs) cut by ``cutter`` (a
     `prepro.faces.FaceCutter`: exactly what `preprocess` would cut).
 
     ``count`` images are chosen at random (seeded, shown in path order) when there are more;
     ``worst`` processes every image and shows the failures first, then the lowest landmark
-    quality. An image that cannot be read or holds no face gets a tile that says why.
+    quality. An image that cannot be read or holds no face gets a tile that says why; an input
+    that is no readable file (missing, a FIFO, a link out of its folder) is listed in
+    ``failures`` and never opened. ``out_png`` None writes `default_sheet_path` in the current
+    folder (never over a file faceblocks did not write).
     """
-    from prepro.readers import expand_image_inputs
+    from prepro.inputs import image_inputs, printable
 
     if count < 1:
         raise InputError("count must be at least 1")
-    paths = expand_image_inputs(inputs)
+    listed = image_inputs(inputs)
+    paths = [p for p, reason in listed if reason is None]
+    unusable = [(printable(p), reason) for p, reason in listed if reason is not None]
     if not paths:
-        raise InputError("no image files among the inputs")
+        raise InputError("no readable image files among the inputs"
+                         + "".join(f"\n  {p}: {r}" for p, r in unusable[:10]))
     if worst or len(paths) <= count:
         chosen = paths
     else:
@@ -267,11 +320,11 @@ def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike, cutt
     if worst:  # failures first, then the lowest quality
         done.sort(key=lambda d: -1.0 if d[1].failure else d[1].faces[0].face.quality)
         done = done[:count]
-    tiles, failures = [], []
+    tiles, failures = [], list(unusable)
     for path, cut in done:
-        name = Path(path).name
+        name = printable(Path(path).name)
         if cut.failure:
-            failures.append((path, cut.failure))
+            failures.append((printable(path), cut.failure))
             tiles.append(_failure_tile(cut.gray, name, cut.failure))
             continue
         f, b = cut.faces[0].face, cut.faces[0].blocks
@@ -283,5 +336,6 @@ def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike, cutt
         f"{len(tiles)}" + (f" random (seed {seed})" if len(paths) > count else ""))
     title = (f"{what} of {len(paths)} images, face mode {cutter.settings.face_mode}   "
              "green: landmarks, blue: eyes block, red: mouth block")
-    out = _write_sheet(tiles, title, Path(out_png))
+    out = Path(out_png) if out_png is not None else default_sheet_path(".", worst=worst)
+    out = _write_sheet(tiles, title, out, default=out_png is None)
     return ImageSheet(path=out, images=len(paths), shown=len(tiles), failures=failures)

@@ -14,7 +14,6 @@ cannot be read or parsed raises `BadPixelsError` (a `SampleError`: that row's fa
 from __future__ import annotations
 
 import csv
-import glob
 import gzip
 import math
 import os
@@ -31,12 +30,12 @@ from typing import IO
 import numpy as np
 
 from prepro.errors import InputError, SampleError
+from prepro.inputs import IMG_EXTENSIONS, is_image_file, printable
 from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label, normalize_label_name
 from prepro.specs import FORMATS, SPLITS, DatasetSpec, load_spec
 
 # FORMATS and SPLITS are defined in prepro.specs and importable from here too.
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 # Split folder names (compared lower-case) -> split.
 SPLIT_FOLDER_NAMES: Mapping[str, str] = {
@@ -48,17 +47,15 @@ SPLIT_FOLDER_NAMES: Mapping[str, str] = {
 # FER2013's file-name prefixes (Kaggle folders) and Usage values (CSV).
 FER2013_SPLIT_NAMES: Mapping[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
-# KA.AN1.39.tiff: subject KA, expression AN, picture 1 of it, image number 39.
-JAFFE_PATTERN = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})\d*\.\d+\.[A-Za-z]+$")
+# KA.AN1.39.tiff: subject KA, expression AN, picture 1 of it, image number 39; copies found online
+# also spell it KA-AN1.jpeg or KA_AN1_39.png (the image number may be missing).
+JAFFE_PATTERN = re.compile(r"^([A-Za-z]{2})[._-]([A-Za-z]{2})\d*(?:[._-]\d+)?\.[A-Za-z]+$")
 
 _SPLIT_RANK = {s: i for i, s in enumerate(SPLITS)}
 
 
 class SourceNotFoundError(InputError, FileNotFoundError):
-    """A source path or image input that does not exist.
-
-    Also a FileNotFoundError because callers of `expand_image_inputs` (preview, predict) catch that.
-    """
+    """A source path that does not exist (also a FileNotFoundError, for callers that catch that)."""
 
 
 class BadPixelsError(SampleError):
@@ -114,29 +111,6 @@ def order_key(item: RawItem) -> tuple:
     if item.offset >= 0:
         return (rank, item.path, item.offset, item.source_id)
     return (rank, "", -1, item.source_id)
-
-
-def is_image_file(name: str) -> bool:
-    """True when ``name`` has one of `IMG_EXTENSIONS` (case-insensitive)."""
-    return name.lower().endswith(IMG_EXTENSIONS)
-
-
-def expand_image_inputs(inputs: Iterable[str]) -> list[str]:
-    """Files, folders (searched recursively for images) and glob patterns, in a stable order."""
-    out: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for root, dirs, files in os.walk(item):
-                dirs.sort()
-                out += [os.path.join(root, f) for f in sorted(files) if is_image_file(f)]
-        elif os.path.exists(item):
-            out.append(item)
-        else:
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise SourceNotFoundError(f"{item}: no such file, folder or matching pattern")
-            out += [m for m in matches if os.path.isfile(m)]
-    return out
 
 
 def _safe_text(name: str) -> str:
@@ -444,7 +418,7 @@ def _list_jaffe(w: _Walker, spec: DatasetSpec | None) -> list[RawItem]:
         m = JAFFE_PATTERN.match(name)
         if m is None:
             w.fail(path, "name does not match the JAFFE pattern <subject>.<expression><n>.<number>.<ext> "
-                         "(e.g. KA.AN1.39.tiff)")
+                         "(e.g. KA.AN1.39.tiff or KA-AN1.jpeg)")
             continue
         label, why = _label_or_reason(m.group(2), spec)
         if label is None:
@@ -814,8 +788,15 @@ def _column_index(ref: str | int, names: list[str] | None, shown: str) -> int:
         raise InputError(f"{shown}: column {ref!r} is named, but the file has no header line")
     lowered = [n.strip().lower() for n in names]
     if ref.lower() not in lowered:
-        raise InputError(f"{shown}: no column {ref!r} in the header ({', '.join(names)})")
+        raise InputError(f"{shown}: no column {ref!r} in the header ({_shown_names(names)})")
     return lowered.index(ref.lower())
+
+
+def _shown_names(names: list[str], limit: int = 12) -> str:
+    """A header's column names for a message: the first few, each cut short (a binary or
+    pixel-per-column file would otherwise make a message of many kilobytes)."""
+    shown = [printable(n if len(n) <= 40 else n[:37] + "...") for n in names[:limit]]
+    return ", ".join(shown) + (f", ... ({len(names)} columns)" if len(names) > limit else "")
 
 
 def _header_columns(names: list[str], shown: str) -> dict[str, int]:
@@ -833,7 +814,7 @@ def _header_columns(names: list[str], shown: str) -> dict[str, int]:
     for role in ("path", "label"):
         if role not in found:
             raise InputError(
-                f"{shown}: no {role} column in the header ({', '.join(names)}); recognised names: "
+                f"{shown}: no {role} column in the header ({_shown_names(names)}); recognised names: "
                 f"{', '.join(sorted(LABEL_FILE_HEADER_NAMES[role]))}, or name the columns in a dataset "
                 f"description ('columns'){hint}")
     return found
@@ -919,9 +900,13 @@ def _relative_image_path(text: str) -> tuple[str | None, str | None]:
 
 def _parse_box(values: list[str], box_format: str
                ) -> tuple[tuple[float, float, float, float] | None, str | None]:
-    """(left, top, right, bottom) from four box fields in ``box_format``, or (None, reason)."""
-    if any(not v for v in values):
-        return None, "missing face box: a box column is empty"
+    """(left, top, right, bottom) from four box fields in ``box_format``, or (None, reason); four
+    empty fields are no box (None, None): that row's face is found as any other image's."""
+    values = [v.strip() for v in values]
+    if not any(values):
+        return None, None
+    if not all(values):
+        return None, "incomplete face box: some box columns are empty (leave all four empty to have the face found)"
     for v in values:
         if _NUMBER.fullmatch(v) is None:
             return None, f"bad face box: {v[:20]!r} is not a number"
@@ -1245,6 +1230,8 @@ def detect_format(path: str | os.PathLike) -> str:
 
     if images and all(JAFFE_PATTERN.match(n) for n in images):
         return "jaffe"
+    if dirs and not images and _class_folders_of_jaffe_names(dirs):
+        return "jaffe"  # JAFFE sorted into class folders: the names still carry subject and label
     if dirs and all(_looks_like_ferg_character(e.path, e.name) for e in dirs):
         return "ferg"
     for e in dirs:
@@ -1276,6 +1263,20 @@ def _detect_file_format(p: Path, allowed: str) -> str:
                          "header naming an image-path column nor '<image file> <label>'); give "
                          "--format labels with a dataset description, or choose a format: " + allowed)
     raise InputError(f"{p} is a file but not a .csv, .csv.gz, .tsv or .txt; choose a format: {allowed}")
+
+
+def _class_folders_of_jaffe_names(dirs: list) -> bool:
+    """True when every folder holds only images (at least one in all), each named as JAFFE's are."""
+    names = []
+    for d in dirs:
+        try:
+            entries = [e for e in os.scandir(d.path) if not e.name.startswith(".")]
+        except OSError:
+            return False
+        if any(not e.is_file() for e in entries):
+            return False
+        names += [e.name for e in entries if is_image_file(e.name)]
+    return bool(names) and all(JAFFE_PATTERN.match(n) for n in names)
 
 
 def _looks_like_ferg_character(path: str, name: str) -> bool:
@@ -1332,7 +1333,7 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -
         looked_for = {
             "folder": "images in ROOT/<label>/ or ROOT/<split>/<label>/ folders",
             "ferg": "images in ROOT/<character>/<character>_<emotion>/ folders",
-            "jaffe": "JAFFE-named images (KA.AN1.39.tiff)",
+            "jaffe": "JAFFE-named images (KA.AN1.39.tiff, KA-AN1.jpeg)",
             "flat": "images",
         }[fmt] + f" ({' '.join(IMG_EXTENSIONS)})"
     if not items:

@@ -117,14 +117,23 @@ def write_shard(path: Path, samples: Sequence[Sample], attrs: dict[str, Any], wr
             os.fsync(fh.fileno())
         digest = sha256_file(tmp)
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
+        # HDF5 reports a full disk as an OSError, and again as a RuntimeError when the file closes.
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path} ({getattr(e, 'strerror', None) or e}): free some space and run "
+        raise OutputError(f"cannot write {path} ({_write_error_text(e)}): free some space and run "
                           "the same command again to resume") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return digest
+
+
+def _write_error_text(e: BaseException) -> str:
+    """A short reason for a failed write (HDF5's own messages run to several lines)."""
+    text = str(e)
+    if getattr(e, "errno", None) == 28 or "errno = 28" in text:
+        return "no space left on device"
+    return (getattr(e, "strerror", None) or text.splitlines()[0] if text else type(e).__name__)[:160]
 
 
 def _fill_shard(f: Any, samples: Sequence[Sample], attrs: dict[str, Any]) -> None:
@@ -309,8 +318,10 @@ class VerifyReport:
         return not self.problems and self.complete
 
 
-def check_shard(out: Path, rec: ShardRecord) -> str | None:
-    """Why the shard of ``rec`` cannot be used as it is (None when it is whole)."""
+def check_shard(out: Path, rec: ShardRecord, manifest: Manifest) -> str | None:
+    """Why the shard of ``rec`` cannot be used as it is (None when it is whole): missing, changed
+    since it was written, unreadable, or disagreeing with the manifest (sample count, split, labels,
+    block sizes, array shapes). A checksum alone is not enough: a manifest can be edited too."""
     import h5py
 
     path = out / rec.file
@@ -320,11 +331,34 @@ def check_shard(out: Path, rec: ShardRecord) -> str | None:
         return "checksum mismatch (damaged or changed after writing)"
     try:
         with h5py.File(path, "r") as f:
-            n = int(f.attrs["n_samples"])
-    except (OSError, KeyError, ValueError, TypeError) as e:
+            return _disagreement(f, rec, manifest)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
         return f"unreadable ({str(e)[:100]})"
+
+
+def _attr(f: Any, key: str) -> Any:
+    v = f.attrs[key]
+    return json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+
+
+def _disagreement(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
+    """How an open shard disagrees with its manifest record, or None."""
+    n = int(f.attrs["n_samples"])
     if n != rec.n_samples:
         return f"holds {n} samples, manifest says {rec.n_samples}"
+    for key, want in (("block_sizes", m.block_sizes), ("label_names", m.label_names), ("shard_split", rec.split),
+                      ("box_methods", m.box_methods)):
+        if _attr(f, key) != want:
+            return f"its {key} differ from the manifest's"
+    for name in BLOCK_FIELDS:
+        if tuple(f[name].shape) != (n, *m.block_sizes[name]) or f[name].dtype != np.uint8:
+            return f"its {name} array is {tuple(f[name].shape)} {f[name].dtype}, not {n} blocks of {m.block_sizes[name]}"
+    for name, (_dtype, shape) in _FIXED_FIELDS.items():
+        if tuple(f[name].shape) != (n, *shape):
+            return f"its {name} array is {tuple(f[name].shape)}, not {(n, *shape)}"
+    for name in STRING_FIELDS:
+        if len(f[name]) != n:
+            return f"its {name} array holds {len(f[name])} entries, not {n}"
     return None
 
 
@@ -334,7 +368,7 @@ def verify(out_dir: str | os.PathLike) -> VerifyReport:
     m = Manifest.load(out)
     ok, problems = [], []
     for rec in m.shards:
-        why = check_shard(out, rec)
+        why = check_shard(out, rec, m)
         (problems.append(f"{rec.file}: {why}") if why else ok.append(rec.file))
     listed = {r.file for r in m.shards}
     shard_dir = out / SHARD_DIR
@@ -354,7 +388,7 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
     methods: dict[str, int] = {}
     qualities, damaged = [], []
     for rec in m.shards:
-        why = check_shard(out, rec)
+        why = check_shard(out, rec, m)
         try:
             if why is None:
                 with h5py.File(out / rec.file, "r") as f:
@@ -440,7 +474,7 @@ class ShardReader:
         import h5py
 
         if verify_files:
-            why = check_shard(self.root, rec)
+            why = check_shard(self.root, rec, self.manifest)
             if why:
                 raise DataError(f"shard {rec.file} of {self.root} is {why}: run `faceblocks verify {self.root}` "
                                 "and preprocess again")

@@ -367,3 +367,307 @@ def test_garbage_landmark_model_is_one_clear_error(tmp_path: Path) -> None:
     no_traceback(r)
     assert r.exit_code != 0 and "landmark model" in r.output
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The second round (issue 20): each case failed before its fix
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    return victim
+
+
+def test_planted_lock_symlink_writes_nothing_through_it(tmp_path: Path, good_shards: Path) -> None:
+    from prepro.outputs import LOCK_NAME
+    from tests.shardfakes import make_fake_shards
+
+    victim = _victim(tmp_path)
+    shards = _copy(good_shards, tmp_path / "shards")
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    fake = make_fake_shards(tmp_path / "fake")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for folder in (shards, exp, run_dir):
+        os.symlink(victim, folder / LOCK_NAME)
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    for args in (["preprocess", tmp_path / "sample", shards, "-j", "1", "-q", "--shard-size", "8"],
+                 ["export", shards, exp, "-q"], ["train", fake, run_dir, "--epochs", "1", "-q"]):
+        r = run(*args)
+        no_traceback(r)
+        assert r.exit_code != 0 and "symbolic link" in r.output, r.output
+        assert victim.read_text() == "precious"
+
+
+def test_lock_file_is_removed_when_a_run_ends(tmp_path: Path, good_shards: Path) -> None:
+    from prepro.outputs import LOCK_NAME
+
+    r = run("export", good_shards, tmp_path / "exp", "-q")
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "exp" / LOCK_NAME).exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tests.shardfakes import make_fake_shards
+
+    root = tmp_path_factory.mktemp("tiny")
+    shards = make_fake_shards(root / "fake")
+    r = run("train", shards, root / "run", "--epochs", "1", "--batch-size", "8", "-q", "--model-kwargs",
+            '{"widths": [4, 8], "feat_dim": 8}', "--val-split", "val")
+    assert r.exit_code == 0, r.output
+    return root / "run"
+
+
+def _face_jpg(path: Path) -> Path:
+    """A real face (the public-domain astronaut's, cropped to her head) written to ``path``."""
+    import cv2
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut()[20:240, 130:330], cv2.COLOR_RGB2GRAY)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.resize(face, (100, 110)))
+    return path
+
+
+def _video(path: Path, frames: int = 6) -> Path:
+    import cv2
+
+    img = cv2.imread(str(_face_jpg(path.parent / "frame.png")), cv2.IMREAD_GRAYSCALE)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, img.shape[::-1], False)
+    for _ in range(frames):
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def test_predict_never_writes_over_an_input(tmp_path: Path, tiny_model: Path) -> None:
+    face = _face_jpg(tmp_path / "face.png")
+    before = face.read_bytes()
+    r = run("predict", tiny_model, face, "--csv", face, "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "one of the inputs" in r.output and face.read_bytes() == before
+    clip = _video(tmp_path / "clip.avi")
+    before = clip.read_bytes()
+    r = run("predict", tiny_model, clip, "--annotate", clip, "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and clip.read_bytes() == before
+    r = run("predict", tiny_model, tmp_path, "--annotate", tmp_path / "annotated", "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "inside an input folder" in r.output
+
+
+def test_annotated_video_keeps_the_source_timing(tmp_path: Path, tiny_model: Path) -> None:
+    import cv2
+
+    clip = _video(tmp_path / "clip.avi", frames=10)
+    out = tmp_path / "labelled.avi"
+    r = run("predict", tiny_model, clip, "--every", "5", "--annotate", out, "-q", "--face", "aligned")
+    assert r.exit_code == 0, r.output
+    cap = cv2.VideoCapture(str(out))
+    frames, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    assert frames == 2 and abs(frames / fps - 1.0) < 0.05  # 1 s of source, 1 s of annotated video
+
+
+def test_preview_and_demo_leave_the_users_pictures_alone(tmp_path: Path) -> None:
+    face = _face_jpg(tmp_path / "faces" / "a.png")
+    mine = tmp_path / "work"
+    mine.mkdir()
+    (mine / "preview.png").write_bytes(face.read_bytes())
+    (mine / "photo.png").write_bytes(b"my holiday")
+    old = os.getcwd()
+    os.chdir(mine)
+    try:
+        r = run("preview", face.parent, "--face", "aligned")
+    finally:
+        os.chdir(old)
+    no_traceback(r)
+    assert r.exit_code != 0 and "--out" in r.output
+    assert (mine / "preview.png").read_bytes() == face.read_bytes()
+    r = run("demo", mine, "-q", "--per-class", "4")
+    no_traceback(r)
+    assert r.exit_code != 0 and (mine / "photo.png").read_bytes() == b"my holiday"
+    r = run("preview", face.parent, "--face", "aligned", "--out", tmp_path / "sheet.jpg")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "sheet.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG, as its name says
+
+
+def test_train_overwrite_keeps_the_users_files(tmp_path: Path) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    shards = make_fake_shards(tmp_path / "fake")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"my own model")
+    (run_dir / "log.csv").write_text("my,own,log\n")
+    r = run("train", shards, run_dir, "--epochs", "1", "-q", "--overwrite")
+    no_traceback(r)
+    assert r.exit_code != 0 and "not written by faceblocks" in r.output
+    assert (run_dir / "best.pt").read_bytes() == b"my own model" and (run_dir / "log.csv").read_text() == "my,own,log\n"
+
+
+def test_train_overwrite_replaces_its_own_run(tmp_path: Path, tiny_model: Path) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    run_dir = _copy(tiny_model, tmp_path / "run")
+    shards = make_fake_shards(tmp_path / "fake")
+    r = run("train", shards, run_dir, "--epochs", "1", "--batch-size", "8", "-q", "--overwrite", "--model-kwargs",
+            '{"widths": [4, 8], "feat_dim": 8}', "--val-split", "val")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifos_are_listed_never_read(tmp_path: Path, tiny_model: Path) -> None:
+    folder = tmp_path / "imgs"
+    _face_jpg(folder / "a.png")
+    os.mkfifo(folder / "b.jpg")
+    r = run("predict", tiny_model, folder, "--json", "-q", "--face", "aligned")
+    no_traceback(r)
+    rows = {Path(d["path"]).name: d for d in map(json.loads, (x for x in r.output.splitlines() if x.startswith("{")))}
+    assert "not a regular file" in rows["b.jpg"]["error"] and rows["a.png"]["faces"]
+    r = run("predict", tiny_model, folder / "b.jpg", "-q")
+    assert r.exit_code != 0 and "not a regular file" in r.output
+    r = run("preview", folder, "--out", tmp_path / "p.png", "--face", "aligned")
+    no_traceback(r)
+    assert r.exit_code == 0 and "not a regular file" in r.output
+
+
+def test_a_full_disk_is_a_message(tmp_path: Path, monkeypatch) -> None:
+    import prepro.shards as shards
+
+    def full(*_a, **_k):
+        raise RuntimeError("Disable slist on flush dest failure failed (errno = 28, 'No space left on device')")
+
+    monkeypatch.setattr(shards, "_fill_shard", full)
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-j", "1", "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "no space left on device" in r.output
+    assert not [p for p in (tmp_path / "out" / "shards").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("kwargs", ['{"widths": [-4, 8]}', '{"num_classes": 3}', '{"widths": [100000, 100000]}',
+                                    '{"widths": []}', '{"widths": [0, 8]}', '{"dropout": 5}'])
+def test_bad_model_arguments_refused_before_any_work(tmp_path: Path, kwargs: str) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    shards = make_fake_shards(tmp_path / "fake")
+    r = run("train", shards, tmp_path / "run", "--epochs", "1", "-q", "--model-kwargs", kwargs)
+    no_traceback(r)
+    assert r.exit_code != 0 and "bad arguments" in r.output and not (tmp_path / "run" / "last.pt").exists()
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"[run]\nout = 'out'\n[data]\nsource = '{tmp_path / 'nowhere'}'\n[train]\nmodel_kwargs = {kwargs}\n"
+                   .replace('{"', "{").replace('":', " =").replace(', "', ", "))
+    r = run("run", cfg)
+    no_traceback(r)
+    assert r.exit_code != 0 and not (tmp_path / "out").exists()
+
+
+def test_stored_bad_model_arguments_in_a_checkpoint(tmp_path: Path, tiny_model: Path) -> None:
+    import torch
+
+    from tests.shardfakes import make_fake_shards
+
+    ck = torch.load(tiny_model / "best.pt", weights_only=True)
+    ck["model_kwargs"] = {"widths": [-4, 8]}
+    torch.save(ck, tmp_path / "bad.pt")
+    shards = make_fake_shards(tmp_path / "fake")
+    face = _face_jpg(tmp_path / "face.png")
+    for args in (["predict", tmp_path / "bad.pt", face, "-q"], ["evaluate", tmp_path / "bad.pt", shards],
+                 ["export-model", tmp_path / "bad.pt", tmp_path / "m.onnx"]):
+        r = run(*args)
+        no_traceback(r)
+        assert r.exit_code != 0
+
+
+def test_batch_size_one_is_refused(tmp_path: Path) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    r = run("train", make_fake_shards(tmp_path / "fake"), tmp_path / "run", "--batch-size", "1", "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "batch" in r.output.lower()
+
+
+def test_a_shard_that_disagrees_with_its_manifest(tmp_path: Path) -> None:
+    """A checksum-valid shard (the manifest's checksum updated too) cut at other block sizes."""
+    from prepro.outputs import sha256_file
+    from tests.shardfakes import make_fake_shards
+
+    a = make_fake_shards(tmp_path / "a", eyes_size=(16, 48))
+    b = make_fake_shards(tmp_path / "b", eyes_size=(24, 72))
+    m = json.loads((a / "manifest.json").read_text())
+    rec = m["shards"][0]
+    other = json.loads((b / "manifest.json").read_text())["shards"][0]
+    (a / rec["file"]).write_bytes((b / other["file"]).read_bytes())
+    rec["sha256"], rec["n_samples"] = sha256_file(a / rec["file"]), other["n_samples"]
+    (a / "manifest.json").write_text(json.dumps(m))
+    r = run("verify", a)
+    no_traceback(r)
+    assert r.exit_code != 0 and "block_sizes" in r.output
+    for args in (["train", a, tmp_path / "run", "--epochs", "1", "-q"], ["export", a, tmp_path / "exp", "-q"]):
+        r = run(*args)
+        no_traceback(r)
+        assert r.exit_code != 0
+
+
+def test_a_video_without_frames_is_accounted_for(tmp_path: Path, tiny_model: Path) -> None:
+    empty = _video(tmp_path / "empty.avi", frames=0)
+    face = _face_jpg(tmp_path / "face.png")
+    r = run("predict", tiny_model, empty, face, "--json", "-q", "--face", "aligned", "--csv", tmp_path / "p.csv")
+    no_traceback(r)
+    rows = [json.loads(x) for x in r.output.splitlines() if x.startswith("{")]
+    assert [Path(d["path"]).name for d in rows] == ["empty.avi", "face.png"] and rows[0]["error"]
+    assert "empty.avi" in (tmp_path / "p.csv").read_text()
+
+
+def test_output_folder_inside_the_source_refused(tmp_path: Path) -> None:
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    r = run("preprocess", tmp_path / "sample", tmp_path / "sample" / "happy" / "out", "-j", "1", "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "inside" in r.output and not (tmp_path / "sample" / "happy" / "out").exists()
+
+
+def test_diverging_training_stops_with_a_message(tmp_path: Path) -> None:
+    from tests.shardfakes import make_fake_shards
+
+    r = run("train", make_fake_shards(tmp_path / "fake"), tmp_path / "run", "--epochs", "2", "--lr", "10",
+            "--grad-clip", "0", "--batch-size", "8", "--model-kwargs", '{"widths": [4, 8], "feat_dim": 8}', "-q",
+            "--val-split", "val")
+    no_traceback(r)
+    assert r.exit_code != 0 and "diverged" in r.output
+
+
+def test_predict_strict_and_all_failed(tmp_path: Path, tiny_model: Path) -> None:
+    face = _face_jpg(tmp_path / "face.png")
+    r = run("predict", tiny_model, tmp_path / "missing.jpg", "-q")
+    no_traceback(r)
+    assert r.exit_code != 0 and "no such file" in r.output
+    r = run("predict", tiny_model, face, tmp_path / "missing.jpg", "-q", "--face", "aligned")
+    assert r.exit_code == 0, r.output
+    r = run("predict", tiny_model, face, tmp_path / "missing.jpg", "-q", "--face", "aligned", "--strict")
+    assert r.exit_code != 0
+
+
+def test_control_characters_in_names_reach_no_terminal(tmp_path: Path, tiny_model: Path) -> None:
+    folder = tmp_path / "imgs"
+    face = _face_jpg(folder / "a.png")
+    face.rename(folder / "evil\x1b[31m\nname.png")
+    r = run("predict", tiny_model, folder, "-q", "--face", "aligned")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "evil\\x1b[31m\\nname.png" in r.output
+
+
+def test_predict_in_python_yields_a_reason_for_a_missing_path(tmp_path: Path, tiny_model: Path) -> None:
+    from training.predict import PredictOptions, predict
+
+    out = list(predict(tiny_model, [str(tmp_path / "missing.jpg")], PredictOptions()))
+    assert len(out) == 1 and "no such file" in out[0].error

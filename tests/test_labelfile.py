@@ -147,7 +147,7 @@ def affectnet(tmp_path):
     root = tmp_path / "AffectNet"
     images = root / "Manually_Annotated_Images"
     for i, name in enumerate(["1/a.jpg", "1/b.JPG", "2/c.png", "2/d.jpg", "3/e.jpg", "3/f.jpg", "3/g.jpg",
-                              "3/h.jpg", "3/i.jpg", "3/j.jpg", "4/v1.jpg", "4/v2.jpg", "4/v3.jpg"]):
+                              "3/h.jpg", "3/i.jpg", "3/j.jpg", "4/v1.jpg", "4/v2.jpg", "4/v3.jpg", "4/v4.jpg"]):
         _jpg(images / name, i, (40, 30))
     train = [AFFECT_HEADER,
              _affect_row("1/a.jpg", "10,20,100,120", "0"),
@@ -169,7 +169,8 @@ def affectnet(tmp_path):
            _affect_row("4/v1.jpg", "2,3,4,5", "6"),
            _affect_row("4/v2.jpg", "2,3,4,5", "5"),
            _affect_row("4\\v3.jpg", "2,3,4,5", "4"),         # Windows separator
-           _affect_row("2/c.png", "2,3,4,5", "4")]           # already in training.csv
+           _affect_row("2/c.png", "2,3,4,5", "4"),           # already in training.csv
+           _affect_row("4/v4.jpg", ",,,", "1")]              # no box: its face is found
     lists = root / "Manually_Annotated_file_lists"
     lists.mkdir(parents=True)
     (lists / "training.csv").write_text("\n".join(train) + "\n")
@@ -187,8 +188,9 @@ def test_affectnet_listing(affectnet):
         "2/c.png": ("contempt", "train", (5.0, 5.0, 15.0, 15.0)),
         "4/v2.jpg": ("disgust", "val", (2.0, 3.0, 6.0, 8.0)),
         "4/v3.jpg": ("fear", "val", (2.0, 3.0, 6.0, 8.0)),
+        "4/v4.jpg": ("happy", "val", None),
     }
-    assert Counter(it.split for it in listing.items) == {"train": 3, "val": 2}
+    assert Counter(it.split for it in listing.items) == {"train": 3, "val": 3}
     assert items["4/v3.jpg"].path == str(affectnet.resolve() / "Manually_Annotated_Images/4/v3.jpg")
     fails = _fails(listing)
     train_csv = "Manually_Annotated_file_lists/training.csv"
@@ -198,7 +200,7 @@ def test_affectnet_listing(affectnet):
     assert fails["3/g.jpg"].startswith("bad face box: width -5 and height 5 must be positive")
     assert fails["3/h.jpg"].startswith("bad face box: 'nan' is not a number")
     assert fails["3/i.jpg"].startswith("bad face box: a value is too large")
-    assert fails["3/j.jpg"].startswith("missing face box")
+    assert fails["3/j.jpg"].startswith("incomplete face box")
     assert fails["9/missing.jpg"].startswith("image file not found: Manually_Annotated_Images/9/missing.jpg")
     assert fails[f"{train_csv}:line=13"].startswith("missing image path")
     assert fails["1/a.jpg"] == f"listed twice: first at {train_csv} line 2 ({train_csv} line 14)"

@@ -89,19 +89,23 @@ def test_predict_video_frames_and_csv(trained, tmp_path):
     results = list(predict(trained / "run", [str(video)], PredictOptions(every=2)))
     assert [r.frame for r in results] == [0, 2, 4] and [r.time for r in results] == [0.0, 0.2, 0.4]
     assert all(r.path == str(video) for r in results) and sum(len(r.faces) for r in results) >= 2
-    with prediction_csv(str(tmp_path / "p.csv")) as sink:
+    names = list(results[0].faces[0].probabilities) if results[0].faces else ["happy"]
+    with prediction_csv(str(tmp_path / "p.csv"), names, ["eyes", "mouth"]) as sink:
         for r in results:
             sink(r)
     with open(tmp_path / "p.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == sum(max(len(r.faces), 1) for r in results) and rows[0]["frame"] == "0"
+    face_rows = [r for r in rows if r["face"] != "0"]
+    assert face_rows and all(abs(sum(float(r[f"p_{c}"]) for c in names) - 1) < 1e-2 for r in face_rows)
+    assert all(r["w_eyes"] and r["w_mouth"] for r in face_rows)
 
 
 def test_classifier_loads_what_the_shards_recorded(trained):
     from training.predict import Classifier
 
     c = Classifier.load(trained / "run", device="cpu")
-    assert c.class_names == ["happy", "sad", "surprise"] and c.blocks.eyes_size == (32, 96)
+    assert c.class_names == ["happy", "sad", "surprise"] and c.blocks.eyes_size == (16, 48)
     settings = c.cut_settings({"face": "detect", "min_face": 20})
     assert settings.face_mode == "detect" and settings.detector.min_face == 20
     assert settings.blocks == c.blocks

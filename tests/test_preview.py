@@ -90,7 +90,11 @@ def test_cli_preview(shards, tmp_path):
     r = runner.invoke(main, ["preview", str(shards), "--split", "test", "--label", "happy,sad",
                              "--count", "5"])
     assert r.exit_code == 0, r.output
-    assert (shards / "preview.png").is_file()
+    assert (shards / "preview-test-happy+sad.png").is_file()  # its own name: another request, another file
+    r = runner.invoke(main, ["preview", str(shards)])
+    assert r.exit_code == 0 and (shards / "preview.png").is_file()
+    r = runner.invoke(main, ["preview", str(shards), "--seed", "3"])  # our own sheet: replaced
+    assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["preview", str(shards), "--label", "joy"])
     assert r.exit_code == 1 and "allowed" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["preview", "-h"])

@@ -217,6 +217,26 @@ def test_jaffe(tmp_path):
     assert list_source(str(root), "jaffe").items == listing.items  # no spec: the same
 
 
+def test_jaffe_in_class_folders_as_found_online(tmp_path):
+    """Class folders and names like KA-AN1.jpeg: detected, labelled and split by subject."""
+    root = tmp_path / "jaffe"
+    codes = {"AN": "angry", "HA": "happy", "SA": "sad"}
+    for subject in ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM"):
+        for code, label in codes.items():
+            _img(root / label / f"{subject}-{code}1.jpeg")
+    assert detect_format(root) == "jaffe"
+    for spec in (None, load_spec("jaffe")):
+        listing = list_source(str(root), spec=spec)
+        items = _by_id(listing)
+        assert len(items) == 30 and not listing.failures
+        assert (items["angry/KA-AN1.jpeg"].label, items["angry/KA-AN1.jpeg"].subject) == ("angry", "KA")
+        split = readers.assign_splits(listing.items, val_frac=0.1, test_frac=0.2, seed=0, by_subject=True)
+        by_subject = {}
+        for it in split:
+            by_subject.setdefault(it.subject, set()).add(it.split)
+        assert all(len(s) == 1 for s in by_subject.values())
+
+
 def test_flat(tmp_path):
     root = tmp_path / "photos"
     _img(root / "b.jpg")

@@ -82,3 +82,15 @@ def test_card_figure_is_what_the_model_scores_on_publictest(tmp_path):
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n_samples"] == 3589
     assert abs(metrics["accuracy"] - ckpt["card"]["results"]["publictest"]["accuracy"]) < 0.003
+
+
+def test_card_json_is_the_checkpoints_card():
+    """`faceblocks models` and `--version` read the card's JSON copy (no torch): it must be the same."""
+    from prepro.outputs import sha256_file
+    from training.zoo import card_path
+
+    for name in shipped_names():
+        copy = json.loads(card_path(name).read_text())
+        ckpt = torch.load(MODELS_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
+        assert copy["card"] == ckpt["card"] and copy["weights_sha256"] == sha256_file(MODELS_DIR / f"{name}.pt")
+    assert ckpt["card"]["tta_flip"] is True  # it paid on the holdout (BENCHMARKS.md)

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from prepro.errors import FaceblocksError, InputError, OutputError
 from prepro.settings import check, from_mapping, options, setting
+from training.run_folder import RunFolder
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -227,12 +228,11 @@ def _train_finished(run: Path, cfg, shards_params: dict[str, Any]) -> str | None
     """Why the training run in ``run`` cannot be kept as it is (None when it can)."""
     from training.checkpoint import load_checkpoint
     from training.config import TrainConfig, differing_fields
-    from training.train import RESULT_FILE
-
+    folder = RunFolder(run)
     try:
-        result = json.loads((run / RESULT_FILE).read_text(encoding="utf-8"))
-        last = load_checkpoint(run / "last.pt")
-        best = load_checkpoint(run / "best.pt")
+        result = json.loads(folder.result.read_text(encoding="utf-8"))
+        last = load_checkpoint(folder.last)
+        best = load_checkpoint(folder.best)
         stored = TrainConfig.from_dict(best["config"])
     except (OSError, ValueError, FaceblocksError) as e:
         return f"no finished run ({str(e)[:120]})"
@@ -295,7 +295,7 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
         ran = _stage_train(tcfg, out, manifest.params, ran, changed, log, result) or ran
         _stage_evaluate(cfg, out, ran, changed, log, result)
         _stage_preview(cfg, out, shards_changed, changed, log, result)
-        train_result = json.loads((out / "run" / "result.json").read_text(encoding="utf-8"))
+        train_result = json.loads(RunFolder(out / "run").result.read_text(encoding="utf-8"))
         result.report = write_report(out, cfg, result, manifest, train_result)
     return result
 
@@ -330,8 +330,7 @@ def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, chan
                                          _train_finished(run, tcfg, shards_params))
     action = "skipped"
     if why is not None:
-        resumable = not ran and "train" not in changed and (run / "last.pt").is_file() \
-            and not (run / "result.json").is_file()
+        resumable = not ran and "train" not in changed and RunFolder(run).can_resume()
         action = "ran"
         if resumable:
             log(f"[2/4] train: resuming the stopped run in {run}")
@@ -344,7 +343,7 @@ def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, chan
         else:
             log(f"[2/4] train {tcfg.model} in {run}" + (f" ({why})" if run.exists() else ""))
             train(shards, str(run), tcfg, overwrite=True, log=log)
-    r = json.loads((run / "result.json").read_text(encoding="utf-8"))
+    r = json.loads(RunFolder(run).result.read_text(encoding="utf-8"))
     result.stages.append(StageRecord("train", action, time.monotonic() - t0,
                                      f"{r['epochs_done']} epochs, best val macro-F1 {r['best_val_macro_f1']:.4f} at "
                                      f"epoch {r['best_epoch']}"))
@@ -360,7 +359,7 @@ def _stage_evaluate(cfg: ChainConfig, out: Path, ran: bool, changed: set[str], l
     from training.evaluate import evaluate, format_metrics_table
 
     t0 = time.monotonic()
-    sha = sha256_file(out / "run" / "best.pt")
+    sha = sha256_file(RunFolder(out / "run").best)
     tta = cfg["evaluate"]["tta_flip"]
     done, evaluated = [], False
     for split in cfg["evaluate"]["splits"]:
@@ -434,8 +433,8 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
 
     s = summarize(out / "shards")
     d, t = cfg["data"], cfg["train"]
-    n_params = count_params(build_model_from_checkpoint(load_checkpoint(out / "run" / "best.pt")))
-    history = load_checkpoint(out / "run" / "last.pt", for_resume=True)["history"]
+    n_params = count_params(build_model_from_checkpoint(load_checkpoint(RunFolder(out / "run").best)))
+    history = load_checkpoint(RunFolder(out / "run").last, for_resume=True)["history"]
     lines = [f"# faceblocks run: {cfg.path.name}", "",
              f"Config: [{CONFIG_COPY}]({CONFIG_COPY}) (a copy of {cfg.path}). "
              f"Written {time.strftime('%Y-%m-%d %H:%M')} by faceblocks {manifest.faceblocks_version}.", "",

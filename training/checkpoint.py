@@ -180,9 +180,17 @@ def resolve_checkpoint(ref: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     model shipped with faceblocks; an existing path of that name wins over a shipped model."""
     p = Path(ref)
     if p.is_dir():
-        if not (p / "best.pt").is_file():
+        from training.run_folder import RunFolder
+
+        folder = RunFolder(p)
+        if not folder.best.is_file():
             raise CheckpointError(f"{p} holds no best.pt: pass a run folder written by `faceblocks train` or a .pt file")
-        p = p / "best.pt"
+        if not folder.finished():
+            import warnings
+
+            warnings.warn(f"{p} holds a run that did not finish (stopped or killed; no result.json): using its "
+                          "best epoch so far", stacklevel=2)
+        p = folder.best
     elif not p.exists() and _is_bare_name(ref):
         from training.zoo import shipped_model_path
 

@@ -33,7 +33,8 @@ class TrainConfig:
     # optimisation
     epochs: int = setting(30, "maximum number of epochs (the cosine schedule spans them)", "int", low=1,
                           high=100_000, run_control=True)
-    batch_size: int = setting(64, "samples per step and per process", "int", low=1, high=1_000_000)
+    # At least 2: batch normalisation cannot normalise a batch of one sample.
+    batch_size: int = setting(64, "samples per step and per process (at least 2)", "int", low=2, high=1_000_000)
     lr: float = setting(2e-3, "peak learning rate after warm-up (AdamW)", "float", low=1e-12, high=10)
     weight_decay: float = setting(0.05, "AdamW decoupled weight decay", "float", low=0, high=10)
     warmup_epochs: float = setting(1.0, "linear warm-up length, in epochs (may be fractional)", "float", low=0,
@@ -80,6 +81,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self)
+        if self.model_kwargs:  # checked now, so a bad network fails before any stage or data loading
+            from architectures.registry import check_model_arguments
+
+            check_model_arguments(self.model, 7, self.model_kwargs)
         if self.labels is not None and len(self.labels) < 2:
             raise InputError("labels must name at least 2 classes")
         if self.val_split == self.train_split:

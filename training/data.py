@@ -97,7 +97,9 @@ class SplitSamples:
         if len(self.rows) == 0:
             wanted = ", ".join(self.class_names) if self.class_names else "any label"
             raise EmptySplitError(f"{what} of {self.shards_dir} holds no labelled samples of {wanted}: pick another "
-                                  f"split, or preprocess with a {self.split} fraction (e.g. --val-frac 0.1)")
+                                  f"split" + (f", or preprocess with a {self.split} fraction (e.g. --{self.split}-frac 0.1; "
+                                  "sources that come with their own splits keep them)" if self.split in ("val", "test")
+                                  else ""))
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.targets, minlength=len(self.class_names))

@@ -40,6 +40,26 @@ def photo_prediction(out: Path, echo: Callable[[str], None]) -> None:
             echo(f"{photo}: {r.error}")
 
 
+MARKER = ".faceblocks-demo"  # written first into a demo folder: only such a folder is reused
+
+
+def claim_demo_folder(out: Path) -> None:
+    """Make ``out`` the demo's folder: new, empty, or an earlier demo's (it carries MARKER). Any
+    other folder is refused, so the demo never takes or replaces a file of the user's."""
+    from prepro.outputs import is_empty_but_for_us
+
+    marker = out / MARKER
+    if out.exists() and not marker.is_file() and not (out.is_dir() and is_empty_but_for_us(out)):
+        raise OutputError(f"{out} is not empty and not an earlier demo's folder: the demo writes only into "
+                          "a new or empty folder (or its own); give another folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not marker.is_file():
+            marker.write_text("made by faceblocks demo\n")
+    except OSError as e:
+        raise OutputError(f"cannot create {out} ({e.strerror or e})") from None
+
+
 def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, progress: bool = True,
              echo: Callable[[str], None] = print, say: Callable[[str], None] = print) -> None:
     from prepro.config import PreprocessConfig, PreprocessRun
@@ -48,12 +68,10 @@ def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, p
     from prepro.synthetic import make_sample
     from training.config import TrainConfig
     from training.evaluate import evaluate, format_metrics_table
+    from training.run_folder import RunFolder
     from training.train import train
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out} ({e.strerror or e})") from None
+    claim_demo_folder(out)
     say("[0/5] the shipped model on a photograph ...")
     photo_prediction(out, echo)
     sample, shards, run = out / "sample", out / "shards", out / "run"
@@ -68,10 +86,11 @@ def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, p
     echo(f"preprocess: {summary.samples} samples, {summary.failed} failed")
     say(f"[3/5] training two-branch in {run} ...")
     cfg = TrainConfig(model="two-branch", epochs=epochs, batch_size=32, lr=3e-3, warmup_epochs=1, progress=progress)
-    if (run / "last.pt").is_file():
+    folder = RunFolder(run)
+    if folder.can_resume():
         result = train(str(shards), str(run), None, resume=True, log=say)
     else:
-        result = train(str(shards), str(run), cfg, overwrite=(run / "log.csv").exists(), log=say)
+        result = train(str(shards), str(run), cfg, overwrite=folder.holds_run(), log=say)
     echo(f"train: best validation macro-F1 {result.best_val_macro_f1:.3f} at epoch {result.best_epoch}")
     say("[4/5] evaluating on the test split ...")
     echo(format_metrics_table(evaluate(str(run), str(shards), split="test")))

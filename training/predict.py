@@ -25,8 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from prepro.errors import InputError, OutputError
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+from prepro.inputs import is_video_file, printable
 
 
 @dataclass
@@ -38,6 +37,9 @@ class PredictOptions:
     device: str = "auto"
     landmark_model: str | None = None  # dlib 68-point model file; None = the shipped one
     annotate: str | None = None  # a folder for annotated images, or an .mp4 file for one annotated video
+    min_quality: float = 0.0  # faces whose landmark quality is below this get no label (listed as doubtful)
+    tta_flip: bool | None = None  # average each face with its mirror image; None = as the model's card says
+    csv: str | None = None  # also write every face as a CSV row to this file (replaced when done)
     progress: bool = False
 
 
@@ -61,18 +63,18 @@ class ImagePrediction:
     annotated: str | None = None  # the annotated copy, when asked for
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "frame": self.frame, "time": self.time, "error": self.error,
+        return {"path": printable(self.path), "frame": self.frame, "time": self.time, "error": self.error,
                 "annotated": self.annotated, "faces": [f.__dict__ for f in self.faces]}
 
 
 class Classifier:
     """A checkpoint ready to classify blocks: the network and what it was trained on."""
 
-    def __init__(self, model: str | os.PathLike, device: str = "auto"):
+    def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None):
         from prepro.blocks import BlockConfig
         from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
         from training.errors import CheckpointError
-        from training.evaluate import resolve_device
+        from training.evaluate import model_tta_flip, resolve_device
 
         self.path, self.ckpt = resolve_checkpoint(model)
         self.preprocessing = self.ckpt.get("preprocessing") or {}
@@ -87,11 +89,12 @@ class Classifier:
         self.model = build_model_from_checkpoint(self.ckpt).to(self.device)
         self.class_names = list(self.ckpt["class_names"])
         self.regions = list(self.ckpt["regions"])
+        self.tta_flip = model_tta_flip(self.ckpt) if tta_flip is None else tta_flip
 
     @classmethod
-    def load(cls, model: str | os.PathLike, device: str = "auto") -> "Classifier":
+    def load(cls, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None) -> "Classifier":
         """A run folder, a .pt file, or a shipped model's name (`faceblocks models`)."""
-        return cls(model, device)
+        return cls(model, device, tta_flip)
 
     def cut_settings(self, overrides: dict[str, Any] | None = None):
         """How to find faces and cut blocks: as the training shards were, with ``overrides``."""
@@ -111,32 +114,35 @@ class Classifier:
         """(probabilities, region weights) for a list of `prepro.blocks.Blocks`, one forward pass."""
         import torch
 
-        from training.data import normalize
+        from training.data import flip_batch, normalize
 
         batch = {r: torch.from_numpy(np.stack([getattr(b, r) for b in blocks])).unsqueeze(1)
                  .to(self.device).float().div_(255.0) for r in self.regions}
+        x = normalize(batch, self.regions)
         with torch.no_grad():
-            out = self.model(normalize(batch, self.regions))
-        return out.logits.float().softmax(dim=1).cpu().numpy(), out.region_weights.float().cpu().numpy()
+            out = self.model(x)
+            probs, weights = out.logits.float().softmax(dim=1), out.region_weights.float()
+            if self.tta_flip:  # the same averaging as `evaluate --tta-flip`
+                mirror = self.model(flip_batch(x, self.regions))
+                probs = (probs + mirror.logits.float().softmax(dim=1)) / 2
+                weights = (weights + mirror.region_weights.float()) / 2
+        return probs.cpu().numpy(), weights.cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
 # Sources: images and video frames, as (path, frame, time, image) where image is a path or an array
 
 
-def _is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def _sources(inputs: Iterable[str], every: int) -> Iterator[tuple[str, int | None, float | None, Any]]:
-    from prepro.readers import expand_image_inputs
-
-    for item in inputs:
-        if os.path.isfile(item) and _is_video(item):
-            yield from _video_frames(item, every)
+def _sources(inputs: list[tuple[str, str | None]], every: int) -> Iterator[tuple[str, int | None, float | None, Any]]:
+    """(path, frame, time, image) for every input: an image path, a video frame, or the reason
+    the input gives nothing (as an InputError in place of the image)."""
+    for path, reason in inputs:
+        if reason is not None:
+            yield path, None, None, InputError(reason)
+        elif is_video_file(path):
+            yield from _video_frames(path, every)
         else:
-            for p in expand_image_inputs([item]):
-                yield p, None, None, p
+            yield path, None, None, path
 
 
 def _video_frames(path: str, every: int) -> Iterator[tuple[str, int | None, float | None, Any]]:
@@ -144,24 +150,31 @@ def _video_frames(path: str, every: int) -> Iterator[tuple[str, int | None, floa
 
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
-        yield path, None, None, InputError(f"OpenCV cannot read {path} as a video")
+        yield path, None, None, InputError(f"OpenCV cannot read {printable(path)} as a video")
         return
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if math.isfinite(fps) and fps > 0 else 25.0
-    k = 0
+    fps = video_fps(cap)
+    k = decoded = 0
     try:
-        while True:
-            ok = cap.grab()
-            if not ok:
-                break
+        while cap.grab():
             if k % every == 0:
                 ok, frame = cap.retrieve()
                 if ok and frame is not None:
+                    decoded += 1
                     gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
                     yield path, k, k / fps, np.ascontiguousarray(gray)
             k += 1
     finally:
         cap.release()
+    if not decoded:  # a video that opens but gives nothing must still be accounted for
+        yield path, None, None, InputError(f"no decodable frame in {k} frame(s) of the video")
+
+
+def video_fps(cap) -> float:
+    """The frame rate OpenCV reports for an open capture; 25 when it reports nothing usable."""
+    import cv2
+
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return fps if math.isfinite(fps) and 0 < fps < 1000 else 25.0
 
 
 def _cut_chunk(cutter, chunk: list, keep: bool) -> list:
@@ -196,23 +209,39 @@ def predict(model: str | os.PathLike, inputs: Iterable[str], opts: PredictOption
     from prepro.faces import FaceCutter
     from prepro.landmarks import LandmarkModelFile
 
+    from prepro.inputs import image_inputs
+
     inputs = list(inputs)
-    if not inputs:
-        raise InputError("no inputs given")
-    classifier = Classifier(model, opts.device)
+    classifier = Classifier(model, opts.device, opts.tta_flip)  # a wrong model is the first thing said
+    listed = image_inputs(inputs)
+    if not listed:
+        raise InputError("no image or video files among the inputs" if inputs else "no inputs given")
+    check_outputs_apart(inputs, listed, opts)
     landmark = LandmarkModelFile.find(opts.landmark_model)
     landmark.load()  # a file that is no landmark model is one clear error before any work
     cutter = FaceCutter(classifier.cut_settings(opts.overrides), landmark)
     tasks = (delayed(_cut_chunk)(cutter, chunk, opts.annotate is not None)
-             for chunk in _chunked(_sources(inputs, opts.every), 8))
-    cuts = (c for chunk in run_in_order(tasks, opts.jobs) for c in chunk)
-    with _Annotator(opts.annotate) as annotator, tqdm(unit="img", disable=not opts.progress) as bar:
+             for chunk in _chunked(_sources(listed, opts.every), 8))
+    cuts = (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
+    with (_Annotator(opts.annotate, opts.every) as annotator, prediction_csv(opts.csv, classifier.class_names, classifier.regions) as table,
+          tqdm(unit="img", disable=not opts.progress) as bar):
         for batch in _face_batches(cuts, opts.batch_size):
-            for pred, cut in _classify(classifier, batch):
+            for pred, cut in _classify(classifier, batch, opts.min_quality):
                 if annotator.active and cut is not None and cut.gray is not None:
                     pred.annotated = annotator.add(pred, cut)
+                table(pred)
                 bar.update(1)
                 yield pred
+
+
+def _jobs_for(listed: list[tuple[str, str | None]], jobs: int) -> int:
+    """No more worker processes than chunks of work: each one loads the landmark model (about a
+    second), so one photo is found in this process's time, not that of idle workers starting."""
+    from prepro.distributor import worker_count
+
+    if any(reason is None and is_video_file(p) for p, reason in listed):
+        return jobs  # a video's frames are many chunks
+    return min(worker_count(jobs), max(1, math.ceil(len(listed) / 8)))
 
 
 def _face_batches(cuts: Iterator, batch_size: int) -> Iterator[list]:
@@ -228,7 +257,23 @@ def _face_batches(cuts: Iterator, batch_size: int) -> Iterator[list]:
         yield batch
 
 
-def _classify(classifier: Classifier, batch: list) -> list[tuple[ImagePrediction, Any]]:
+def _gate(cut, min_quality: float):
+    """``cut`` with only the faces whose landmark quality is at least ``min_quality``; a cut left
+    with none becomes a failure that says so (a label on misplaced blocks would be a guess)."""
+    from dataclasses import replace
+
+    if cut is None or cut.failure or min_quality <= 0:
+        return cut
+    kept = [fc for fc in cut.faces if fc.face.quality >= min_quality]
+    if kept:
+        return replace(cut, faces=kept)
+    best = max(fc.face.quality for fc in cut.faces)
+    return replace(cut, faces=[], failure=f"no face with landmark quality at least {min_quality:g} "
+                                           f"({len(cut.faces)} doubtful, best {best:.2f})")
+
+
+def _classify(classifier: Classifier, batch: list, min_quality: float = 0.0) -> list[tuple[ImagePrediction, Any]]:
+    batch = [(path, frame, t, _gate(cut, min_quality), err) for path, frame, t, cut, err in batch]
     blocks = [fc.blocks for _p, _f, _t, cut, _e in batch if cut is not None for fc in cut.faces]
     probs, weights = classifier.classify(blocks) if blocks else (np.zeros((0, 0)), np.zeros((0, 0)))
     out, k = [], 0
@@ -248,6 +293,28 @@ def _classify(classifier: Classifier, batch: list) -> list[tuple[ImagePrediction
                 region_weights={r: round(float(x), 4) for r, x in zip(classifier.regions, w)}))
         out.append((pred, cut))
     return out
+
+
+def check_outputs_apart(inputs: list[str], listed: list[tuple[str, str | None]], opts: PredictOptions) -> None:
+    """Refuse an output file that is one of the inputs (it would be replaced while it is read), or
+    an annotation folder inside an input folder (its pictures would become inputs next time)."""
+    for flag, target in (("--csv", opts.csv), ("--annotate", opts.annotate)):
+        if target is not None and any(_same_file(target, p) for p, reason in listed if reason is None):
+            raise OutputError(f"{flag} {printable(target)} is one of the inputs: choose another file")
+    if opts.annotate is None or is_video_file(opts.annotate):
+        return
+    target = os.path.realpath(opts.annotate)
+    for folder in (os.path.realpath(i) for i in inputs if os.path.isdir(i)):
+        if os.path.commonpath([folder, target]) == folder:
+            raise OutputError(f"--annotate {printable(opts.annotate)} is inside an input folder: its pictures "
+                              "would be read as inputs next time; choose a folder outside the inputs")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,12 +354,16 @@ def draw(gray: np.ndarray, scale: float, pred: ImagePrediction, cut) -> np.ndarr
 
 
 class _Annotator:
-    """Writes annotated images into a folder, or the annotated frames of a video into one .mp4."""
+    """Writes annotated images into a folder, or the annotated frames of a video into one video
+    file at the rate that keeps the source's timing (its frame rate divided by ``every``). The video
+    is written under a temporary name and renamed when complete."""
 
-    def __init__(self, target: str | None):
+    def __init__(self, target: str | None, every: int = 1):
         self.target = Path(target) if target else None
-        self.video = self.target is not None and self.target.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv")
+        self.video = self.target is not None and is_video_file(self.target.name)
+        self.every = every
         self.writer: Any = None
+        self.tmp: Path | None = None
         self.count = 0
 
     @property
@@ -320,47 +391,78 @@ class _Annotator:
             atomic_write(path, lambda f: f.write(buf.tobytes()))
             return str(path)
         if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.target), cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
-                                          (img.shape[1], img.shape[0]))
-            if not self.writer.isOpened():
-                raise OutputError(f"OpenCV cannot write the video {self.target}")
-            self.size = (img.shape[1], img.shape[0])
+            self._open_video(pred.path, img)
         if (img.shape[1], img.shape[0]) != self.size:
             img = cv2.resize(img, self.size)
         self.writer.write(img)
         return str(self.target)
 
-    def __exit__(self, *exc) -> None:
-        if self.writer is not None:
-            self.writer.release()
+    def _open_video(self, source: str, img: np.ndarray) -> None:
+        import cv2
+
+        from prepro.outputs import new_writer_id, temp_name
+
+        cap = cv2.VideoCapture(source)
+        fps = video_fps(cap) / self.every if cap.isOpened() else 10.0  # still images: ten a second
+        cap.release()
+        self.size = (img.shape[1], img.shape[0])
+        # The temporary name keeps the extension: OpenCV picks the container from it.
+        self.tmp = temp_name(self.target, new_writer_id()).with_suffix(".tmp" + self.target.suffix)
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, self.size)
+        if not self.writer.isOpened():
+            raise OutputError(f"OpenCV cannot write the video {self.target}")
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.writer is None:
+            return
+        self.writer.release()
+        if exc_type is None and self.tmp is not None:
+            os.replace(self.tmp, self.target)
+        elif self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
-CSV_HEADER = ("path", "frame", "time", "face", "left", "top", "right", "bottom", "box_method", "quality", "label",
-              "probabilities", "region_weights", "error")
+CSV_HEADER = ("path", "frame", "time", "face", "left", "top", "right", "bottom", "box_method", "quality", "label")
 
 
 @contextmanager
-def prediction_csv(path: str | None):
-    """A sink writing one CSV row per face (or one per image without a face, with the reason);
-    probabilities and region weights as JSON objects. A no-op without a path."""
-    import json
+def prediction_csv(path: str | None, class_names: list[str], regions: list[str]):
+    """A sink writing one CSV row per face (or one per image without a face, with the reason), with
+    one column per class probability (``p_<class>``) and per region weight (``w_<region>``). The
+    file is written under a temporary name and takes its place when every row is in. A no-op
+    without a path."""
+    from prepro.outputs import new_writer_id, temp_name
 
     if path is None:
         yield lambda _pred: None
         return
+    tmp = temp_name(Path(path), new_writer_id())
     try:
-        fh = open(path, "w", encoding="utf-8", newline="")
+        fh = open(tmp, "x", encoding="utf-8", newline="")
     except OSError as e:
         raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
-    with fh:
-        writer = csv.writer(fh)
-        writer.writerow(CSV_HEADER)
+    writer = csv.writer(fh)
+    extra = [f"p_{c}" for c in class_names] + [f"w_{r}" for r in regions]
+    empty = [""] * (len(CSV_HEADER) - 4 + len(extra))
 
-        def sink(pred: ImagePrediction) -> None:
-            where = [pred.path, pred.frame, pred.time]
-            if not pred.faces:
-                writer.writerow(where + [0] + [""] * 9 + [pred.error or ""])
-            for k, f in enumerate(pred.faces):
-                writer.writerow(where + [k + 1, *f.box, f.box_method, f.quality, f.label,
-                                         json.dumps(f.probabilities), json.dumps(f.region_weights), ""])
+    def sink(pred: ImagePrediction) -> None:
+        where = [printable(pred.path), pred.frame, pred.time]
+        if not pred.faces:
+            writer.writerow(where + [0] + empty + [pred.error or ""])
+        for k, f in enumerate(pred.faces):
+            writer.writerow(where + [k + 1, *f.box, f.box_method, f.quality, f.label,
+                                     *f.probabilities.values(), *f.region_weights.values(), ""])
+
+    try:
+        writer.writerow([*CSV_HEADER, *extra, "error"])
         yield sink
+        fh.close()
+        os.replace(tmp, path)
+    except OSError as e:
+        fh.close()
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
+    except BaseException:
+        fh.close()
+        tmp.unlink(missing_ok=True)
+        raise

@@ -35,9 +35,7 @@ from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, 
                            normalize, to_float)
 from training.evaluate import amp_context, check_block_sizes, predict_batches, resolve_device, scores
 
-RESULT_FILE = "result.json"  # written when a run ends (epochs, early stopping, time budget); absent mid-run
-LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc", "val_macro_f1",
-              "seconds", "partial")
+from training.run_folder import CURVES_SOFTWARE, LOG_FIELDS, RunFolder
 
 
 @dataclass
@@ -111,17 +109,24 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _config(run_dir: Path, cfg: TrainConfig | None, resume: bool, overwrite: bool) -> tuple[TrainConfig, dict | None]:
-    """The config to train with, and the checkpoint to resume from (None for a new run)."""
-    last = run_dir / "last.pt"
+def _config(run_dir: Path, cfg: TrainConfig | None, resume: bool | dict, overwrite: bool
+            ) -> tuple[TrainConfig, dict | None]:
+    """The config to train with, and the checkpoint to resume from (None for a new run). The one
+    place a run is resumed: ``resume`` may be a dict of run-control changes (e.g. more epochs)."""
+    folder = RunFolder(run_dir)
     if not resume:
-        if (last.exists() or (run_dir / "log.csv").exists()) and not overwrite:
-            raise OutputError(f"{run_dir} already holds a run: resume it, overwrite it, or pick another folder")
+        if folder.holds_run() and not overwrite:
+            raise OutputError(f"{run_dir} already holds a run: resume it (--resume), overwrite it (--overwrite), "
+                              "or pick another folder")
+        if overwrite:
+            folder.check_replaceable()
         return cfg if cfg is not None else TrainConfig(), None
-    if not last.is_file():
+    if not folder.last.is_file():
         raise InputError(f"{run_dir} holds no last.pt to resume: train without --resume to start a new run")
-    ckpt = load_checkpoint(last, for_resume=True)
-    stored = TrainConfig.from_dict(ckpt["config"], where=f"{last}: config.")
+    ckpt = load_checkpoint(folder.last, for_resume=True)
+    stored = TrainConfig.from_dict(ckpt["config"], where=f"{folder.last}: config.")
+    if isinstance(resume, dict) and resume:
+        return stored.resumed_with(resume), ckpt
     if cfg is not None:
         changed = differing_fields(cfg, stored)
         if changed:
@@ -341,13 +346,14 @@ def validate(run: _Run) -> dict[str, Any]:
 
 
 def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
-          resume: bool = False, overwrite: bool = False,
+          resume: bool | dict = False, overwrite: bool = False,
           log: Callable[[str], None] | None = print) -> TrainResult:
     """Train ``cfg.model`` on the shards' ``cfg.train_split``, selecting the best epoch on
     ``cfg.val_split`` by macro-F1. Writes ``log.csv``, ``curves.png``, ``best.pt`` and ``last.pt``
     to ``run_dir``. ``resume=True`` continues from ``last.pt`` with its stored config (``cfg``, if
     given, may differ only in run-control fields) and gives the same weights as an uninterrupted
-    run. ``log`` receives one line per epoch (rank 0 only; None for silence)."""
+    run; ``resume`` may also be a dict of run-control changes to the stored config (``{"epochs": 60}``).
+    ``log`` receives one line per epoch (rank 0 only; None for silence)."""
     rank, world, _ = _dist_env()
     started_pg = False
     if world > 1 and not dist.is_initialized():
@@ -367,7 +373,7 @@ def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainC
 def _loop(run: _Run, t_start: float) -> TrainResult:
     cfg, is_main = run.cfg, run.rank == 0
     if is_main:
-        (run.run_dir / RESULT_FILE).unlink(missing_ok=True)  # present only while the run has ended
+        RunFolder(run.run_dir).result.unlink(missing_ok=True)  # present only once the run has ended
     run.say(f"training {cfg.model} on {len(run.train)} {cfg.train_split} samples ({len(run.class_names)} classes: "
             f"{', '.join(run.class_names)}), validating on {len(run.val)} {cfg.val_split} samples; device "
             f"{run.device}" + (f", {run.world} processes" if run.world > 1 else ""))
@@ -377,7 +383,7 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
         t_epoch = time.monotonic()
         row = {"epoch": epoch + 1, **train_one_epoch(run, epoch, deadline)}
         row.update(validate(run), lr=run.scheduler.get_last_lr()[0], seconds=round(time.monotonic() - t_epoch, 2))
-        _check_finite(run, epoch)
+        _check_finite(run, epoch, row)
         improved = row["val_macro_f1"] > run.best_metric
         if improved:
             run.best_metric, run.best_epoch, run.bad_epochs = row["val_macro_f1"], epoch + 1, 0
@@ -399,12 +405,20 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
     result = TrainResult(run_dir=str(run.run_dir), epochs_done=len(run.history), best_epoch=run.best_epoch,
                          best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row)
     if is_main:
-        atomic_write_text(run.run_dir / RESULT_FILE, json.dumps(result.__dict__, indent=1))
+        atomic_write_text(RunFolder(run.run_dir).result, json.dumps(result.__dict__, indent=1))
     return result
 
 
-def _check_finite(run: _Run, epoch: int) -> None:
-    """A weight that is no longer finite ends the run before it is saved."""
+DIVERGED_LOSS = 50.0  # times log(classes), the loss of a uniform guess: no learning run gets near it
+
+
+def _check_finite(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """A weight that is no longer finite, or a loss far above guessing, ends the run before it is saved."""
+    limit = DIVERGED_LOSS * math.log(len(run.class_names))
+    for key in ("train_loss", "val_loss"):
+        if not math.isfinite(row[key]) or row[key] > limit:
+            raise DivergedError(f"training diverged in epoch {epoch + 1} ({key} {row[key]:.3g}): lower lr (now "
+                                f"{run.cfg.lr:g}); the checkpoints of the last good epoch are kept")
     for name, p in run.model.state_dict().items():
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise DivergedError(f"weight {name} became non-finite in epoch {epoch + 1}: lower lr (now "
@@ -419,9 +433,10 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
         model_state=run.model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), step=run.step, best_metric=run.best_metric, best_epoch=run.best_epoch,
         bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row)
+    folder = RunFolder(run.run_dir)
     if improved:
-        save_checkpoint(ck, run.run_dir / "best.pt")
-    save_checkpoint(ck, run.run_dir / "last.pt")
+        save_checkpoint(ck, folder.best)
+    save_checkpoint(ck, folder.last)
     _write_log(run.run_dir, run.history)
 
 
@@ -447,7 +462,7 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     w.writeheader()
     for row in history:
         w.writerow({k: row.get(k) for k in LOG_FIELDS})
-    atomic_write_text(run_dir / "log.csv", buf.getvalue())
+    atomic_write_text(RunFolder(run_dir).file("log.csv"), buf.getvalue())
     fig = Figure(figsize=(12, 3.6))
     FigureCanvasAgg(fig)
     ep = [r["epoch"] for r in history]
@@ -460,8 +475,8 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
         ax.legend()
     fig.tight_layout()
     png = BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    atomic_write(run_dir / "curves.png", lambda f: f.write(png.getvalue()))
+    fig.savefig(png, format="png", dpi=100, metadata={"Software": CURVES_SOFTWARE})
+    atomic_write(RunFolder(run_dir).file("curves.png"), lambda f: f.write(png.getvalue()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,14 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: v for k, v in vars(args).items() if v is not None and k not in ("shards_dir", "run_dir", "resume",
                                                                                   "overwrite")}
     try:
-        if args.resume:
-            cfg = None
-            if given:
-                ckpt = load_checkpoint(Path(args.run_dir) / "last.pt", for_resume=True)
-                cfg = TrainConfig.from_dict(ckpt["config"]).resumed_with(given)
-        else:
-            cfg = TrainConfig.from_dict(given)
-        result = train(args.shards_dir, args.run_dir, cfg, resume=args.resume, overwrite=args.overwrite)
+        cfg = None if args.resume else TrainConfig.from_dict(given)
+        resume = (given or True) if args.resume else False
+        result = train(args.shards_dir, args.run_dir, cfg, resume=resume, overwrite=args.overwrite)
     except FaceblocksError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

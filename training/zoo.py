@@ -31,11 +31,23 @@ def shipped_model_path(name: str) -> Path:
     return MODELS_DIR / f"{name}.pt"
 
 
-def shipped_cards() -> dict[str, dict[str, Any]]:
-    """name -> model card of every shipped model."""
-    from training.checkpoint import load_checkpoint
+def card_path(name: str, models_dir: Path = MODELS_DIR) -> Path:
+    """The card's JSON copy beside the weights, so that `faceblocks models` and `--version` need no torch."""
+    return models_dir / f"{name}.card.json"
 
-    return {name: dict(load_checkpoint(MODELS_DIR / f"{name}.pt").get("card") or {}) for name in shipped_names()}
+
+def shipped_cards() -> dict[str, dict[str, Any]]:
+    """name -> model card of every shipped model (from its JSON copy; from the checkpoint if that is
+    missing or unreadable)."""
+    cards = {}
+    for name in shipped_names():
+        try:
+            cards[name] = json.loads(card_path(name).read_text(encoding="utf-8"))["card"]
+        except (OSError, ValueError, KeyError, TypeError):
+            from training.checkpoint import load_checkpoint
+
+            cards[name] = dict(load_checkpoint(MODELS_DIR / f"{name}.pt").get("card") or {})
+    return cards
 
 
 def format_card(name: str, card: dict[str, Any]) -> str:
@@ -73,4 +85,8 @@ def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Pa
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / f"{name}.pt"
     save_checkpoint(out, path)
+    from prepro.outputs import atomic_write_text, sha256_file
+
+    atomic_write_text(card_path(name, models_dir), json.dumps({"weights_sha256": sha256_file(path), "card": card},
+                                                              indent=1, allow_nan=False) + "\n")
     return path
