@@ -63,22 +63,58 @@ def throughput(models: list[str], sizes: list[str], batch_size: int, steps: int,
             g = torch.Generator().manual_seed(0)
             batch = {r: torch.randint(0, 256, (batch_size, 1, *shape[r]), dtype=torch.uint8) for r in regions}
             y = torch.randint(0, 7, (batch_size,))
-            times = []
+            times, data_times = [], []
             for i in range(warmup + steps):
                 t0 = time.perf_counter()
                 x = normalize(augment(to_float(batch, regions, torch.device("cpu"), fmt), regions, g), regions)
+                t1 = time.perf_counter()
                 loss = torch.nn.functional.cross_entropy(model(x).logits, y, label_smoothing=0.1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)
+                    data_times.append(t1 - t0)
             med = statistics.median(times)
+            flops = _step_flops(model, x, y)
             results.append({"model": name, "sizes": size_text, "params": count_params(model), "threads": threads,
                             "batch_size": batch_size, "channels_last": channels_last,
-                            "samples_per_s": round(batch_size / med, 1), "ms_per_step_median": round(1000 * med, 1)})
+                            "samples_per_s": round(batch_size / med, 1), "ms_per_step_median": round(1000 * med, 1),
+                            "data_share": round(statistics.median(data_times) / med, 3),
+                            "mflop_per_sample": round(flops / batch_size / 1e6, 1),
+                            "gflop_per_s": round(flops / med / 1e9, 1)})
             print(json.dumps(results[-1]), flush=True)
     return results
+
+
+def _step_flops(model, x: dict, y) -> float:
+    """FLOPs of one forward and backward pass on ``x`` (torch's counter; the optimizer step and the
+    data path are not counted)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss = torch.nn.functional.cross_entropy(model(x).logits, y)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def peak_gflops(threads: int) -> float:
+    """What this CPU reaches on a large float32 matrix multiply with ``threads`` threads: the
+    yardstick for the share of peak a training step reaches."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * 2048 ** 3 / statistics.median(times) / 1e9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +278,10 @@ def main() -> None:
     if args.cmd == "throughput":
         res = throughput(args.models, args.sizes, args.batch_size, args.steps, args.warmup, args.threads,
                          args.channels_last, args.model_kwargs)
+        peak = peak_gflops(args.threads)
+        print(json.dumps({"matmul_2048_gflop_per_s": round(peak, 1),
+                          "share_of_matmul_peak": {f"{r['model']} {r['sizes']}": round(r["gflop_per_s"] / peak, 2)
+                                                   for r in res}}))
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
     elif args.cmd == "sweep":

@@ -54,7 +54,7 @@ import numpy as np
 from prepro.errors import DataError, InputError, OutputError
 from prepro.faces import BOX_METHODS
 from prepro.outputs import atomic_write, atomic_write_text, output_lock, sha256_file
-from prepro.shards import BLOCK_FIELDS, STRING_FIELDS, Manifest, check_shard, shard_attrs
+from prepro.shards import BLOCK_FIELDS, STRING_FIELDS, Manifest, check_shard, shard_attrs, warn_if_unfinished
 
 FORMATS = ("png", "npz", "hdf5")
 REGIONS = ("eyes", "mouth", "face", "landmarks")
@@ -348,6 +348,7 @@ def export_blocks(shards_dir: str | os.PathLike, out_dir: str | os.PathLike, fmt
         raise InputError("no region given")
     root = Path(shards_dir)
     m = Manifest.load(root)
+    warn_if_unfinished(m, root)
     for name in m.split_names:
         _check_name("split", name)
     for name in m.label_names:

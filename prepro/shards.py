@@ -429,6 +429,15 @@ def _quality_summary(parts: list[np.ndarray]) -> dict[str, float]:
 # Reading
 
 
+def warn_if_unfinished(m: Manifest, root: Path) -> None:
+    """Say so when a shard folder comes from a preprocessing run that was stopped or killed."""
+    if not m.complete:
+        import warnings
+
+        warnings.warn(f"{root} is from a preprocessing run that did not finish (stopped or killed): its "
+                      "finished shards are used; run the same preprocess command again to complete it", stacklevel=3)
+
+
 class ShardReader:
     """Random access to the samples of a shard folder, optionally one split and a label subset.
 
@@ -442,6 +451,7 @@ class ShardReader:
                  labels: Iterable[str] | None = None, verify_files: bool = True):
         self.root = Path(out_dir)
         self.manifest = m = Manifest.load(self.root)
+        warn_if_unfinished(m, self.root)
         if split is not None and split not in m.split_names:
             raise InputError(f"unknown split {split!r}; allowed: {', '.join(m.split_names)}")
         keep = None

@@ -671,3 +671,19 @@ def test_predict_in_python_yields_a_reason_for_a_missing_path(tmp_path: Path, ti
 
     out = list(predict(tiny_model, [str(tmp_path / "missing.jpg")], PredictOptions()))
     assert len(out) == 1 and "no such file" in out[0].error
+
+
+def test_demo_at_its_smallest_sample(tmp_path: Path) -> None:
+    r = run("demo", tmp_path / "demo", "-q", "--per-class", "4", "--epochs", "2", "-j", "1")
+    no_traceback(r)
+    assert r.exit_code == 0, r.output
+
+
+def test_an_unfinished_preprocessing_run_is_said(tmp_path: Path, good_shards: Path) -> None:
+    shards = _copy(good_shards, tmp_path / "shards")
+    m = json.loads((shards / "manifest.json").read_text())
+    m["complete"] = False
+    (shards / "manifest.json").write_text(json.dumps(m))
+    r = run("export", shards, tmp_path / "exp", "-q")
+    no_traceback(r)
+    assert "did not finish" in r.output

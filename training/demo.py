@@ -81,7 +81,10 @@ def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, p
         counts = make_sample(sample, per_class=per_class)
         done.write_text(json.dumps(counts) + "\n")
     say(f"[2/5] preprocessing into {shards} ...")
-    summary = run_preprocess(str(sample), str(shards), PreprocessConfig(), PreprocessRun(jobs=jobs),
+    # At least one val and one test face per expression, however small the sample (--per-class 4).
+    frac = max(0.1, 1.0 / per_class)
+    summary = run_preprocess(str(sample), str(shards), PreprocessConfig(val_frac=frac, test_frac=frac),
+                             PreprocessRun(jobs=jobs),
                              progress=progress, log=say)
     echo(f"preprocess: {summary.samples} samples, {summary.failed} failed")
     say(f"[3/5] training two-branch in {run} ...")
