@@ -466,7 +466,9 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
         cfg = settings_from(cfg_cls, {**params, "progress": not quiet})
     result = train_run(shards_dir, run_dir, cfg, resume=(changes or True) if resume else False, overwrite=overwrite,
                        log=_say(False))
-    why = {"epochs": "all epochs done"}.get(result.stop_reason, result.stop_reason)
+    from training.run_folder import stop_text
+
+    why = stop_text(result.stop_reason)
     click.echo(f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "
                f"({result.epochs_done} epoch{'s' if result.epochs_done != 1 else ''}, {why}); checkpoints in {run_dir}")
     split = _report_split(shards_dir, cfg.val_split if cfg is not None else "holdout")
@@ -531,7 +533,7 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
               help="Draw boxes, landmarks, blocks and labels: a folder for images, a .mp4 file for a video.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1),
               help="Videos: predict on every Nth frame.")
-@click.option("--min-quality", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--min-quality", default=0.1, show_default=True, type=click.FloatRange(0, 1),
               help="Give no label to a face whose landmark quality is below this (its blocks are likely "
                    "misplaced); an image left without a face says so.")
 @click.option("--strict", is_flag=True, help="Exit non-zero when any input gave no prediction (without it, only "

@@ -291,6 +291,13 @@ def _split(items: list[RawItem], cfg: PreprocessConfig, assign_splits) -> list[R
                          by_subject=cfg.split_by_subject)
 
 
+def _moved(plan: _Plan) -> list[tuple[str, str]]:
+    """(gone, new) source ids with the same file name: likely one file moved between folders."""
+    gone = {s.rsplit("/", 1)[-1]: s for s in plan.missing if "/" in s and ":" not in s}
+    return [(gone[it.source_id.rsplit("/", 1)[-1]], it.source_id) for it in plan.pending
+            if "/" in it.source_id and it.source_id.rsplit("/", 1)[-1] in gone]
+
+
 def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:
     if m.shards or m.failures:
         log(f"continuing: {m.n_samples} samples in {len(m.shards)} finished shards; "
@@ -301,6 +308,12 @@ def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:
     if plan.changed:
         log(f"note: {plan.changed} inputs changed label in the source since they were processed; their samples "
             "keep the old label (--overwrite redoes everything)")
+    moved = _moved(plan)
+    if moved:
+        old, new = moved[0]
+        log(f"note: {len(moved)} inputs seem to have moved in the source (e.g. {old} is gone and {new} is new): "
+            "if so, the old sample stays in the shards with its old label beside the new one; --overwrite "
+            "rebuilds the folder from the source as it is")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -687,3 +687,16 @@ def test_an_unfinished_preprocessing_run_is_said(tmp_path: Path, good_shards: Pa
     r = run("export", shards, tmp_path / "exp", "-q")
     no_traceback(r)
     assert "did not finish" in r.output
+
+
+def test_a_file_moved_between_class_folders_is_said(tmp_path: Path) -> None:
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-j", "1", "-q")
+    assert r.exit_code == 0, r.output
+    moved = sorted((tmp_path / "sample" / "happy").iterdir())[0]
+    moved.rename(tmp_path / "sample" / "sad" / moved.name)
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-j", "1")
+    no_traceback(r)
+    assert "moved" in r.output and f"sad/{moved.name}" in r.output

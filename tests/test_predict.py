@@ -126,3 +126,13 @@ def test_predict_cli(trained, tmp_path):
     assert r.exit_code == 0 and "1 images or frames, 1 faces" in r.output
     r = runner.invoke(main, ["predict", str(trained / "run"), str(tmp_path / "nothing-*.jpg")])
     assert r.exit_code == 1 and "no such file" in r.output
+
+
+def test_cli_min_quality_default_is_the_library_default():
+    """The flag's default is written in cli.py (importing training.predict there would load numpy
+    for every command): it must stay the library's."""
+    from cli import main
+    from training.predict import PredictOptions
+
+    (opt,) = [p for p in main.commands["predict"].params if p.name == "min_quality"]
+    assert opt.default == PredictOptions.min_quality

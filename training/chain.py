@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from prepro.errors import FaceblocksError, InputError, OutputError
 from prepro.settings import check, from_mapping, options, setting
-from training.run_folder import RunFolder
+from training.run_folder import RunFolder, stop_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -455,7 +455,7 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
     lines += ["![contact sheet: faces with landmarks and block outlines, and the blocks](preview.png)", "",
               "## Training", "",
               f"`{t['model']}` ({n_params:,} parameters), {train_result['epochs_done']} epochs "
-              f"({train_result['stop_reason']}) in {sum(float(r.get('seconds', 0)) for r in history):.0f} s; "
+              f"({stop_text(train_result['stop_reason'])}) in {sum(float(r.get('seconds', 0)) for r in history):.0f} s; "
               f"best val macro-F1 "
               f"{train_result['best_val_macro_f1']:.4f} at epoch {train_result['best_epoch']}.", "",
               "![training curves](run/curves.png)", "", "## Evaluation", ""]

@@ -27,6 +27,11 @@ CURVES_SOFTWARE = "faceblocks train"  # the PNG text tag curves.png carries
 RESULT_KEYS = {"run_dir", "epochs_done", "best_epoch", "best_val_macro_f1", "stop_reason", "last"}
 
 
+def stop_text(reason: str) -> str:
+    """Why a run ended, for people: "all epochs done", "early stopping", "time budget"."""
+    return {"epochs": "all epochs done"}.get(reason, reason)
+
+
 class RunFolder:
     """The files of one training run in ``path``."""
 
