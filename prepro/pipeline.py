@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -52,6 +52,7 @@ class _Plan:
     fingerprint: str  # of the current listing
     missing: list[str]
     changed: int  # accounted inputs whose label or split in the source changed since
+    rewritten: list[str] = field(default_factory=list)  # accounted inputs whose file is newer than the manifest
 
 
 def failure_category(reason: str) -> str:
@@ -283,12 +284,30 @@ def _plan(out: Path, m: Manifest, listing, cfg: PreprocessConfig, retry_failed: 
     changed = sum(1 for it in items if it.source_id in done and done[it.source_id][2] is not None
                   and done[it.source_id][2] != it.label)
     return _Plan(pending=[it for it in items if it.source_id not in done], fingerprint=fingerprint,
-                 missing=sorted(s for s in done if s not in ids), changed=changed)
+                 missing=sorted(s for s in done if s not in ids), changed=changed,
+                 rewritten=_rewritten(out, [it for it in items if it.source_id in done]))
 
 
 def _split(items: list[RawItem], cfg: PreprocessConfig, assign_splits) -> list[RawItem]:
     return assign_splits(items, val_frac=cfg.val_frac, test_frac=cfg.test_frac, seed=cfg.split_seed,
                          by_subject=cfg.split_by_subject)
+
+
+def _rewritten(out: Path, done_items: list[RawItem]) -> list[str]:
+    """Source ids of processed inputs whose file was modified after the manifest was last saved:
+    their samples hold the old content (one stat each; a CSV source counts once per row)."""
+    try:
+        saved = (out / MANIFEST).stat().st_mtime
+    except OSError:
+        return []
+    newer: dict[str, bool] = {}
+    for it in done_items:
+        if it.path not in newer:
+            try:
+                newer[it.path] = os.stat(it.path).st_mtime > saved
+            except OSError:
+                newer[it.path] = False
+    return [it.source_id for it in done_items if newer[it.path]]
 
 
 def _moved(plan: _Plan) -> list[tuple[str, str]]:
@@ -308,6 +327,9 @@ def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:
     if plan.changed:
         log(f"note: {plan.changed} inputs changed label in the source since they were processed; their samples "
             "keep the old label (--overwrite redoes everything)")
+    if plan.rewritten:
+        log(f"note: {len(plan.rewritten)} processed inputs were modified since this folder was last written (e.g. "
+            f"{plan.rewritten[0]}); their samples hold the old content: --overwrite rebuilds from the source")
     moved = _moved(plan)
     if moved:
         old, new = moved[0]

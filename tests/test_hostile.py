@@ -700,3 +700,21 @@ def test_a_file_moved_between_class_folders_is_said(tmp_path: Path) -> None:
     r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-j", "1")
     no_traceback(r)
     assert "moved" in r.output and f"sad/{moved.name}" in r.output
+
+
+def test_a_changed_source_file_is_said(tmp_path: Path) -> None:
+    import time
+
+    from prepro.synthetic import make_sample
+
+    make_sample(tmp_path / "sample", per_class=4)
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-j", "1", "-q")
+    assert r.exit_code == 0, r.output
+    changed = sorted((tmp_path / "sample" / "happy").iterdir())[0]
+    later = time.time() + 5
+    os.utime(changed, (later, later))  # as if the photo had been edited after the run
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out", "-j", "1")
+    no_traceback(r)
+    assert "modified" in r.output and f"happy/{changed.name}" in r.output
+    r = run("preprocess", tmp_path / "sample", tmp_path / "out2", "-j", "1")
+    assert "modified" not in r.output
