@@ -53,7 +53,8 @@ import numpy as np
 
 from prepro.errors import DataError, InputError, OutputError
 from prepro.faces import BOX_METHODS
-from prepro.outputs import atomic_write, atomic_write_text, output_lock, sha256_file
+from prepro.inputs import is_inside
+from prepro.outputs import atomic_write, atomic_write_text, is_empty_but_for_us, output_lock, sha256_file
 from prepro.shards import BLOCK_FIELDS, STRING_FIELDS, Manifest, check_shard, shard_attrs, warn_if_unfinished
 
 FORMATS = ("png", "npz", "hdf5")
@@ -127,9 +128,7 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _inside(root: Path, path: Path) -> Path:
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root:
+    if not is_inside(path, root):
         raise OutputError(f"{path} would lie outside {root}; refusing to write there")
     return path
 
@@ -247,7 +246,7 @@ class _Out:
         if self.root.exists() and not self.root.is_dir():
             raise OutputError(f"{self.root} is a file, not a folder")
         previous: dict[str, str] = {}
-        if self.root.is_dir() and any(p.name != ".faceblocks.lock" for p in self.root.iterdir()):
+        if self.root.is_dir() and not is_empty_but_for_us(self.root):
             if not overwrite:
                 raise OutputError(f"{self.root} already holds files; pass --overwrite to replace "
                                   "the files this export writes (other files are left alone)")

@@ -28,11 +28,21 @@ def is_video_file(name: str) -> bool:
     return name.lower().endswith(VIDEO_EXTENSIONS)
 
 
+def utf8_text(name: str) -> str:
+    """``name`` encodable as UTF-8: undecodable bytes (surrogate escapes) shown as backslash escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def printable(name: str) -> str:
     """``name`` safe to show on a terminal or in JSON: undecodable bytes and control characters
     (newlines, escape sequences) become backslash escapes."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in utf8_text(name))
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when the real path of ``path`` is the real path of ``folder`` or lies below it."""
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, top]) == top
 
 
 def _file_problem(path: str) -> str | None:
@@ -50,15 +60,13 @@ def _folder_items(folder: str) -> list[tuple[str, str | None]]:
     """The image files below ``folder`` (sorted, recursively). A link that leads outside the folder
     is listed with its reason and not read, as `preprocess` does."""
     out: list[tuple[str, str | None]] = []
-    top = os.path.realpath(folder)
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             if not is_image_file(name):
                 continue
             path = os.path.join(root, name)
-            real = os.path.realpath(path)
-            if os.path.islink(path) and os.path.commonpath([top, real]) != top:
+            if os.path.islink(path) and not is_inside(path, folder):
                 out.append((path, f"a symbolic link leading outside {printable(folder)}"))
             else:
                 out.append((path, _file_problem(path)))

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 from prepro.config import PreprocessConfig, PreprocessRun
 from prepro.errors import OutputError
+from prepro.inputs import is_inside
 from prepro.outputs import is_empty_but_for_us, new_writer_id, output_lock, remove_own_temp_files
 from prepro.readers import Failure, RawItem
 from prepro.shards import MANIFEST, SHARD_DIR, Manifest, check_shard, shard_writer_id
@@ -64,10 +65,7 @@ def failure_category(reason: str) -> str:
 def _check_out_apart(source: Path, out: Path) -> None:
     """Refuse an output folder that is a source folder or lies inside it: on the next run its own
     files (shards, a contact sheet) would be listed as inputs."""
-    if not source.is_dir():
-        return
-    src, dst = os.path.realpath(source), os.path.realpath(out)
-    if os.path.commonpath([src, dst]) == src:
+    if source.is_dir() and is_inside(out, source):
         raise OutputError(f"the output folder {out} is the source folder {source} or lies inside it: its files "
                           "would be read as inputs next time; choose a folder outside the source")
 
@@ -312,9 +310,10 @@ def _rewritten(out: Path, done_items: list[RawItem]) -> list[str]:
 
 def _moved(plan: _Plan) -> list[tuple[str, str]]:
     """(gone, new) source ids with the same file name: likely one file moved between folders."""
-    gone = {s.rsplit("/", 1)[-1]: s for s in plan.missing if "/" in s and ":" not in s}
-    return [(gone[it.source_id.rsplit("/", 1)[-1]], it.source_id) for it in plan.pending
-            if "/" in it.source_id and it.source_id.rsplit("/", 1)[-1] in gone]
+    name = lambda source_id: source_id.rsplit("/", 1)[-1]  # noqa: E731
+    gone = {name(s): s for s in plan.missing if "/" in s and ":" not in s}
+    return [(gone[name(it.source_id)], it.source_id) for it in plan.pending
+            if "/" in it.source_id and name(it.source_id) in gone]
 
 
 def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:

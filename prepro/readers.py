@@ -30,7 +30,7 @@ from typing import IO
 import numpy as np
 
 from prepro.errors import InputError, SampleError
-from prepro.inputs import IMG_EXTENSIONS, is_image_file, printable
+from prepro.inputs import IMG_EXTENSIONS, is_image_file, is_inside, printable, utf8_text
 from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label, normalize_label_name
 from prepro.specs import FORMATS, SPLITS, DatasetSpec, load_spec
 
@@ -113,12 +113,6 @@ def order_key(item: RawItem) -> tuple:
     return (rank, "", -1, item.source_id)
 
 
-def _safe_text(name: str) -> str:
-    """``name`` printable as UTF-8 (undecodable bytes shown as escapes)."""
-    # Names that are not valid UTF-8 arrive with surrogate escapes; show their bytes instead.
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _is_utf8(name: str) -> bool:
     """True when ``name`` holds no undecodable bytes (surrogate escapes)."""
     try:
@@ -147,7 +141,7 @@ class _Walker:
         # Paths are built by joining names onto the root, so slicing is exact (and 10x cheaper
         # than relpath over tens of thousands of files).
         rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, self._root_text)
-        return _safe_text(rel.replace(os.sep, "/"))
+        return utf8_text(rel.replace(os.sep, "/"))
 
     def fail(self, path: str, reason: str, folder: bool = False) -> None:
         """Record ``path`` (a folder: with a trailing "/") as a failure with ``reason``."""
@@ -196,7 +190,7 @@ class _Walker:
         if not os.path.exists(target):
             self.fail(path, "broken symbolic link")
             return None
-        if os.path.commonpath([target, self._root_text]) != self._root_text:
+        if not is_inside(target, self._root_text):
             self.fail(path, "symbolic link to a place outside the source folder; not followed")
             return None
         if os.path.isdir(target):
@@ -1121,12 +1115,6 @@ def _label_file_lines(path: str, shown: str) -> Iterator[tuple[int, bytes]]:
         raise InputError(f"{shown}: {_read_problem(e)}") from None
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """True when the real path of ``path`` is ``folder`` (a real path) or inside it."""
-    real = os.path.realpath(path)
-    return os.path.commonpath([real, str(folder)]) == str(folder)
-
-
 def _file_stem(name: str) -> str:
     """A label file's name without folder and extension(s): "lists/training.csv.gz" -> "training"."""
     base = name.rsplit("/", 1)[-1]
@@ -1154,7 +1142,7 @@ def _label_files_of(root: Path, spec: DatasetSpec | None) -> tuple[Path, list[tu
         path = root / rel
         if not path.is_file():
             raise InputError(f"label file {rel} not found in {root} (dataset {spec.name!r} expects it there)")
-        if not _inside(path, root):
+        if not is_inside(path, root):
             raise InputError(f"label file {rel} in {root} is a link to a place outside the source; "
                              "not followed")
         files.append((str(path), rel))
@@ -1182,7 +1170,7 @@ def _list_labels(root: Path, spec: DatasetSpec | None, failures: list[Failure]) 
     if not image_root.is_dir():
         raise InputError(f"image folder {root_shown} not found in {base}"
                          + (f" (image_root of dataset {spec.name!r})" if spec is not None else ""))
-    if not _inside(image_root, base):
+    if not is_inside(image_root, base):
         raise InputError(f"image folder {root_shown} in {base} is a link to a place outside the source; "
                          "not followed")
     splits = [_file_split(shown, spec) for _, shown in files]  # every name checked before reading

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from prepro.errors import InputError, OutputError
-from prepro.inputs import is_video_file, printable
+from prepro.inputs import is_inside, is_video_file, printable
 
 
 @dataclass
@@ -305,9 +305,8 @@ def check_outputs_apart(inputs: list[str], listed: list[tuple[str, str | None]],
             raise OutputError(f"{flag} {printable(target)} is one of the inputs: choose another file")
     if opts.annotate is None or is_video_file(opts.annotate):
         return
-    target = os.path.realpath(opts.annotate)
-    for folder in (os.path.realpath(i) for i in inputs if os.path.isdir(i)):
-        if os.path.commonpath([folder, target]) == folder:
+    for folder in (i for i in inputs if os.path.isdir(i)):
+        if is_inside(opts.annotate, folder):
             raise OutputError(f"--annotate {printable(opts.annotate)} is inside an input folder: its pictures "
                               "would be read as inputs next time; choose a folder outside the inputs")
 

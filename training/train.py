@@ -35,7 +35,7 @@ from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, 
                            normalize, to_float)
 from training.evaluate import amp_context, check_block_sizes, predict_batches, resolve_device, scores
 
-from training.run_folder import CURVES_SOFTWARE, LOG_FIELDS, RunFolder
+from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, LOG_FIELDS, RunFolder
 
 
 @dataclass
@@ -462,7 +462,7 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     w.writeheader()
     for row in history:
         w.writerow({k: row.get(k) for k in LOG_FIELDS})
-    atomic_write_text(RunFolder(run_dir).file("log.csv"), buf.getvalue())
+    atomic_write_text(RunFolder(run_dir).file(LOG), buf.getvalue())
     fig = Figure(figsize=(12, 3.6))
     FigureCanvasAgg(fig)
     ep = [r["epoch"] for r in history]
@@ -476,7 +476,7 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     fig.tight_layout()
     png = BytesIO()
     fig.savefig(png, format="png", dpi=100, metadata={"Software": CURVES_SOFTWARE})
-    atomic_write(RunFolder(run_dir).file("curves.png"), lambda f: f.write(png.getvalue()))
+    atomic_write(RunFolder(run_dir).file(CURVES), lambda f: f.write(png.getvalue()))
 
 
 # ----------------------------------------------------------------------------------------------
