@@ -38,7 +38,8 @@ class PredictOptions:
     landmark_model: str | None = None  # dlib 68-point model file; None = the shipped one
     annotate: str | None = None  # a folder for annotated images, or an .mp4 file for one annotated video
     # Faces whose landmark quality is below this get no label: a fit this doubtful is almost surely
-    # not on a face (a photo without one, cut as a crop, scores about 0.05); 0 labels every fit.
+    # not on a face (the photo of dogs in ../shared/data/photos, cut with --face aligned, scores
+    # 0.002; the hostile-input report saw 0.05 on another face-less photo); 0 labels every fit.
     min_quality: float = 0.1
     tta_flip: bool | None = None  # average each face with its mirror image; None = as the model's card says
     csv: str | None = None  # also write every face as a CSV row to this file (replaced when done)
