@@ -3,7 +3,13 @@
 Every file either becomes a uint8 HxW C-contiguous array or raises `ImageDecodeError` whose
 message is a short human reason (the pipeline lists it as the failure reason). The pixel count in
 the header is checked before any pixel is decoded; truncated data is an error, never a half-grey
-image (Pillow's ``LOAD_TRUNCATED_IMAGES`` is left False and is checked).
+image (Pillow's ``LOAD_TRUNCATED_IMAGES`` is left False and is checked). Only the formats of
+`DECODED_FORMATS` are ever given to a decoder, and a large file is never read whole before its
+header is checked.
+
+Two paths, the same pixels: plain files (complete JPEGs and 8-bit grey PNGs, see
+`prepro.image_headers`) are decoded by OpenCV, about 5x faster on dataset-sized images; every
+other file goes through Pillow's checked path, which gives the reasons.
 
 Conversions to grayscale: colour -> ITU-R 601 luminance (for JPEG straight from the Y channel);
 alpha (LA, RGBA, palette with transparency) -> composited on black, i.e. the grey is multiplied by
@@ -27,7 +33,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from prepro.image_headers import plain_header
+
 DEFAULT_MAX_PIXELS = 40_000_000
+# The formats faceblocks decodes (Pillow's names; its JPEG opener also opens camera MPO files). No
+# other decoder is ever given a file: some (EPS) would run another program on it.
+DECODED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM")
+FAST_PATH_MAX_BYTES = 32 * 2**20  # files up to this size are read whole and tried with OpenCV
 
 
 class ImageDecodeError(ValueError):
@@ -53,25 +65,83 @@ def decode_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
 
     ``scale`` is decoded size / original size: 1.0 unless ``work_max_side`` allowed a reduced
     decode, which never brings the longest side below ``work_max_side``. Images whose header
-    claims more than ``max_pixels`` pixels are refused before decoding.
+    claims more than ``max_pixels`` pixels are refused before decoding. Only the formats of
+    `DECODED_FORMATS` are decoded; a file of any other content is "not an image".
     """
-    from PIL import Image, ImageFile, UnidentifiedImageError
-
     if work_max_side is not None and work_max_side < 1:
         raise ValueError(f"work_max_side must be >= 1 or None, got {work_max_side}")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
+        # Small files (nearly every dataset image) are read whole and tried on the fast path; a
+        # large one is handed to Pillow as a file, which reads its header before any pixel data.
+        data = f.read() if size <= FAST_PATH_MAX_BYTES else None
+        if data is not None:
+            fast = decode_plain(data, max_pixels, work_max_side)
+            if fast is not None:
+                return fast
+            return _pillow_decode(io.BytesIO(data), max_pixels, work_max_side)
+        return _pillow_decode(f, max_pixels, work_max_side)
+
+
+def decode_plain(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 work_max_side: int | None = None) -> Decoded | None:
+    """OpenCV's decode of a plain file: a complete JPEG (grey or YCbCr, no EXIF, no Adobe
+    colour transform) or a complete 8-bit grey PNG without transparency or EXIF; None for anything
+    else (Pillow's checked path decides those). Same pixels as the Pillow path, about 5x faster."""
+    import cv2
+
+    header = plain_header(data)
+    if header is None:
+        return None
+    fmt, w, h = header
+    if w < 1 or h < 1 or w * h > max_pixels:
+        return None  # Pillow's path gives the reason
+    factor = _jpeg_reduction(w, h, work_max_side) if fmt == "JPEG" else 1
+    flags = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+             8: cv2.IMREAD_REDUCED_GRAYSCALE_8}[factor] | cv2.IMREAD_IGNORE_ORIENTATION
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    expected = (-(-h // factor), -(-w // factor))
+    if gray is None or gray.dtype != np.uint8 or gray.shape != expected:
+        return None
+    scale = 1.0 / factor
+    if fmt == "PNG":
+        gray, scale = _area_reduce(gray, work_max_side)
+    return Decoded(np.ascontiguousarray(gray), scale, (h, w))
+
+
+def _pillow_decode(f: Any, max_pixels: int, work_max_side: int | None) -> Decoded:
+    """Pillow's checked decode of an open file: header first, then the pixels."""
+    from PIL import ImageFile
+
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone in this process switched it on; with it, cut files decode as half-grey images.
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images would "
                            "decode silently; set it back to False")
-    with open(path, "rb") as f:
-        data = f.read()
-    if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
+    im = _open_checked(f, max_pixels)
+    w, h = im.size
+    scale = _jpeg_draft(im, work_max_side) if im.format == "JPEG" else 1.0
+    _load_checked(im)
+    before = im.size
+    im = _upright(im)
+    if im.size != before:  # EXIF rotated by 90 degrees: the original's sides swap too
+        w, h = h, w
+    gray = _to_gray(im)
+    if scale == 1.0:
+        gray, scale = _area_reduce(gray, work_max_side)
+    return Decoded(gray, scale, (h, w))
+
+
+def _open_checked(f: Any, max_pixels: int) -> Any:
+    """The opened image (header read, no pixels yet) of an allowed format within ``max_pixels``."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below is the limit; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(f, formats=DECODED_FORMATS)
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (cannot identify format)") from None
     except Image.DecompressionBombError as e:
@@ -94,9 +164,10 @@ def decode_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
     if w * h > max_pixels:
         raise ImageDecodeError(f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the "
                                f"{max_pixels / 1e6:g} MP limit")
-    scale = 1.0
-    if im.format == "JPEG":
-        scale = _jpeg_draft(im, work_max_side)
+    return im
+
+
+def _load_checked(im: Any) -> None:
     try:
         im.load()
     except OSError as e:
@@ -105,20 +176,18 @@ def decode_gray(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
         raise ImageDecodeError(f"corrupt image data ({_short(e)})") from None
     except (SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageDecodeError(f"corrupt image data ({_short(e)})") from None
-    before = im.size
-    im = _upright(im)
-    if im.size != before:  # EXIF rotated by 90 degrees: the original's sides swap too
-        w, h = h, w
-    gray = _to_gray(im)
-    if (work_max_side is not None and scale == 1.0 and max(gray.shape) > 2 * work_max_side
-            and min(gray.shape) * work_max_side / max(gray.shape) >= 1):  # a sliver is left as it is
-        import cv2
 
-        s = work_max_side / max(gray.shape)
-        # fx/fy given (no dsize): OpenCV maps with exactly this factor, so `s` is the true scale.
-        gray = cv2.resize(gray, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        scale = s
-    return Decoded(gray, scale, (h, w))
+
+def _area_reduce(gray: np.ndarray, work_max_side: int | None) -> tuple[np.ndarray, float]:
+    """An image decoded at full size, area-reduced when more than twice ``work_max_side``."""
+    if (work_max_side is None or max(gray.shape) <= 2 * work_max_side
+            or min(gray.shape) * work_max_side / max(gray.shape) < 1):  # a sliver is left as it is
+        return gray, 1.0
+    import cv2
+
+    s = work_max_side / max(gray.shape)
+    # fx/fy given (no dsize): OpenCV maps with exactly this factor, so `s` is the true scale.
+    return cv2.resize(gray, (0, 0), fx=s, fy=s, interpolation=cv2.INTER_AREA), s
 
 
 def gray_from_array(arr: Any) -> np.ndarray:
@@ -130,6 +199,16 @@ def gray_from_array(arr: Any) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageDecodeError(f"expected a 2-D HxW grayscale array, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def _jpeg_reduction(w: int, h: int, work_max_side: int | None) -> int:
+    """The DCT-domain reduction (1, 2, 4 or 8) Pillow's draft mode picks for a JPEG of w x h:
+    the largest that keeps the size at least ``work_max_side`` on the longer side."""
+    if work_max_side is None or max(w, h) < 2 * work_max_side:
+        return 1
+    k = work_max_side / max(w, h)
+    factor = min(w // max(1, math.ceil(w * k)), h // max(1, math.ceil(h * k)))
+    return next(f for f in (8, 4, 2, 1) if factor >= f)
 
 
 def _jpeg_draft(im: Any, work_max_side: int | None) -> float:
