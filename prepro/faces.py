@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -85,6 +86,39 @@ class CutSettings:
     second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
 
 
+@dataclass(frozen=True)
+class _Start:
+    """Where one face's landmarks start: a box in the decoded image's pixels, or None for a crop
+    (the start box is estimated), with how it was found."""
+
+    method: str  # one of BOX_METHODS
+    score: float  # the detector's confidence; NaN when the box is not a detector's
+    box: tuple[float, float, float, float] | None
+
+
+def _cut_errors() -> tuple[type, ...]:
+    """What one odd image may raise on its way to blocks: its failure, never the run's end."""
+    from prepro.blocks import BlockError
+    from prepro.image_io import ImageDecodeError
+
+    return (SampleError, ImageDecodeError, BlockError, OSError, _cv2_error())
+
+
+@contextmanager
+def _failure_of(out: ImageCut) -> Iterator[None]:
+    """Turns an image's error (one of `_cut_errors`) into its failure reason."""
+    try:
+        yield
+    except _cut_errors() as e:
+        out.faces = []
+        if isinstance(e, OSError):
+            out.failure = f"unreadable file ({e.strerror or e})"
+        elif isinstance(e, _cv2_error()):  # OpenCV refusing an odd image is that image's failure
+            out.failure = f"OpenCV cannot process this image ({' '.join(str(e).split())[-120:]})"
+        else:
+            out.failure = str(e)
+
+
 class FaceCutter:
     """Cuts faces into blocks with one set of settings; dlib's models load on first use, once per
     process. Pickling keeps only the settings (cheap to send to worker processes)."""
@@ -99,30 +133,42 @@ class FaceCutter:
             box: tuple[float, float, float, float] | None = None) -> ImageCut:
         """The faces of ``image`` (a file path, or a 2-D uint8 array taken as the original image)
         cut into blocks; only the largest unless ``all_faces``. ``box``: a given face box."""
-        from prepro.blocks import BlockError, cut_blocks
-        from prepro.image_io import ImageDecodeError
+        return self.cut_many([image], [box], all_faces=all_faces, keep_image=keep_image)[0]
 
-        out = ImageCut()
-        try:
-            gray, out.scale, out.size = self._decode(image)
-            if keep_image:
-                out.gray = gray
-            if min(gray.shape) < MIN_SIDE:
-                raise SampleError(f"image of {out.size[1]}x{out.size[0]} pixels is too small to hold a face "
-                                  f"(at least {MIN_SIDE}x{MIN_SIDE})")
-            fits = self._fits(gray, out.scale, all_faces, box)
-            for fit, method, score in fits:
-                face = self._face(fit, method, score, gray.shape, out.scale)
-                out.faces.append(FaceCut(face, cut_blocks(gray, face.landmarks, self.settings.blocks, out.scale)))
-        except (SampleError, ImageDecodeError, BlockError) as e:
-            out.faces, out.failure = [], str(e)
-        except OSError as e:
-            out.faces, out.failure = [], f"unreadable file ({e.strerror or e})"
-        except _cv2_error() as e:  # OpenCV refusing an odd image is that image's failure, not the run's
-            out.faces, out.failure = [], f"OpenCV cannot process this image ({' '.join(str(e).split())[-120:]})"
-        return out
+    def cut_many(self, images: list, boxes: list | None = None, all_faces: bool = False,
+                 keep_image: bool = False) -> list[ImageCut]:
+        """`cut` of each image (with ``boxes[i]`` its given box or None): the same results, with
+        the landmark work (start boxes, quality) done for all the images' faces at once."""
+        boxes = [None] * len(images) if boxes is None else boxes
+        outs = [ImageCut() for _ in images]
+        grays: list[np.ndarray | None] = [None] * len(images)
+        starts: list[tuple[int, _Start]] = []  # (image index, where its landmarks start)
+        for i, (image, box) in enumerate(zip(images, boxes)):
+            with _failure_of(outs[i]):
+                grays[i] = self._read(image, outs[i], keep_image)
+                starts += [(i, st) for st in self._starts(grays[i], outs[i].scale, all_faces, box)]
+        fits = self._fit_all(grays, starts, outs)
+        from prepro.blocks import cut_blocks
+
+        for i, out in enumerate(outs):
+            with _failure_of(out):
+                for (j, st), fit in zip(starts, fits):
+                    if j == i and fit is not None and out.failure is None:
+                        face = self._face(fit, st.method, st.score, grays[i].shape, out.scale)
+                        out.faces.append(FaceCut(face, cut_blocks(grays[i], face.landmarks, self.settings.blocks,
+                                                                  out.scale)))
+        return outs
 
     # -- steps ------------------------------------------------------------------------------------
+
+    def _read(self, image: Any, out: ImageCut, keep_image: bool) -> np.ndarray:
+        gray, out.scale, out.size = self._decode(image)
+        if keep_image:
+            out.gray = gray
+        if min(gray.shape) < MIN_SIDE:
+            raise SampleError(f"image of {out.size[1]}x{out.size[0]} pixels is too small to hold a face "
+                              f"(at least {MIN_SIDE}x{MIN_SIDE})")
+        return gray
 
     def _decode(self, image: Any) -> tuple[np.ndarray, float, tuple[int, int]]:
         from prepro.image_io import decode_gray, gray_from_array
@@ -135,27 +181,54 @@ class FaceCutter:
                                             work_max_side=self.settings.work_max_side)
         return np.ascontiguousarray(gray), scale, (int(size[0]), int(size[1]))
 
-    def _fits(self, gray: np.ndarray, scale: float, all_faces: bool,
-              box: tuple[float, float, float, float] | None) -> list[tuple[Fit, str, float]]:
-        """(fit in gray pixels, box method, detector score) per face, largest first."""
+    def _starts(self, gray: np.ndarray, scale: float, all_faces: bool,
+                box: tuple[float, float, float, float] | None) -> list["_Start"]:
+        """Where the landmarks of each face of ``gray`` start (largest face first)."""
         from prepro.detection import detect_faces
-        from prepro.landmarks import fit_crop, fit_from_box
 
-        shape_model = self.landmark_model.load()
         s = self.settings
         if box is not None:
-            return [(fit_from_box(gray, tuple(v * scale for v in box), shape_model), "given", math.nan)]
+            if not all(math.isfinite(float(v)) for v in box):
+                raise SampleError(f"face box {tuple(box)} is not finite")
+            return [_Start("given", math.nan, tuple(float(v) * scale for v in box))]
         if s.face_mode == "aligned":
-            return [(fit_crop(gray, shape_model, s.second_look), "estimated", math.nan)]
+            return [_Start("estimated", math.nan, None)]
         dets = detect_faces(gray, s.detector, scale)
         if dets:
-            chosen = dets if all_faces else dets[:1]
-            return [(fit_from_box(gray, d.box, shape_model), d.detector, d.score) for d in chosen]
+            return [_Start(d.detector, d.score, d.box) for d in (dets if all_faces else dets[:1])]
         h, w = gray.shape
         if s.face_mode == "auto" and (s.pre_cropped or max(h, w) / scale <= s.detector.small_image_side):
-            return [(fit_crop(gray, shape_model, s.second_look), "estimated_fallback", math.nan)]
+            return [_Start("estimated_fallback", math.nan, None)]
         raise SampleError(f"no face found by the {s.detector.detector} detector (image "
                           f"{round(w / scale)}x{round(h / scale)})")
+
+    def _fit_all(self, grays: list, starts: list[tuple[int, "_Start"]], outs: list[ImageCut]) -> list:
+        """The fit (gray pixels) of every start: crops and boxes each in one batch. Should a batch
+        fail, each start is fitted alone, so that only its own image gets the failure."""
+        try:
+            return self._fit_batch(grays, starts)
+        except _cut_errors():
+            fits: list = []
+            for i, st in starts:
+                fits.append(None)
+                with _failure_of(outs[i]):
+                    fits[-1] = self._fit_batch(grays, [(i, st)])[0]
+            return fits
+
+    def _fit_batch(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
+        from prepro.landmarks import fit_crops, fits_from_boxes
+
+        shape_model = self.landmark_model.load()
+        crops = [k for k, (_, st) in enumerate(starts) if st.box is None]
+        given = [k for k, (_, st) in enumerate(starts) if st.box is not None]
+        fits: list = [None] * len(starts)
+        for k, fit in zip(crops, fit_crops([grays[starts[k][0]] for k in crops], shape_model,
+                                           self.settings.second_look)):
+            fits[k] = fit
+        for k, fit in zip(given, fits_from_boxes([grays[starts[k][0]] for k in given],
+                                                 [starts[k][1].box for k in given], shape_model)):
+            fits[k] = fit
+        return fits
 
     @staticmethod
     def _face(fit: Fit, method: str, score: float, shape: tuple[int, int], scale: float) -> Face:

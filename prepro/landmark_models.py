@@ -61,18 +61,24 @@ def load_mean_shape() -> np.ndarray:
 def procrustes_rms(landmarks: np.ndarray) -> float:
     """RMS residual, in inter-ocular units, of the landmarks similarity-aligned (translation,
     rotation, uniform scale) to the mean face; infinite for degenerate landmarks."""
+    return float(procrustes_rms_many(np.asarray(landmarks, dtype=np.float64)[None])[0])
+
+
+def procrustes_rms_many(landmarks: np.ndarray) -> np.ndarray:
+    """`procrustes_rms` of each of N sets of landmarks (N x 68 x 2): N floats."""
     p = np.asarray(landmarks, dtype=np.float64)
     m = load_mean_shape()
     # In complex form z = x + iy the best rotation+scale is one factor a = <z, m> / <z, z>, and
     # the residual has the closed form |m|^2 - |<z, m>|^2 / |z|^2 (m is centred).
-    g = p.T @ m
-    n = len(p)
-    mean = p.sum(axis=0) / n
-    zz = float((p * p).sum()) - n * float(mean @ mean)
-    if not zz > 1e-12:  # also catches NaN
-        return math.inf
-    re, im = float(g[0, 0] + g[1, 1]), float(g[0, 1] - g[1, 0])
-    return math.sqrt(max(float((m * m).sum()) - (re * re + im * im) / zz, 0.0) / n)
+    g = np.einsum("nki,kj->nij", p, m)
+    n = p.shape[1]
+    mean = p.sum(axis=1) / n
+    zz = (p * p).sum(axis=(1, 2)) - n * (mean * mean).sum(axis=1)
+    re, im = g[:, 0, 0] + g[:, 1, 1], g[:, 0, 1] - g[:, 1, 0]
+    ok = zz > 1e-12  # also False for NaN
+    safe = np.where(ok, zz, 1.0)
+    rms = np.sqrt(np.maximum(float((m * m).sum()) - (re * re + im * im) / safe, 0.0) / n)
+    return np.where(ok, rms, math.inf)
 
 
 def _evidence_weights() -> tuple[np.ndarray, np.ndarray]:
@@ -99,22 +105,32 @@ _EVIDENCE_W, _EVIDENCE_SIGN = _evidence_weights()
 def face_evidence(gray: np.ndarray, landmarks: np.ndarray) -> float:
     """(mean grey at skin points - mean grey at eyes, brows and lip line) / (grey std + 2) in the
     landmarks' box, with ``landmarks`` in ``gray``'s pixels: ~1-2 on faces, ~0 on blank images."""
-    h, w = gray.shape
-    p = np.asarray(landmarks, dtype=np.float64)
-    pts = np.rint(_EVIDENCE_W @ p).astype(np.intp)
-    np.clip(pts[:, 0], 0, w - 1, out=pts[:, 0])
-    np.clip(pts[:, 1], 0, h - 1, out=pts[:, 1])
-    diff = float(gray[pts[:, 1], pts[:, 0]] @ _EVIDENCE_SIGN)
-    lo, hi = p.min(axis=0), p.max(axis=0)
-    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
-    x1, y1 = min(int(hi[0]) + 2, w), min(int(hi[1]) + 2, h)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return 0.0
+    return float(face_evidence_many([gray], np.asarray(landmarks, dtype=np.float64)[None])[0])
+
+
+def face_evidence_many(grays: list[np.ndarray], landmarks: np.ndarray) -> np.ndarray:
+    """`face_evidence` of face i in ``grays[i]`` for each of the N x 68 x 2 ``landmarks``."""
     import cv2
 
-    step = max(1, max(x1 - x0, y1 - y0) // 64)  # ~64x64 samples bound the cost on big photos
-    box = np.ascontiguousarray(gray[y0:y1:step, x0:x1:step])
-    return diff / (float(cv2.meanStdDev(box)[1][0, 0]) + 2.0)  # ~10x faster than ndarray.std on small boxes
+    p = np.asarray(landmarks, dtype=np.float64)
+    lo, hi = p.min(axis=1), p.max(axis=1)
+    out = np.zeros(len(p))
+    for i, gray in enumerate(grays):
+        h, w = gray.shape
+        # One product per face: sample points land on exact halves, and a batched product's
+        # other summation order would round some of them the other way.
+        pts = np.rint(_EVIDENCE_W @ p[i]).astype(np.intp)
+        x = np.clip(pts[:, 0], 0, w - 1)
+        y = np.clip(pts[:, 1], 0, h - 1)
+        diff = float(gray[y, x] @ _EVIDENCE_SIGN)
+        x0, y0 = max(int(lo[i, 0]), 0), max(int(lo[i, 1]), 0)
+        x1, y1 = min(int(hi[i, 0]) + 2, w), min(int(hi[i, 1]) + 2, h)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        step = max(1, max(x1 - x0, y1 - y0) // 64)  # ~64x64 samples bound the cost on big photos
+        box = np.ascontiguousarray(gray[y0:y1:step, x0:x1:step])
+        out[i] = diff / (float(cv2.meanStdDev(box)[1][0, 0]) + 2.0)  # ~10x faster than ndarray.std
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,22 +146,43 @@ def _cell_index(side: int, cell: int) -> np.ndarray:
 def gradient_histograms(img: np.ndarray, side: int = FEATURE_SIDE, cell: int = FEATURE_CELL) -> np.ndarray:
     """HOG-like features of ``img`` resized to ``side`` x ``side``: unsigned gradient orientation
     histograms per ``cell`` x ``cell`` cell, normalised over overlapping 2x2 cell blocks."""
+    return gradient_histograms_many(resized_square(img, side)[None], cell)[0]
+
+
+def resized_square(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` resized to ``side`` x ``side`` (area filter to shrink, bilinear to enlarge)."""
+    if img.shape == (side, side):
+        return img
     import cv2
 
-    if img.shape != (side, side):
-        small = max(img.shape) > side
-        img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if small else cv2.INTER_LINEAR)
-    f = img.astype(np.float32)
-    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=1)
-    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=1)
-    mag, ang = cv2.cartToPolar(gx, gy)
+    small = max(img.shape) > side
+    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if small else cv2.INTER_LINEAR)
+
+
+def gradient_histograms_many(imgs: np.ndarray, cell: int = FEATURE_CELL) -> np.ndarray:
+    """`gradient_histograms` of N square images of one size (N x side x side), as N x F float32,
+    in a few array operations for the whole stack."""
+    import cv2
+
+    n_img, side = imgs.shape[0], imgs.shape[1]
+    f = imgs.astype(np.float32)
+    # The [-1, 0, 1] derivative with OpenCV's reflect-101 border (zero in the first and last
+    # row/column): what cv2.Sobel(ksize=1) gives, for the whole stack at once.
+    gx = np.zeros_like(f)
+    gy = np.zeros_like(f)
+    gx[:, :, 1:-1] = f[:, :, 2:] - f[:, :, :-2]
+    gy[:, 1:-1, :] = f[:, 2:, :] - f[:, :-2, :]
+    mag, ang = cv2.cartToPolar(gx.reshape(-1, side), gy.reshape(-1, side))
     b = np.minimum((np.mod(ang, np.pi) * (ORIENTATIONS / np.pi)).astype(np.intp), ORIENTATIONS - 1)
     n = side // cell
-    h = np.bincount((_cell_index(side, cell) + b).ravel(), weights=mag.ravel(),
-                    minlength=n * n * ORIENTATIONS).reshape(n, n, ORIENTATIONS)
-    blocks = np.concatenate([h[:-1, :-1], h[1:, :-1], h[:-1, 1:], h[1:, 1:]], axis=2)
-    blocks /= np.sqrt((blocks * blocks).sum(axis=2, keepdims=True)) + 1e-3
-    return blocks.ravel().astype(np.float32)
+    per_image = n * n * ORIENTATIONS
+    index = (_cell_index(side, cell)[None] + b.reshape(n_img, side, side)
+             + (np.arange(n_img) * per_image)[:, None, None])
+    h = np.bincount(index.ravel(), weights=mag.ravel(), minlength=n_img * per_image)
+    h = h.reshape(n_img, n, n, ORIENTATIONS)
+    blocks = np.concatenate([h[:, :-1, :-1], h[:, 1:, :-1], h[:, :-1, 1:], h[:, 1:, 1:]], axis=3)
+    blocks /= np.sqrt((blocks * blocks).sum(axis=3, keepdims=True)) + 1e-3
+    return blocks.reshape(n_img, -1).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -166,14 +203,21 @@ def similarity_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def appearance_features(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The face aligned by ``landmarks`` (``gray`` pixels) onto the mean shape in a small square:
     its normalised grey values and gradient histograms."""
+    return appearance_features_many([gray], np.asarray(landmarks, np.float64)[None])[0]
+
+
+def appearance_features_many(grays: list[np.ndarray], landmarks: np.ndarray) -> np.ndarray:
+    """`appearance_features` of face i in ``grays[i]`` for each of the N x 68 x 2 ``landmarks``."""
     import cv2
 
-    m = similarity_to(np.asarray(landmarks, np.float64), _aligned_target())
-    crop = cv2.warpAffine(gray, m, (ALIGNED_SIDE, ALIGNED_SIDE), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-    c = crop.astype(np.float32).ravel()
-    c = (c - c.mean()) / (c.std() + 2.0)
-    return np.concatenate([c, gradient_histograms(crop, ALIGNED_SIDE, ALIGNED_SIDE // 4)])
+    target = _aligned_target()
+    crops = np.empty((len(grays), ALIGNED_SIDE, ALIGNED_SIDE), np.uint8)
+    for i, (gray, marks) in enumerate(zip(grays, landmarks)):
+        crops[i] = cv2.warpAffine(gray, similarity_to(marks, target), (ALIGNED_SIDE, ALIGNED_SIDE),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    c = crops.reshape(len(grays), -1).astype(np.float32)
+    c = (c - c.mean(axis=1, keepdims=True)) / (c.std(axis=1, keepdims=True) + 2.0)
+    return np.concatenate([c, gradient_histograms_many(crops, ALIGNED_SIDE // 4)], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +226,12 @@ def appearance_features(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Perceptron:
-    """A small ReLU perceptron: standardised input, hidden layers, linear output."""
+    """A small ReLU perceptron: standardised input, hidden layers, linear output.
+
+    It runs in float64 on whole batches. A matrix product's rounding depends on the batch it is
+    computed in; in float64 that is ~1e-16, far below anything the results are rounded to, so a
+    face gets the same start box and quality whatever chunk it was processed in (resumed runs,
+    other chunk sizes and job counts write the same shards)."""
 
     x_mean: np.ndarray
     x_std: np.ndarray
@@ -192,7 +241,7 @@ class Perceptron:
     y_std: np.ndarray
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        h = (x - self.x_mean) / self.x_std
+        h = (np.asarray(x, np.float64) - self.x_mean) / self.x_std
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w + b
             if k < len(self.weights) - 1:
@@ -215,9 +264,9 @@ QUALITY_SIGNS = ("appearance", "shape_rms", "evidence", "box_disagreement")
 
 def _perceptron(z, prefix: str) -> Perceptron:
     n = int(z[f"{prefix}_layers"])
-    return Perceptron(z[f"{prefix}_x_mean"], z[f"{prefix}_x_std"],
-                      tuple(z[f"{prefix}_w{k}"] for k in range(n)), tuple(z[f"{prefix}_b{k}"] for k in range(n)),
-                      z[f"{prefix}_y_mean"], z[f"{prefix}_y_std"])
+    f64 = lambda key: z[f"{prefix}_{key}"].astype(np.float64)  # noqa: E731  (see Perceptron)
+    return Perceptron(f64("x_mean"), f64("x_std"), tuple(f64(f"w{k}") for k in range(n)),
+                      tuple(f64(f"b{k}") for k in range(n)), f64("y_mean"), f64("y_std"))
 
 
 @lru_cache(maxsize=1)
@@ -257,45 +306,84 @@ def save_landmark_models(path: Path, start: dict, app: dict, quality_w: np.ndarr
 def estimate_start_box(gray: np.ndarray, models: LandmarkModels) -> tuple[float, float, float, float]:
     """Where the HOG detector would put its box on the face crop ``gray`` (left, top, right,
     bottom in its pixels, exclusive), without running the detector."""
-    h, w = gray.shape
-    cx, cy, log_side = models.start_box(gradient_histograms(gray)[None])[0]
-    half = 0.5 * math.exp(float(log_side)) * math.sqrt(w * h)
-    return (cx * w - half, cy * h - half, cx * w + half, cy * h + half)
+    return tuple(float(v) for v in estimate_start_boxes([gray], models)[0])
+
+
+def estimate_start_boxes(grays: list[np.ndarray], models: LandmarkModels) -> np.ndarray:
+    """`estimate_start_box` of each face crop, as N x 4: one feature pass and one model call."""
+    feats = gradient_histograms_many(np.stack([resized_square(g, FEATURE_SIDE) for g in grays]))
+    cx, cy, log_side = models.start_box(feats).T
+    h, w = np.array([g.shape for g in grays], dtype=np.float64).T
+    half = 0.5 * np.exp(log_side) * np.sqrt(w * h)
+    return np.stack([cx * w - half, cy * h - half, cx * w + half, cy * h + half], axis=1)
 
 
 def implied_box(landmarks: np.ndarray, implied: np.ndarray) -> tuple[float, float, float, float]:
     """The box the detector would have had to give for these landmarks, from ``implied`` (dx, dy,
     size: the learned relation between HOG boxes and the landmarks the predictor finds in them)."""
+    return tuple(float(v) for v in implied_boxes(np.asarray(landmarks, np.float64)[None], implied)[0])
+
+
+def implied_boxes(landmarks: np.ndarray, implied: np.ndarray) -> np.ndarray:
+    """`implied_box` of each of N x 68 x 2 landmarks, as N x 4."""
     p = np.asarray(landmarks, np.float64)
-    c = p.mean(axis=0)
-    r = math.sqrt(float(((p - c) ** 2).sum(axis=1).mean()))
+    c = p.mean(axis=1)
+    r = np.sqrt(((p - c[:, None]) ** 2).sum(axis=2).mean(axis=1))
     dx, dy, size = implied
-    cx, cy, half = c[0] + dx * r, c[1] + dy * r, 0.5 * size * r
-    return (cx - half, cy - half, cx + half, cy + half)
+    cx, cy, half = c[:, 0] + dx * r, c[:, 1] + dy * r, 0.5 * size * r
+    return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
 
 
 def shape_signs(gray: np.ndarray, landmarks: np.ndarray, box: tuple[float, float, float, float],
                 implied: np.ndarray) -> np.ndarray:
     """The signs that need no learned model: distance to the mean shape, face evidence, and how far
     the box the landmarks imply (``implied``: `LandmarkModels.implied_box`) is from ``box``."""
-    rms = procrustes_rms(landmarks)
-    if not math.isfinite(rms):
-        return np.array([10.0, 0.0, 10.0])
-    side = max(box[2] - box[0], 1e-6)
-    disagreement = float(np.abs(np.subtract(implied_box(landmarks, implied), box)).mean()) / side
-    return np.array([min(rms, 10.0), min(max(face_evidence(gray, landmarks), -5.0), 5.0), min(disagreement, 10.0)])
+    return shape_signs_many([gray], np.asarray(landmarks, np.float64)[None], np.asarray([box], np.float64),
+                            implied)[0]
+
+
+def shape_signs_many(grays: list[np.ndarray], landmarks: np.ndarray, boxes: np.ndarray,
+                     implied: np.ndarray) -> np.ndarray:
+    """`shape_signs` of face i (``grays[i]``, ``landmarks[i]``, ``boxes[i]``), as N x 3."""
+    p = np.asarray(landmarks, np.float64)
+    boxes = np.asarray(boxes, np.float64)
+    out = np.tile([10.0, 0.0, 10.0], (len(p), 1))  # degenerate landmarks: as far from a face as it gets
+    rms = procrustes_rms_many(p)
+    good = np.flatnonzero(np.isfinite(rms))
+    if len(good):
+        side = np.maximum(boxes[good, 2] - boxes[good, 0], 1e-6)
+        disagreement = np.abs(implied_boxes(p[good], implied) - boxes[good]).mean(axis=1) / side
+        evidence = face_evidence_many([grays[i] for i in good], p[good])
+        out[good] = np.stack([np.minimum(rms[good], 10.0), np.clip(evidence, -5.0, 5.0),
+                              np.minimum(disagreement, 10.0)], axis=1)
+    return out
 
 
 def quality_signs(gray: np.ndarray, landmarks: np.ndarray, box: tuple[float, float, float, float],
                   models: LandmarkModels) -> np.ndarray:
     """The four signs (`QUALITY_SIGNS`) for ``landmarks`` found from ``box``, both in ``gray`` pixels."""
-    signs = shape_signs(gray, landmarks, box, models.implied_box)
-    app = float(models.appearance(appearance_features(gray, landmarks)[None])[0, 0]) \
-        if math.isfinite(procrustes_rms(landmarks)) else -20.0
-    return np.r_[app, signs]
+    return quality_signs_many([gray], np.asarray(landmarks, np.float64)[None], np.asarray([box], np.float64),
+                              models)[0]
+
+
+def quality_signs_many(grays: list[np.ndarray], landmarks: np.ndarray, boxes: np.ndarray,
+                       models: LandmarkModels) -> np.ndarray:
+    """`quality_signs` of face i (``grays[i]``, ``landmarks[i]``, ``boxes[i]``), as N x 4."""
+    p = np.asarray(landmarks, np.float64)
+    signs = shape_signs_many(grays, p, boxes, models.implied_box)
+    app = np.full(len(p), -20.0)  # degenerate landmarks look like no face
+    good = np.flatnonzero(np.isfinite(procrustes_rms_many(p)))
+    if len(good):
+        app[good] = models.appearance(appearance_features_many([grays[i] for i in good], p[good]))[:, 0]
+    return np.concatenate([app[:, None], signs], axis=1)
 
 
 def quality_from_signs(signs: np.ndarray, models: LandmarkModels) -> float:
     """The calibrated probability in [0, 1] that the landmarks agree with the detector-box ones."""
-    z = float(signs @ models.quality_weights + models.quality_bias)
-    return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+    return float(qualities_from_signs(np.asarray(signs, np.float64)[None], models)[0])
+
+
+def qualities_from_signs(signs: np.ndarray, models: LandmarkModels) -> np.ndarray:
+    """`quality_from_signs` of each row of N x 4 ``signs``."""
+    z = (np.asarray(signs, np.float64) * models.quality_weights).sum(axis=1) + models.quality_bias
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))

@@ -131,8 +131,18 @@ def landmark_error(landmarks: np.ndarray, reference: np.ndarray) -> float:
 
 def predict_landmarks(shape_model: Any, gray: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     """68x2 float64 landmarks in ``gray`` pixels, started from ``box`` (``gray`` pixels)."""
-    shape = shape_model(gray, _rect(box, gray))
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+    return predict_landmarks_many(shape_model, [gray], [box])[0]
+
+
+def predict_landmarks_many(shape_model: Any, grays: list[np.ndarray], boxes: Any) -> np.ndarray:
+    """N x 68 x 2 float64 landmarks, face i started from ``boxes[i]`` in ``grays[i]``'s pixels."""
+    shapes = [shape_model(g, _rect(b, g)) for g, b in zip(grays, boxes)]
+    if not shapes:
+        return np.zeros((0, 68, 2))
+    # dlib gives one Python object per point; its text form "points[(x, y), ...]" is read for all
+    # faces at once instead (a third of the cost).
+    text = ",".join([str(s.parts())[7:-2] for s in shapes]).encode("ascii").translate(None, b"() ")
+    return np.array(text.split(b","), dtype=np.float64).reshape(len(shapes), 68, 2)
 
 
 @dataclass
@@ -146,23 +156,45 @@ class Fit:
 
 def fit_from_box(gray: np.ndarray, box: tuple[float, float, float, float], shape_model: Any) -> Fit:
     """Landmarks started from a known box (a detector's or a given one), with their quality."""
-    from prepro.landmark_models import load_landmark_models, quality_from_signs, quality_signs
+    return fits_from_boxes([gray], [box], shape_model)[0]
 
+
+def fits_from_boxes(grays: list[np.ndarray], boxes: Any, shape_model: Any) -> list[Fit]:
+    """`fit_from_box` of face i in ``grays[i]`` from ``boxes[i]``: the predictor per face, the
+    quality for all faces in one pass."""
+    from prepro.landmark_models import load_landmark_models, quality_signs_many, qualities_from_signs
+
+    if not len(grays):
+        return []
     models = load_landmark_models()
-    marks = predict_landmarks(shape_model, gray, box)
-    return Fit(tuple(float(v) for v in box), marks, quality_from_signs(quality_signs(gray, marks, box, models), models))
+    boxes = [tuple(float(v) for v in b) for b in boxes]
+    marks = predict_landmarks_many(shape_model, grays, boxes)
+    quality = qualities_from_signs(quality_signs_many(grays, marks, np.asarray(boxes), models), models)
+    return [Fit(b, m, float(q)) for b, m, q in zip(boxes, marks, quality)]
 
 
 def fit_crop(gray: np.ndarray, shape_model: Any, second_look: bool = False) -> Fit:
     """Landmarks of the face filling the crop ``gray``, without a detector (see the module doc);
     ``second_look=False`` keeps the first fit however doubtful (faster, less often right)."""
-    from prepro.landmark_models import estimate_start_box, implied_box, load_landmark_models
+    return fit_crops([gray], shape_model, second_look)[0]
 
+
+def fit_crops(grays: list[np.ndarray], shape_model: Any, second_look: bool = False) -> list[Fit]:
+    """`fit_crop` of each crop: start boxes, fits and qualities computed for all crops at once."""
+    from prepro.landmark_models import estimate_start_boxes, implied_box, load_landmark_models
+
+    if not len(grays):
+        return []
     models = load_landmark_models()
-    first = fit_from_box(gray, estimate_start_box(gray, models), shape_model)
-    if first.quality >= SECOND_LOOK_BELOW or not second_look:
+    first = fits_from_boxes(grays, estimate_start_boxes(grays, models), shape_model)
+    doubtful = [i for i, f in enumerate(first) if f.quality < SECOND_LOOK_BELOW] if second_look else []
+    if not doubtful:
         return first
-    h, w = gray.shape
-    others = [fit_from_box(gray, implied_box(first.landmarks, models.implied_box), shape_model),
-              fit_from_box(gray, (0.0, 0.0, float(w), float(h)), shape_model)]
-    return max([first] + others, key=lambda f: f.quality)
+    # Two more starts per doubtful crop: the box its first landmarks imply, and the whole image.
+    starts = [implied_box(first[i].landmarks, models.implied_box) for i in doubtful]
+    starts += [(0.0, 0.0, float(grays[i].shape[1]), float(grays[i].shape[0])) for i in doubtful]
+    others = fits_from_boxes([grays[i] for i in doubtful] * 2, starts, shape_model)
+    best = list(first)
+    for k, i in enumerate(doubtful):
+        best[i] = max([first[i], others[k], others[k + len(doubtful)]], key=lambda f: f.quality)
+    return best

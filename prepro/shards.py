@@ -66,7 +66,9 @@ def pack_block(block: np.ndarray) -> bytes:
     Workers pack their blocks, so compression runs in parallel and the writer only stores bytes;
     readers see ordinary gzip-filtered datasets.
     """
-    return zlib.compress(np.ascontiguousarray(block, dtype=np.uint8).tobytes(), BLOCK_DEFLATE_LEVEL)
+    import deflate  # libdeflate: a third of zlib's time on these small blocks, the same zlib stream format
+
+    return bytes(deflate.zlib_compress(np.ascontiguousarray(block, dtype=np.uint8).tobytes(), BLOCK_DEFLATE_LEVEL))
 
 
 @dataclass

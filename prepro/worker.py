@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prepro.faces import BOX_METHODS, CutSettings, FaceCutter
+from prepro.faces import BOX_METHODS, CutSettings, FaceCutter, ImageCut
 from prepro.labels import CANONICAL_LABELS
 from prepro.landmarks import LandmarkModelFile
 from prepro.readers import Failure, RawItem
@@ -27,19 +27,56 @@ def _cutter(settings: CutSettings, landmark_model: str) -> FaceCutter:
     return _CUTTERS[key]
 
 
-def process_item(item: RawItem, pixels: Any, cutter: FaceCutter) -> Sample | Failure:
-    """One item: ``pixels`` is a CSV row's pixel text, a `Failure` from reading it, or None for an
-    image file."""
+def process_chunk(start: int, payload: list[tuple[RawItem, Any]], settings: CutSettings,
+                  landmark_model: str) -> tuple[int, list[Sample | Failure]]:
+    """``(start, results)`` for the (item, pixels) pairs of ``payload``, in order: ``pixels`` is a
+    CSV row's pixel text, a `Failure` from reading it, or None for an image file. The chunk's
+    images are cut together (`FaceCutter.cut_many`: the landmark work in batches)."""
+    cutter = _cutter(settings, landmark_model)
+    results: list[Sample | Failure | None] = [None] * len(payload)
+    images, boxes, where = [], [], []
+    for k, (item, pixels) in enumerate(payload):
+        image = _image_of(item, pixels)
+        if isinstance(image, Failure):
+            results[k] = image
+        else:
+            images.append(image)
+            boxes.append(item.box)
+            where.append(k)
+    try:
+        cuts = cutter.cut_many(images, boxes)
+    except Exception:  # a bug met by one strange file must not cost the chunk: each image alone
+        cuts = [_cut_alone(cutter, image, box) for image, box in zip(images, boxes)]
+    for k, cut in zip(where, cuts):
+        item = payload[k][0]
+        results[k] = cut if isinstance(cut, Failure) else _sample(item, cut)
+    return start, results
+
+
+def _image_of(item: RawItem, pixels: Any) -> Any:
+    """The image to cut: the item's file, its parsed CSV pixels, or the item's `Failure`."""
     from prepro.readers import BadPixelsError, parse_pixels
 
     if isinstance(pixels, Failure):
         return pixels
+    if pixels is None:
+        return item.path
     try:
-        cut = cutter.cut(item.path if pixels is None else parse_pixels(pixels), box=item.box)
+        return parse_pixels(pixels)
     except BadPixelsError as e:
         return Failure(item.source_id, str(e))
+
+
+def _cut_alone(cutter: FaceCutter, image: Any, box: Any) -> ImageCut | str:
+    try:
+        return cutter.cut(image, box=box)
     except Exception as e:  # one strange file must never end a long run: list it (as a bug) and go on
-        return Failure(item.source_id, f"unexpected error {type(e).__name__}: {e}")
+        return f"unexpected error {type(e).__name__}: {e}"
+
+
+def _sample(item: RawItem, cut: ImageCut | str) -> Sample | Failure:
+    if isinstance(cut, str):
+        return Failure(item.source_id, cut)
     if cut.failure is not None:
         return Failure(item.source_id, cut.failure)
     face, blk = cut.faces[0].face, cut.faces[0].blocks
@@ -52,10 +89,3 @@ def process_item(item: RawItem, pixels: Any, cutter: FaceCutter) -> Sample | Fai
         box_method=BOX_METHODS.index(face.method), det_score=face.det_score,
         quality=face.quality, image_size=cut.size,
     )
-
-
-def process_chunk(start: int, payload: list[tuple[RawItem, Any]], settings: CutSettings,
-                  landmark_model: str) -> tuple[int, list[Sample | Failure]]:
-    """``(start, results)`` for the (item, pixels) pairs of ``payload``, in order."""
-    cutter = _cutter(settings, landmark_model)
-    return start, [process_item(item, pixels, cutter) for item, pixels in payload]

@@ -277,7 +277,8 @@ def test_second_look_recovers_a_collapsed_first_fit(model_file: LandmarkModelFil
     crop = cv2.resize(astronaut[t:b, l:r], (48, 48), interpolation=cv2.INTER_AREA)
     shape_model = model_file.load()
     good = L.fit_crop(crop, shape_model)
-    monkeypatch.setattr(landmark_models, "estimate_start_box", lambda gray, models: (0.0, 0.0, 14.0, 14.0))
+    monkeypatch.setattr(landmark_models, "estimate_start_boxes",
+                        lambda grays, models: np.array([(0.0, 0.0, 14.0, 14.0)] * len(grays)))
     collapsed = L.fit_crop(crop, shape_model, second_look=False)
     looked_again = L.fit_crop(crop, shape_model, second_look=True)
     assert collapsed.quality < L.SECOND_LOOK_BELOW and L.landmark_error(collapsed.landmarks, good.landmarks) > 0.5
