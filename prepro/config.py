@@ -31,7 +31,8 @@ class PreprocessConfig:
                                 "keep the best-scoring fit (slower; it did not lower the error on FER2013, see "
                                 "BENCHMARKS.md)", "bool")
     blocks: BlockConfig = nested(BlockConfig)
-    shard_size: int = setting(1024, "samples per HDF5 shard", "int", low=1, high=1_000_000)
+    shard_size: int = setting(1024, "inputs per HDF5 shard: a shard holds the samples of up to this many inputs of "
+                                "one split", "int", low=1, high=1_000_000)
     max_megapixels: float = setting(40.0, "images whose header claims more pixels are refused without decoding",
                                     "float", low=0.01, high=10_000)
     work_max_side: int = setting(1024, "large JPEGs are decoded reduced, but never below this longest side",

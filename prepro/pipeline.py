@@ -343,30 +343,62 @@ def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:
 
 def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConfig, run: PreprocessRun,
              landmark, spec, progress: bool) -> int:
-    """Run the workers over ``pending`` and write their results; returns the samples written."""
-    from joblib import delayed
+    """Run the workers over ``pending`` and record their shards; returns the samples written."""
     from tqdm import tqdm
+
+    from prepro.writer import ShardRecorder, plan_shards
+
+    settings = cfg.cut_settings(pre_cropped=bool(spec.pre_cropped) if spec else False)
+    recorder = ShardRecorder(out, m)
+    tasks = plan_shards(out, m, pending, cfg.shard_size)
+    outcomes = (_outcomes_on_dask(out, m, tasks, settings, landmark, run) if run.scheduler or run.backend == "dask"
+                else _outcomes_on_joblib(out, m, tasks, settings, landmark, run))
+    with tqdm(total=len(pending), unit="img", disable=not progress, smoothing=0.05, dynamic_ncols=True) as bar:
+        for outcome in outcomes:
+            recorder.record(outcome)
+            bar.update(outcome.n_items)
+    return recorder.written
+
+
+def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark, run: PreprocessRun) -> Iterator:
+    """Workers cut chunks of ``run.chunk_size`` images; this process writes each task's shard once
+    its chunks are back (small chunks keep every worker busy however few the tasks)."""
+    from joblib import delayed
 
     from prepro.distributor import run_in_order
     from prepro.worker import process_chunk
-    from prepro.writer import ShardWriter
+    from prepro.writer import task_attrs, write_task_shard
 
-    settings = cfg.cut_settings(pre_cropped=bool(spec.pre_cropped) if spec else False)
-    writer = ShardWriter(out, m, cfg.shard_size)
-    tasks = (delayed(process_chunk)(start, payload, settings, str(landmark.path))
-             for start, payload in _chunks(pending, run.chunk_size))
-    with tqdm(total=len(pending), unit="img", disable=not progress, smoothing=0.05, dynamic_ncols=True) as bar:
-        for start, results in run_in_order(tasks, run.jobs, "dask" if run.scheduler else run.backend):
-            for item, result in zip(pending[start:start + len(results)], results):
-                writer.add(item, result)
-            bar.update(len(results))
-    writer.flush()
-    return writer.written
+    jobs = (delayed(process_chunk)(k, payload, settings, str(landmark.path))
+            for k, task in enumerate(tasks) for payload in _payloads(task.items, run.chunk_size))
+    done: dict[int, list] = {}
+    k = 0
+    for task_no, results in run_in_order(jobs, run.jobs, run.backend):
+        done.setdefault(task_no, []).extend(results)
+        while k < len(tasks) and len(done.get(k, ())) == len(tasks[k].items):
+            yield write_task_shard(out, tasks[k], done.pop(k), task_attrs(m, tasks[k]), m.writer_id)
+            k += 1
 
 
-def _chunks(items: list[RawItem], size: int) -> Iterator[tuple[int, list[tuple[RawItem, Any]]]]:
-    """(start, [(item, CSV pixel text, or a Failure, or None for an image file)]) per chunk; CSV
-    rows are read here, in order, so that a gzip stream is only ever read forwards (the workers
+def _outcomes_on_dask(out: Path, m: Manifest, tasks: list, settings, landmark, run: PreprocessRun) -> Iterator:
+    """Each Dask task cuts one shard task's images and writes its shard itself (the output folder
+    must be reachable by the workers); only the outcomes come back."""
+    from joblib import delayed
+
+    from prepro.distributor import run_in_order
+    from prepro.worker import process_shard_task
+    from prepro.writer import task_attrs
+
+    jobs = (delayed(process_shard_task)(str(out), task, next(_payloads(task.items, len(task.items))),
+                                        task_attrs(m, task), m.writer_id, settings, str(landmark.path),
+                                        run.chunk_size)
+            for task in tasks)
+    yield from run_in_order(jobs, run.jobs, "dask")
+
+
+def _payloads(items: list[RawItem], size: int) -> Iterator[list[tuple[RawItem, Any]]]:
+    """[(item, CSV pixel text, or a Failure, or None for an image file)] per chunk of ``size``;
+    CSV rows are read here, in order, so that a gzip stream is only ever read forwards (the workers
     parse the text)."""
     from prepro.readers import BadPixelsError, CsvRowReader
 
@@ -381,7 +413,7 @@ def _chunks(items: list[RawItem], size: int) -> Iterator[tuple[int, list[tuple[R
                     except BadPixelsError as e:
                         pixels = Failure(it.source_id, str(e))
                 payload.append((it, pixels))
-            yield a, payload
+            yield payload
 
 
 _SHA_CACHE: dict[tuple[str, float, int], str] = {}

@@ -190,7 +190,7 @@ class Manifest:
     landmark_model: dict[str, Any]  # file name, SHA-256 and terms of the 68-point model used
     writer_id: str  # random id of this folder's runs, also written into its shards and temp files
     shards: list[ShardRecord] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)  # {"source", "reason", "split"} per input
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {"source", "reason", "split", "shard"} per input
     listing_failures: list[dict[str, Any]] = field(default_factory=list)  # {"source", "reason"}: not even listed
     missing: list[str] = field(default_factory=list)  # inputs of earlier runs no longer in the source
     complete: bool = False  # every input of the current listing is a sample or a failure

@@ -16,6 +16,7 @@ from prepro.landmarks import LandmarkModelFile
 from prepro.readers import Failure, RawItem
 from prepro.shards import Sample, pack_block
 from prepro.specs import SPLITS
+from prepro.writer import ShardTask, TaskOutcome, write_task_shard
 
 _CUTTERS: dict[tuple, FaceCutter] = {}
 
@@ -89,3 +90,13 @@ def _sample(item: RawItem, cut: ImageCut | str) -> Sample | Failure:
         box_method=BOX_METHODS.index(face.method), det_score=face.det_score,
         quality=face.quality, image_size=cut.size,
     )
+
+
+def process_shard_task(out: str, task: ShardTask, payload: list[tuple[RawItem, Any]], attrs: dict,
+                       writer_id: str, settings: CutSettings, landmark_model: str, chunk_size: int) -> TaskOutcome:
+    """One shard task on a Dask worker: cut its images (``chunk_size`` at a time, so memory stays
+    that of a chunk plus the shard's packed blocks) and write its shard into ``out``."""
+    results: list[Sample | Failure] = []
+    for a in range(0, len(payload), chunk_size):
+        results += process_chunk(a, payload[a:a + chunk_size], settings, landmark_model)[1]
+    return write_task_shard(Path(out), task, results, attrs, writer_id)
