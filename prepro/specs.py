@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from prepro.errors import InputError
-from prepro.labels import UnknownLabelError, canonical_label, normalize_label_name
+from prepro.labels import UnknownLabelError, canonical_label, label_key
 
 ENV_VAR = "FACEBLOCKS_DATASETS"
 
@@ -200,11 +200,11 @@ def _labels_and_splits(data: dict[str, Any], origin: str) -> dict[str, Any]:
         kw["labels"] = labels
     if "non_expression_labels" in data:
         others = _check_str_map(origin, "non_expression_labels", data["non_expression_labels"])
-        expressions = {normalize_label_name(k) for k in kw.get("labels", {})}
+        expressions = {label_key(k) for k in kw.get("labels", {})}
         for spelling in others:
-            if not normalize_label_name(spelling):
+            if not label_key(spelling):
                 raise InputError(f"{origin}: non_expression_labels: an empty spelling is not allowed")
-            if normalize_label_name(spelling) in expressions:
+            if label_key(spelling) in expressions:
                 raise InputError(f"{origin}: non_expression_labels.{spelling} is also in 'labels'; "
                                  "a spelling is an expression or not, not both")
         kw["non_expression_labels"] = others
