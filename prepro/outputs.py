@@ -28,11 +28,18 @@ from typing import IO, Any, Callable, Iterator
 from prepro.errors import OutputError
 
 LOCK_NAME = ".faceblocks.lock"
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<writer>[0-9a-f]{16})\.tmp$")
+_WRITER_ID = r"[0-9a-f]{16}"  # what `new_writer_id` makes
+_TMP = re.compile(rf"^\.(?P<name>.+)\.(?P<writer>{_WRITER_ID})\.tmp$")
 
 
 def new_writer_id() -> str:
     return secrets.token_hex(8)
+
+
+def is_writer_id(value: object) -> bool:
+    """True for a string `new_writer_id` could have made: it goes into file names, so anything else
+    (a path like "../x", a slash, an empty string) is refused where a record is loaded."""
+    return isinstance(value, str) and re.fullmatch(_WRITER_ID, value) is not None
 
 
 def temp_name(final: Path, writer_id: str) -> Path:

@@ -35,7 +35,7 @@ import numpy as np
 
 from prepro import __version__
 from prepro.errors import DataError, InputError, OutputError
-from prepro.outputs import atomic_write_text, sha256_file, temp_name
+from prepro.outputs import atomic_write_text, is_writer_id, sha256_file, temp_name
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -256,6 +256,12 @@ def _manifest_problem(d: dict[str, Any]) -> str | None:
                 and s["file"].startswith(SHARD_DIR + "/") and "/" not in s["file"][len(SHARD_DIR) + 1:]
                 and s["file"] not in ("", f"{SHARD_DIR}/..", f"{SHARD_DIR}/.")):
             return f"a bad shard entry {str(s)[:80]}"
+    files = [s["file"] for s in d["shards"]]
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        return f"it lists {twice} twice"
+    if not is_writer_id(d["writer_id"]):
+        return f"writer_id {str(d['writer_id'])[:40]!r} is not one faceblocks makes (16 hex digits)"
     for f in d["failures"] + d["listing_failures"]:
         if not (isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("reason"), str)):
             return f"a bad failure entry {str(f)[:80]}"

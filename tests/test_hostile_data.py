@@ -93,3 +93,75 @@ def test_label_file_codes_use_the_same_parser(tmp_path: Path) -> None:
     assert any("'-1'" in r and "line 3" in r for r in reasons), reasons
     assert any("'-8'" in r and "line 4" in r and "unknown" in r for r in reasons), reasons
     assert any("'8'" in r and "not an expression" in r for r in reasons), reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# Forged manifests and shards (issue 30 items 6, 7, 11, 12)
+
+from tests.test_hostile import good_shards, no_traceback, run, tiny_model  # noqa: E402,F401  (fixtures)
+
+
+@pytest.fixture(scope="module")
+def fake_shards(tmp_path_factory) -> Path:
+    from tests.shardfakes import make_fake_shards
+
+    return make_fake_shards(tmp_path_factory.mktemp("fakes") / "shards", per_class={"train": 4, "val": 2, "test": 4},
+                            shard_size=8)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _save_manifest(out: Path, m: dict) -> None:
+    (out / "manifest.json").write_text(json.dumps(m))
+
+
+def _refused_everywhere(out: Path, tmp_path: Path, *words: str, model: Path | None = None) -> None:
+    """verify, inspect, export, a rerun of preprocess (and evaluate with ``model``) end in a message
+    naming the problem: never a traceback, never exit 0."""
+    commands = [["verify", out], ["inspect", out], ["export", out, tmp_path / "exp", "-q"]]
+    if (out / "manifest.json").is_file() and _manifest(out)["source"]["format"] != "synthetic":
+        commands.append(["preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8"])
+    if model is not None:
+        commands.append(["evaluate", model, out, "--split", "test", "--out", tmp_path / "eval"])
+    for args in commands:
+        r = run(*args)
+        no_traceback(r)
+        if args[0] == "preprocess":  # a rerun drops what it cannot use and makes it again
+            assert r.exit_code == 0 and all(w in r.output for w in words), r.output
+            continue
+        assert r.exit_code != 0, f"{args[0]} said nothing: {r.output}"
+        if args[0] != "export":  # export names the damaged shard once it selects its samples
+            assert all(w in r.output for w in words), (args[0], r.output)
+
+
+def test_a_manifest_listing_a_shard_twice_is_refused(tmp_path: Path, fake_shards: Path, tiny_model: Path) -> None:
+    out = _copy(fake_shards, tmp_path / "shards")
+    m = _manifest(out)
+    m["shards"].append(m["shards"][-1])
+    _save_manifest(out, m)
+    _refused_everywhere(out, tmp_path, "twice", model=tiny_model)
+
+
+@pytest.mark.parametrize("writer_id", ["../../../x", "", "ABCDEF0123456789", "0123456789abcdef/", "x" * 16])
+def test_a_forged_writer_id_is_refused_where_the_manifest_is_loaded(tmp_path: Path, good_shards: Path,
+                                                                     writer_id: str) -> None:
+    out = _copy(good_shards, tmp_path / "a" / "b" / "c" / "shards")
+    m = _manifest(out)
+    m["writer_id"] = writer_id
+    _save_manifest(out, m)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    r = run("preprocess", m["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8")
+    no_traceback(r)
+    assert r.exit_code != 0 and "writer_id" in r.output, r.output
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+    with pytest.raises(DataError, match="writer_id"):
+        from prepro.shards import Manifest
+
+        Manifest.load(out)
