@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from prepro import __version__
 from prepro.errors import DataError, InputError, OutputError
+from prepro.inputs import is_inside, printable
 from prepro.outputs import atomic_write_text, is_writer_id, sha256_file, temp_name
 
 FORMAT_VERSION = 2
@@ -57,6 +59,10 @@ _FIXED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 BLOCK_FIELDS = ("eyes", "mouth", "face")
 STRING_FIELDS = ("source", "subject")
+_SHARD_ARRAYS = (*BLOCK_FIELDS, *_FIXED_FIELDS, *STRING_FIELDS)  # every member a shard holds
+# What h5py raises for a damaged file: OSError for most, KeyError for a missing member, and
+# ValueError, TypeError, AttributeError or RuntimeError for damaged metadata (links, types, B-trees).
+HDF5_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError)
 BLOCK_DEFLATE_LEVEL = 1  # blocks are photographic: higher levels cost much more for ~2% smaller files
 
 
@@ -325,21 +331,61 @@ class VerifyReport:
 
 
 def check_shard(out: Path, rec: ShardRecord, manifest: Manifest) -> str | None:
-    """Why the shard of ``rec`` cannot be used as it is (None when it is whole): missing, changed
-    since it was written, unreadable, or disagreeing with the manifest (sample count, split, labels,
-    block sizes, array shapes). A checksum alone is not enough: a manifest can be edited too."""
+    """Why the shard of ``rec`` cannot be used as it is (None when it is whole): missing, not a
+    plain file of the folder, changed since it was written, unreadable, holding links to other data,
+    disagreeing with the manifest (sample count, split, labels, block sizes, array shapes and
+    dtypes) or holding values no reader can use (a label outside the names, a non-finite number).
+    A checksum alone is not enough: a manifest can be edited too, so this checks what readers read."""
     import h5py
 
     path = out / rec.file
-    if not path.is_file():
-        return "missing"
+    why = _shard_file_problem(out, path)
+    if why:
+        return why
     if sha256_file(path) != rec.sha256:
         return "checksum mismatch (damaged or changed after writing)"
     try:
         with h5py.File(path, "r") as f:
-            return _disagreement(f, rec, manifest)
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            return _member_problem(f) or _disagreement(f, rec, manifest) or _bad_value(f, rec, manifest)
+    except HDF5_READ_ERRORS as e:
         return f"unreadable ({str(e)[:100]})"
+
+
+def _shard_file_problem(out: Path, path: Path) -> str | None:
+    """Why ``path`` is no plain file inside ``out`` (None when it is one). Checked before the file
+    is opened: a FIFO or a device would block the reader, and a link would read another folder's data."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"cannot be examined ({e.strerror or e})"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link: shards are read only from their own folder"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a folder, FIFO, device or socket)"
+    if not is_inside(path, out):
+        return f"outside the folder ({SHARD_DIR}/ leads elsewhere): shards are read only from their own folder"
+    return None
+
+
+def _member_problem(f: Any) -> str | None:
+    """A member of an open shard that faceblocks never writes: a soft or external link, external
+    or virtual storage (data read from other files, FIFOs or devices), an unexpected name, a
+    missing array. Looked at through the links themselves, so nothing is followed."""
+    import h5py
+
+    for name in f:
+        link = f.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            return f"its member {printable(name)!r} is an HDF5 {type(link).__name__} (data kept elsewhere)"
+        if name not in _SHARD_ARRAYS:
+            return f"it holds a member {printable(name)!r} that faceblocks never writes"
+        obj = f[name]
+        if not isinstance(obj, h5py.Dataset) or obj.is_virtual or obj.external:
+            return f"its {name} array is not stored in the file itself (external or virtual storage)"
+    missing = [name for name in _SHARD_ARRAYS if name not in f]
+    return f"it lacks its {missing[0]} array" if missing else None
 
 
 def _attr(f: Any, key: str) -> Any:
@@ -349,6 +395,8 @@ def _attr(f: Any, key: str) -> Any:
 
 def _disagreement(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
     """How an open shard disagrees with its manifest record, or None."""
+    import h5py
+
     n = int(f.attrs["n_samples"])
     if n != rec.n_samples:
         return f"holds {n} samples, manifest says {rec.n_samples}"
@@ -359,12 +407,38 @@ def _disagreement(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
     for name in BLOCK_FIELDS:
         if tuple(f[name].shape) != (n, *m.block_sizes[name]) or f[name].dtype != np.uint8:
             return f"its {name} array is {tuple(f[name].shape)} {f[name].dtype}, not {n} blocks of {m.block_sizes[name]}"
-    for name, (_dtype, shape) in _FIXED_FIELDS.items():
-        if tuple(f[name].shape) != (n, *shape):
-            return f"its {name} array is {tuple(f[name].shape)}, not {(n, *shape)}"
+    for name, (dtype, shape) in _FIXED_FIELDS.items():
+        if tuple(f[name].shape) != (n, *shape) or f[name].dtype != np.dtype(dtype):
+            return f"its {name} array is {tuple(f[name].shape)} {f[name].dtype}, not {(n, *shape)} {dtype}"
     for name in STRING_FIELDS:
-        if len(f[name]) != n:
-            return f"its {name} array holds {len(f[name])} entries, not {n}"
+        if len(f[name]) != n or h5py.check_string_dtype(f[name].dtype) is None:
+            return f"its {name} array holds {len(f[name])} {f[name].dtype} entries, not {n} strings"
+    return None
+
+
+# What a reader can use in each per-sample array (beyond its dtype and shape): array, its shard's
+# record, the manifest -> a boolean per value; and the words that say what was expected.
+_VALID_VALUES: dict[str, tuple[Callable[[np.ndarray, ShardRecord, Manifest], np.ndarray], str]] = {
+    "label": (lambda a, r, m: (a >= -1) & (a < len(m.label_names)), "not -1 or an index of the label names"),
+    "split": (lambda a, r, m: a == m.split_names.index(r.split), "not the index of the shard's split"),
+    "box_method": (lambda a, r, m: a < len(m.box_methods), "not an index of the box methods"),
+    "quality": (lambda a, r, m: (a >= 0) & (a <= 1), "not a number in 0..1"),
+    "det_score": (lambda a, r, m: ~np.isinf(a), "infinite (NaN stands for no detector score)"),
+    "image_size": (lambda a, r, m: a > 0, "not a positive size"),
+    **{name: (lambda a, r, m: np.isfinite(a), "not a finite number")
+       for name in ("landmarks", "box", "eyes_affine", "mouth_affine", "face_affine")},
+}
+
+
+def _bad_value(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
+    """The first value of an open shard (of the right shapes and dtypes) that no reader can use."""
+    for name, (valid, expected) in _VALID_VALUES.items():
+        a = f[name][()]
+        ok = valid(a, rec, m).reshape(len(a), -1).all(axis=1)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            shown = np.array2string(a[i].ravel()[:4], precision=4) if a.ndim > 1 else repr(a[i].item())
+            return f"damaged: its {name} of sample {i} is {shown}, {expected}"
     return None
 
 
@@ -399,7 +473,7 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
             if why is None:
                 with h5py.File(out / rec.file, "r") as f:
                     lab, met, q = f["label"][()], f["box_method"][()], f["quality"][()]
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             why = f"unreadable ({str(e)[:100]})"
         if why:
             damaged.append(f"{rec.file}: {why}")
@@ -497,7 +571,7 @@ class ShardReader:
         try:
             with h5py.File(self.root / rec.file, "r") as f:
                 lab = f["label"][()].astype(np.int64)
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             raise DataError(f"shard {rec.file} of {self.root} is unreadable ({str(e)[:100]}): run "
                             f"`faceblocks verify {self.root}`") from None
         if len(lab) != rec.n_samples:
@@ -535,7 +609,7 @@ class ShardReader:
             for name in fields:
                 v = f[name][r]
                 out[name] = v.decode("utf-8") if isinstance(v, bytes) else v
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             raise DataError(f"{self.files[int(self.index_shard[i])].name} is damaged ({str(e)[:100]}): run "
                             f"`faceblocks verify {self.root}`") from None
         return out
@@ -551,7 +625,7 @@ class ShardReader:
                 f = self._file(k)
                 for name in fields:
                     parts[name].append(f[name][()][rows])
-            except (OSError, KeyError, ValueError) as e:
+            except HDF5_READ_ERRORS as e:
                 raise DataError(f"{self.files[k].name} is damaged ({str(e)[:100]}): run "
                                 f"`faceblocks verify {self.root}`") from None
         return {name: np.concatenate(parts[name]) if parts[name] else np.zeros((0,), np.float32) for name in fields}

@@ -127,7 +127,7 @@ def _refused_everywhere(out: Path, tmp_path: Path, *words: str, model: Path | No
     naming the problem: never a traceback, never exit 0."""
     commands = [["verify", out], ["inspect", out], ["export", out, tmp_path / "exp", "-q"]]
     if (out / "manifest.json").is_file() and _manifest(out)["source"]["format"] != "synthetic":
-        commands.append(["preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8"])
+        commands.append(["preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "--shard-size", "8"])
     if model is not None:
         commands.append(["evaluate", model, out, "--split", "test", "--out", tmp_path / "eval"])
     for args in commands:
@@ -165,3 +165,155 @@ def test_a_forged_writer_id_is_refused_where_the_manifest_is_loaded(tmp_path: Pa
         from prepro.shards import Manifest
 
         Manifest.load(out)
+
+
+def _replace_dataset(f, name: str, data) -> None:
+    del f[name]
+    f.create_dataset(name, data=data)
+
+
+# (field, a forged value for every sample, as numpy data of the forged dtype)
+_FORGERIES = st.one_of(
+    st.tuples(st.just("label"), st.sampled_from([100, -5, -2, 8, 127, -128]).map(lambda v: np.int8(v))),
+    st.tuples(st.just("label"), st.sampled_from([2 ** 40, -(2 ** 40), 3]).map(lambda v: np.int64(v))),
+    st.tuples(st.just("label"), st.one_of(st.floats(-3, 10), st.just(float("nan"))).map(lambda v: np.float32(v))),
+    st.tuples(st.just("split"), st.sampled_from([0, 1, 3, 255]).map(np.uint8)),
+    st.tuples(st.just("box_method"), st.sampled_from([5, 9, 255]).map(np.uint8)),
+    st.tuples(st.sampled_from(["quality", "det_score", "landmarks", "box", "eyes_affine", "face_affine"]),
+              st.sampled_from([np.inf, -np.inf, np.nan]).map(np.float32)),
+    st.tuples(st.just("quality"), st.sampled_from([1.5, -0.25]).map(np.float32)),
+    st.tuples(st.just("image_size"), st.sampled_from([0, -48]).map(np.int32)),
+    st.tuples(st.sampled_from(["quality", "landmarks", "image_size"]), st.just(np.float64(0.5))),
+)
+
+
+def _forge(out: Path, name: str, value, rows: str) -> str:
+    """Set ``name`` of the folder's last shard to ``value`` (its shape kept, its dtype that of
+    ``value``) in every sample (``rows`` "all") or the last one, with the checksum recomputed.
+    Returns that shard's split."""
+    from tests.shardfakes import edit_shards
+
+    last = _manifest(out)["shards"][-1]
+
+    def edit(f, _k):
+        if f.filename.endswith(last["file"]):
+            data = f[name][()].astype(np.asarray(value).dtype)
+            if rows == "all":
+                data[...] = value
+            else:
+                data[-1] = value
+            _replace_dataset(f, name, data)
+
+    edit_shards(out, edit)
+    return last["split"]
+
+
+@FUZZ
+@given(forgery=_FORGERIES, rows=st.sampled_from(["all", "last"]))
+def test_forged_shard_values_are_a_damaged_shard(tmp_path_factory, fake_shards: Path, forgery, rows: str) -> None:
+    """A shard whose arrays hold what no reader can use (a label outside the names, a float label,
+    another split, a non-finite number, another dtype), its checksum recomputed: verify names it,
+    and every reader refuses it with the same words instead of reading it."""
+    from prepro.shards import ShardReader, summarize, verify
+
+    name, value = forgery
+    if name == "det_score" and np.isnan(value):
+        return  # NaN is what a box that did not come from a detector has: no forgery
+    out = _copy(fake_shards, tmp_path_factory.mktemp("forged") / "shards")
+    split = _forge(out, name, value, rows)
+    report = verify(out)
+    assert not report.whole and len(report.problems) == 1 and name in report.problems[0], report.problems
+    with pytest.raises(DataError, match=name):
+        ShardReader(out, split=split)
+    assert summarize(out)["damaged"] == report.problems
+
+
+@pytest.mark.parametrize("name,value", [("label", np.int8(-5)), ("label", np.float32(2.5)),
+                                        ("label", np.int64(2 ** 40)), ("quality", np.float32(np.nan))])
+def test_forged_values_never_reach_a_count(tmp_path: Path, fake_shards: Path, tiny_model: Path, name: str,
+                                           value) -> None:
+    out = _copy(fake_shards, tmp_path / "shards")
+    _forge(out, name, value, "all")
+    _refused_everywhere(out, tmp_path, name, model=tiny_model)
+
+
+def test_a_rerun_of_preprocess_remakes_a_forged_shard(tmp_path: Path, good_shards: Path) -> None:
+    out = _copy(good_shards, tmp_path / "shards")
+    _forge(out, "label", np.int8(100), "all")
+    _refused_everywhere(out, tmp_path, "label")
+    from prepro.shards import verify
+
+    assert verify(out).whole
+
+
+def _link_in_shard(f, kind: str, other: Path, raw: Path) -> None:
+    """Replace the label array of an open shard by a link of ``kind`` to ``other`` (a shard) or by
+    external storage in ``raw``."""
+    import h5py
+
+    if kind == "extra_external_link":
+        f["extra"] = h5py.ExternalLink(str(other), "/label")
+        return
+    labels = f["label"][()]
+    del f["label"]
+    if kind == "soft_link":
+        f["label"] = h5py.SoftLink("/box_method")
+    elif kind == "external_link":
+        f["label"] = h5py.ExternalLink(str(other), "/label")
+    elif kind in ("external_storage", "external_fifo"):
+        raw.write_bytes(labels.astype(np.int8).tobytes())
+        f.create_dataset("label", shape=labels.shape, dtype=np.int8, external=[(str(raw), 0, labels.size)])
+
+
+@pytest.mark.parametrize("kind", ["soft_link", "external_link", "extra_external_link", "external_storage",
+                                  "external_fifo"])
+def test_hdf5_links_and_external_storage_are_refused(tmp_path: Path, fake_shards: Path, kind: str) -> None:
+    """A shard that reads data from elsewhere (another file, a FIFO, another of its own arrays),
+    its checksum recomputed: verify refuses it before reading it, and never hangs on a FIFO."""
+    import subprocess
+    import sys
+
+    from tests.shardfakes import edit_shards
+
+    other = _copy(fake_shards, tmp_path / "other")
+    out = _copy(fake_shards, tmp_path / "shards")
+    first = out / _manifest(out)["shards"][0]["file"]
+    target = other / _manifest(other)["shards"][0]["file"]
+    edit_shards(out, lambda f, k: _link_in_shard(f, kind, target, tmp_path / "labels.raw") if f.filename == str(first) else None)
+    if kind == "external_fifo":
+        (tmp_path / "labels.raw").unlink()
+        os.mkfifo(tmp_path / "labels.raw")
+    code = ("import sys; from prepro.shards import verify; r = verify(sys.argv[1]); "
+            "print('whole' if r.whole else r.problems[0])")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip()
+    assert said.startswith(first.name) or "shards/" in said, said
+    assert "link" in said.lower() or "stored" in said or "never writes" in said, said
+    _refused_everywhere(out, tmp_path, first.name)
+
+
+def test_a_symlinked_shard_or_shard_folder_is_refused(tmp_path: Path, fake_shards: Path) -> None:
+    """A shard (or the whole shards/ folder) replaced by a link to another folder's identical file:
+    its checksum matches, but it is not this folder's; verify refuses it and readers never read it."""
+    other = _copy(fake_shards, tmp_path / "other")
+    out = _copy(fake_shards, tmp_path / "one")
+    rel = _manifest(out)["shards"][0]["file"]
+    (out / rel).unlink()
+    (out / rel).symlink_to(other / rel)
+    _refused_everywhere(out, tmp_path / "x", "symbolic link")
+    folder = _copy(fake_shards, tmp_path / "two")
+    shutil.rmtree(folder / "shards")
+    (folder / "shards").symlink_to(other / "shards")
+    _refused_everywhere(folder, tmp_path / "y", "outside the folder")
+
+
+def test_a_shard_linked_to_a_fifo_never_hangs(tmp_path: Path, good_shards: Path) -> None:
+    out = _copy(good_shards, tmp_path / "shards")
+    rel = _manifest(out)["shards"][0]["file"]
+    (out / rel).unlink()
+    os.mkfifo(tmp_path / "fifo")
+    (out / rel).symlink_to(tmp_path / "fifo")
+    _refused_everywhere(out, tmp_path, "symbolic link")
+    assert (out / rel).is_symlink()  # not the folder's: left where it is
