@@ -121,12 +121,21 @@ def output_lock(folder: Path) -> Iterator[None]:
         raise OutputError(f"cannot write to {folder} ({e.strerror or e})") from None
     fd = _take_lock(folder)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _write_pid(folder / LOCK_NAME, fd)
         yield
     finally:
         _remove_lock_file(folder / LOCK_NAME, fd)
         os.close(fd)  # closing drops the flock
+
+
+def _write_pid(path: Path, fd: int) -> None:
+    """Write this process's id into the held lock file (what a refused second writer names)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except OSError as e:
+        raise OutputError(f"cannot write the lock file {path} ({e.strerror or e}): free some space, or choose "
+                          "another output folder") from None
 
 
 def _remove_lock_file(path: Path, fd: int) -> None:

@@ -125,13 +125,22 @@ def write_shard(path: Path, samples: Sequence[Sample], attrs: dict[str, Any], wr
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         # HDF5 reports a full disk as an OSError, and again as a RuntimeError when the file closes.
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise OutputError(f"cannot write {path} ({_write_error_text(e)}): free some space and run "
                           "the same command again to resume") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return digest
+
+
+def _discard(tmp: Path) -> None:
+    """Remove this writer's temporary file after a failed write. The cleanup must not raise in turn
+    (the folder may be gone or a file now): the first error is the one that says what happened."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _write_error_text(e: BaseException) -> str:
@@ -139,6 +148,8 @@ def _write_error_text(e: BaseException) -> str:
     text = str(e)
     if getattr(e, "errno", None) == 28 or "errno = 28" in text:
         return "no space left on device"
+    if getattr(e, "errno", None):  # HDF5's OSErrors carry the errno under a message of their own
+        return os.strerror(e.errno)
     return (getattr(e, "strerror", None) or text.splitlines()[0] if text else type(e).__name__)[:160]
 
 
@@ -600,8 +611,10 @@ class ShardReader:
             h = self._handles[k] = h5py.File(self.files[k], "r")
         return h
 
-    def get(self, i: int, fields: Sequence[str] = ("eyes", "mouth", "face", "label")) -> dict[str, Any]:
-        """Sample ``i`` of this view as a dict of numpy arrays / scalars / strings."""
+    def get(self, i: int, fields: Sequence[str] | str = ("eyes", "mouth", "face", "label")) -> dict[str, Any]:
+        """Sample ``i`` of this view as a dict of numpy arrays / scalars / strings; ``fields`` names
+        the arrays (one name, or a sequence of them)."""
+        fields = _field_names(fields)
         try:
             f = self._file(int(self.index_shard[i]))
             r = int(self.index_row[i])
@@ -614,8 +627,9 @@ class ShardReader:
                             f"`faceblocks verify {self.root}`") from None
         return out
 
-    def load_all(self, fields: Sequence[str] = ("eyes", "mouth", "face", "label")) -> dict[str, np.ndarray]:
-        """Every sample of this view in memory (for a dataset that fits)."""
+    def load_all(self, fields: Sequence[str] | str = ("eyes", "mouth", "face", "label")) -> dict[str, np.ndarray]:
+        """Every sample of this view in memory (for a dataset that fits); ``fields`` as in `get`."""
+        fields = _field_names(fields)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in fields}
         for k in range(len(self.files)):
             rows = self.index_row[self.index_shard == k]
@@ -634,3 +648,13 @@ class ShardReader:
         for h in self._handles.values():
             h.close()
         self._handles = {}
+
+
+def _field_names(fields: Sequence[str] | str) -> tuple[str, ...]:
+    """``fields`` as a tuple of shard array names: a single name is one field (iterating the string
+    would ask for its letters); a name no shard holds is an InputError listing the allowed ones."""
+    names = (fields,) if isinstance(fields, str) else tuple(fields)
+    unknown = [n for n in names if n not in _SHARD_ARRAYS]
+    if unknown:
+        raise InputError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(_SHARD_ARRAYS)}")
+    return names

@@ -317,3 +317,66 @@ def test_a_shard_linked_to_a_fifo_never_hangs(tmp_path: Path, good_shards: Path)
     (out / rel).symlink_to(tmp_path / "fifo")
     _refused_everywhere(out, tmp_path, "symbolic link")
     assert (out / rel).is_symlink()  # not the folder's: left where it is
+
+
+# ---------------------------------------------------------------------------------------------
+# faceblocks' own files turned against it, full disks (issue 31 items 4 and 7, issue 30 item 10)
+
+
+def test_shards_replaced_by_a_file_is_a_message(tmp_path: Path, good_shards: Path) -> None:
+    out = _copy(good_shards, tmp_path / "shards")
+    shutil.rmtree(out / "shards")
+    (out / "shards").write_text("the user's notes\n")
+    r = run("preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8")
+    no_traceback(r)
+    assert r.exit_code != 0 and "not a folder" in r.output, r.output
+    assert (out / "shards").read_text() == "the user's notes\n"
+
+
+def test_write_shard_cleanup_never_raises_again(tmp_path: Path) -> None:
+    """The folder a shard goes into is a file: one OutputError, not a second exception from the cleanup."""
+    from prepro.errors import OutputError
+    from prepro.shards import write_shard
+
+    (tmp_path / "shards").write_text("x")
+    with pytest.raises(OutputError, match="not a directory|Not a directory"):
+        write_shard(tmp_path / "shards" / "train-00000.h5", [object()], {}, "0123456789abcdef")
+
+
+@pytest.mark.parametrize("fields", ["eyes", ["eyes", "label"], ("nose",)])
+def test_shard_reader_fields_are_names_or_a_message(fake_shards: Path, fields) -> None:
+    from prepro.shards import ShardReader
+
+    reader = ShardReader(fake_shards, split="train")
+    wanted = [fields] if isinstance(fields, str) else list(fields)
+    if "nose" in wanted:
+        for call in (lambda: reader.get(0, fields=fields), lambda: reader.load_all(fields=fields)):
+            with pytest.raises(InputError, match="nose.*allowed"):
+                call()
+        return
+    assert sorted(reader.get(0, fields=fields)) == sorted(wanted)
+    assert sorted(reader.load_all(fields=fields)) == sorted(wanted)
+
+
+@pytest.mark.parametrize("where", ["lock", "manifest"])
+def test_a_full_disk_while_taking_the_folder_is_a_message(tmp_path: Path, good_shards: Path, monkeypatch,
+                                                          where: str) -> None:
+    import errno
+
+    out = _copy(good_shards, tmp_path / "shards")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "lock":
+        monkeypatch.setattr(os, "pwrite", full)
+    else:
+        m = _manifest(out)
+        m["complete"] = False  # a rerun then saves the manifest
+        _save_manifest(out, m)
+        import prepro.outputs
+
+        monkeypatch.setattr(prepro.outputs.os, "fsync", full)
+    r = run("preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8")
+    no_traceback(r)
+    assert r.exit_code != 0 and "no space left on device" in r.output.lower(), r.output
