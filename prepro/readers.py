@@ -32,6 +32,7 @@ import numpy as np
 from prepro.errors import InputError, SampleError
 from prepro.inputs import IMG_EXTENSIONS, is_image_file, is_inside, printable, utf8_text
 from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label, label_key, normalize_label_name
+from prepro.patterns import search_capped
 from prepro.specs import FORMATS, SPLITS, DatasetSpec, load_spec
 
 # FORMATS and SPLITS are defined in prepro.specs and importable from here too.
@@ -233,7 +234,10 @@ def _subject_from_name(name: str, spec: DatasetSpec | None) -> tuple[str | None,
     """(subject, None) from the spec's subject pattern, or (None, failure reason)."""
     if spec is None or spec.subject_pattern is None:
         return None, None
-    m = re.search(spec.subject_pattern, name)
+    try:
+        m = search_capped(spec.subject_pattern, name)
+    except ValueError as e:
+        return None, f"file name {e} (the subject pattern of dataset {spec.name!r})"
     if m is None or not m.group(1):
         return None, (f"file name does not match the subject pattern {spec.subject_pattern!r} "
                       f"of dataset {spec.name!r}")

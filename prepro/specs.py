@@ -18,6 +18,7 @@ from typing import Any
 
 from prepro.errors import InputError
 from prepro.labels import UnknownLabelError, canonical_label, label_key
+from prepro.patterns import pattern_cost_problem
 
 ENV_VAR = "FACEBLOCKS_DATASETS"
 
@@ -230,6 +231,10 @@ def _subject_and_counts(data: dict[str, Any], origin: str) -> dict[str, Any]:
             raise InputError(f"{origin}: 'subject_pattern' {pat!r} is not a valid regex: {e}") from None
         if groups < 1:
             raise InputError(f"{origin}: 'subject_pattern' {pat!r} needs a group (...) for the subject")
+        costly = pattern_cost_problem(pat)
+        if costly:
+            raise InputError(f"{origin}: 'subject_pattern' {pat!r} could take unbounded time to match a file name "
+                             f"({costly}): write it without nested or stacked quantifiers")
         kw["subject_pattern"] = pat
     if "expected_counts" in data:
         counts = data["expected_counts"]

@@ -380,3 +380,60 @@ def test_a_full_disk_while_taking_the_folder_is_a_message(tmp_path: Path, good_s
     r = run("preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8")
     no_traceback(r)
     assert r.exit_code != 0 and "no space left on device" in r.output.lower(), r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Regexes from dataset descriptions (issue 31 item 5)
+
+_ATOMS = st.sampled_from(["a", r"\d", r"\w", ".", "[a-z]", "(?:ab)"])
+_VARIABLE = st.sampled_from(["+", "*", "?", "{1,40}", "{0,}"])
+
+
+@st.composite
+def _costly_patterns(draw) -> str:
+    """Patterns of the exponential and high-polynomial families: nested quantifiers, quantified
+    alternations, three or more stacked unbounded quantifiers."""
+    a, b = draw(_ATOMS), draw(_ATOMS)
+    kind = draw(st.sampled_from(["nested", "alternation", "stacked"]))
+    if kind == "nested":
+        return f"^({a}{draw(_VARIABLE)}){draw(st.sampled_from(['+', '*', '{2,}', '{30}']))}$"
+    if kind == "alternation":
+        return f"^({a}|{a}{b}){draw(st.sampled_from(['+', '*', '{2,9}']))}$"
+    return f"({a}*)" + "".join(f"{draw(_ATOMS)}{draw(st.sampled_from(['*', '+', '{0,99}']))}"
+                               for _ in range(draw(st.integers(2, 4)))) + "!"
+
+
+@FUZZ
+@given(pattern=_costly_patterns())
+def test_costly_subject_patterns_are_refused_when_the_description_is_loaded(tmp_path_factory, pattern) -> None:
+    from prepro.specs import load_spec
+
+    spec = tmp_path_factory.mktemp("spec") / "costly.toml"
+    spec.write_text(f"name = \"costly\"\nformat = \"flat\"\nsubject_pattern = '{pattern}'\n")
+    with pytest.raises(InputError, match="costly.toml.*subject_pattern.*unbounded time"):
+        load_spec(str(spec))
+
+
+def test_an_allowed_pattern_over_long_crafted_names_finishes(tmp_path: Path) -> None:
+    """The worst a pattern that passes can do: two stacked quantifiers over names that almost
+    match (file names are at most 255 bytes; a longer text is refused unmatched)."""
+    import time
+
+    from prepro.readers import list_source
+    from prepro.specs import load_spec
+
+    spec = tmp_path / "two.toml"
+    spec.write_text("name = \"two\"\nformat = \"flat\"\nsubject_pattern = '(\\d*)\\d*x'\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("1" * 200 + ".png", "2" * 251 + ".png"):
+        (src / name).write_bytes(b"")
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="does not match the subject pattern"):
+        list_source(str(src), "flat", spec=load_spec(str(spec)))
+    assert time.perf_counter() - t0 < 10
+    for name in ("jaffe", "ckplus"):
+        load_spec(name)  # the shipped patterns pass
+    from prepro.readers import _subject_from_name
+
+    assert "longer than 255" in _subject_from_name("3" * 300 + ".png", load_spec(str(spec)))[1]
