@@ -193,3 +193,42 @@ def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> No
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), "w")
+
+
+def _open_own_file(path: Path, flags: int) -> int:
+    """A descriptor of ``path`` opened without following a link and only if it is a plain file
+    (a FIFO or a device would block, a link would lead into another folder); OSError otherwise."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
+
+
+def read_own_prefix(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the plain file ``path``; OSError when it is shorter (or a link,
+    FIFO or device)."""
+    fd = _open_own_file(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(size)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"{len(data)} bytes where {size} were written")
+    return data
+
+
+def append_lines(path: Path, size: int, lines: list[bytes]) -> int:
+    """Append ``lines`` to the plain file ``path`` after cutting it to ``size`` bytes (what was
+    recorded last: a killed run's unrecorded tail goes), fsync; returns the new size. The cost is
+    that of the new lines only. A full disk is an OutputError saying so."""
+    try:
+        fd = _open_own_file(path, os.O_WRONLY)
+        with os.fdopen(fd, "wb") as f:
+            f.truncate(size)
+            f.seek(size)
+            for line in lines:
+                f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None

@@ -2,7 +2,9 @@
 
 An output folder looks like::
 
-    OUT/manifest.json            parameters, source, the shards with their SHA-256, every failure
+    OUT/manifest.json            parameters, source, the shards with their SHA-256, failure counts
+    OUT/failures.jsonl           one JSON line per input that failed in processing (source, reason, split)
+    OUT/listing-failures.jsonl   one JSON line per input found unusable when the source was listed
     OUT/shards/train-00000.h5    up to --shard-size samples of one split
     OUT/shards/val-00000.h5 ...
 
@@ -29,6 +31,7 @@ import os
 import stat
 import zlib
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -37,10 +40,14 @@ import numpy as np
 from prepro import __version__
 from prepro.errors import DataError, InputError, OutputError
 from prepro.inputs import is_inside, printable
-from prepro.outputs import atomic_write_text, is_writer_id, sha256_file, temp_name
+from prepro.outputs import (append_lines, atomic_write, atomic_write_text, is_writer_id, read_own_prefix, sha256_file,
+                            temp_name)
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+# The JSON-lines files the manifest's failure lists are kept in (one failure per line), so that a
+# folder with a million failures does not rewrite them all with every shard.
+FAILURE_FILES = {"failures": "failures.jsonl", "listing_failures": "listing-failures.jsonl"}
 SHARD_DIR = "shards"
 
 # Per-sample arrays whose trailing shape does not depend on the block sizes.
@@ -188,7 +195,7 @@ def _fill_shard(f: Any, samples: Sequence[Sample], attrs: dict[str, Any]) -> Non
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
     "format_version": int, "faceblocks_version": str, "params": dict, "source": dict, "label_names": list,
     "split_names": list, "box_methods": list, "block_sizes": dict, "landmark_model": dict, "writer_id": str,
-    "shards": list, "failures": list, "listing_failures": list, "missing": list, "complete": bool,
+    "shards": list, "failures": (list, dict), "listing_failures": (list, dict), "missing": list, "complete": bool,
 }
 
 
@@ -211,6 +218,8 @@ class Manifest:
     complete: bool = False  # every input of the current listing is a sample or a failure
     format_version: int = FORMAT_VERSION
     faceblocks_version: str = __version__
+    # failure list -> (id of the list as last saved, its entries then, bytes of its file then)
+    _stored: dict[str, tuple[int, int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -226,11 +235,38 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("_stored")
         d["n_samples"] = self.n_samples
         return d
 
     def save(self, out_dir: Path) -> None:
-        atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
+        """Write the manifest atomically. The failure lists go to their JSON-lines files (see
+        `FAILURE_FILES`) and the manifest keeps a record of each (file, bytes, count): a list that
+        only grew since the last save gets just its new entries appended, so a save costs the
+        shards list plus the new failures, not every failure again."""
+        out = Path(out_dir)
+        d = {f.name: getattr(self, f.name) for f in dataclass_fields(self) if f.init}
+        d["shards"] = [asdict(r) for r in self.shards]
+        for key in FAILURE_FILES:
+            d[key] = self._store_failures(out, key)
+        d["n_samples"] = self.n_samples
+        atomic_write_text(out / MANIFEST, json.dumps(d, indent=1, ensure_ascii=False))
+
+    def _store_failures(self, out: Path, key: str) -> dict[str, Any]:
+        """Bring the file of failure list ``key`` up to date; its record for the manifest."""
+        entries = getattr(self, key)
+        path = out / FAILURE_FILES[key]
+        saved = self._stored.get(key)  # (id of the list saved, entries saved, bytes saved)
+        if saved and saved[0] == id(entries) and saved[1] == len(entries):
+            size = saved[2]  # nothing new: the file is not touched
+        elif saved and saved[0] == id(entries) and saved[1] < len(entries):
+            size = append_lines(path, saved[2], [_failure_line(e) for e in entries[saved[1]:]])
+        else:  # a new or replaced list (a retry, an old manifest's inline list): written whole
+            data = b"".join(_failure_line(e) for e in entries)
+            atomic_write(path, lambda fh: fh.write(data))
+            size = len(data)
+        self._stored[key] = (id(entries), len(entries), size)
+        return {"file": path.name, "bytes": size, "count": len(entries)}
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Manifest":
@@ -253,7 +289,40 @@ class Manifest:
             raise DataError(f"{path} is damaged or was not written by faceblocks ({problem}): preprocess again "
                             "into a new folder")
         d["shards"] = [ShardRecord(**s) for s in d["shards"]]
-        return cls(**d)
+        records = {key: d[key] for key in FAILURE_FILES if isinstance(d[key], dict)}
+        for key, record in records.items():  # older versions kept the lists themselves in the manifest
+            d[key] = _read_failures(path.parent, key, record)
+        m = cls(**d)
+        for key, record in records.items():
+            m._stored[key] = (id(getattr(m, key)), record["count"], record["bytes"])
+        return m
+
+
+def _failure_line(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _read_failures(out: Path, key: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The failures a manifest's record accounts for: the first ``bytes`` of the folder's own
+    file, which must hold ``count`` entries. A longer file holds the tail a killed run appended
+    after its last manifest save: ignored here, cut off by the next save."""
+    path = out / FAILURE_FILES[key]
+    try:
+        data = read_own_prefix(path, record["bytes"])
+        entries = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} (the {key} of {out / MANIFEST}) is damaged ({str(e)[:100]}): preprocess again "
+                        "into a new folder") from None
+    bad = next((f for f in entries if not _is_failure(f)), None) if len(entries) == record["count"] else "count"
+    if bad is not None:
+        raise DataError(f"{path} (the {key} of {out / MANIFEST}) is damaged "
+                        f"({'not the count the manifest says' if bad == 'count' else 'a bad entry ' + str(bad)[:80]}): "
+                        "preprocess again into a new folder")
+    return entries
+
+
+def _is_failure(f: Any) -> bool:
+    return isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("reason"), str)
 
 
 def _manifest_problem(d: dict[str, Any]) -> str | None:
@@ -279,9 +348,14 @@ def _manifest_problem(d: dict[str, Any]) -> str | None:
         return f"it lists {twice} twice"
     if not is_writer_id(d["writer_id"]):
         return f"writer_id {str(d['writer_id'])[:40]!r} is not one faceblocks makes (16 hex digits)"
-    for f in d["failures"] + d["listing_failures"]:
-        if not (isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("reason"), str)):
-            return f"a bad failure entry {str(f)[:80]}"
+    for key, name in FAILURE_FILES.items():
+        v = d[key]
+        if isinstance(v, dict):
+            if not (set(v) == {"file", "bytes", "count"} and v["file"] == name and _is_size(v["bytes"])
+                    and _is_size(v["count"])):
+                return f"a bad {key} record {str(v)[:80]}"
+        elif not all(_is_failure(f) for f in v):
+            return f"a bad failure entry {str(next(f for f in v if not _is_failure(f)))[:80]}"
     if not all(isinstance(x, str) for x in d["label_names"] + d["split_names"] + d["box_methods"] + d["missing"]):
         return "a name list holds something other than strings"
     sizes = d["block_sizes"]
@@ -289,6 +363,11 @@ def _manifest_problem(d: dict[str, Any]) -> str | None:
                for v in sizes.values()) or not set(BLOCK_FIELDS) <= set(sizes):
         return "bad block sizes"
     return None
+
+
+def _is_size(v: Any) -> bool:
+    """A JSON integer >= 0 (not true or false)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _is_count(v: Any) -> bool:

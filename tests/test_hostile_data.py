@@ -437,3 +437,108 @@ def test_an_allowed_pattern_over_long_crafted_names_finishes(tmp_path: Path) -> 
     from prepro.readers import _subject_from_name
 
     assert "longer than 255" in _subject_from_name("3" * 300 + ".png", load_spec(str(spec)))[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Many failures: bounded cost per shard, exact resume, old manifests (issue 30 item 16)
+
+
+def _manifest_with_failures(n: int) -> "object":
+    from prepro.shards import Manifest
+
+    m = Manifest(params={}, source={"path": "x"}, label_names=["happy"], split_names=["train", "val", "test"],
+                 box_methods=["hog"], block_sizes={"eyes": [1, 1], "mouth": [1, 1], "face": [1, 1]},
+                 landmark_model={}, writer_id="0123456789abcdef")
+    m.listing_failures = [{"source": f"junk:line={i}", "reason": "too few columns"} for i in range(n)]
+    return m
+
+
+def test_failures_are_not_rewritten_with_every_manifest_save(tmp_path: Path) -> None:
+    """A folder with 20 000 listing failures and a growing list of processing failures: after the
+    first save, each save writes a small manifest and appends only the new failures."""
+    from prepro.shards import Manifest
+
+    m = _manifest_with_failures(20_000)
+    m.save(tmp_path)
+    for k in range(5):
+        m.failures.extend({"source": f"img{k}-{i}.png", "reason": "no face found", "split": "train"}
+                          for i in range(100))
+        m.save(tmp_path)
+    assert (tmp_path / "manifest.json").stat().st_size < 4096, "the manifest holds the failures themselves"
+    back = Manifest.load(tmp_path)
+    assert back.listing_failures == m.listing_failures and back.failures == m.failures
+    assert back.to_dict() == m.to_dict()
+
+
+def test_a_killed_save_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
+    """Failures appended and then the run killed before the manifest was saved: the next load reads
+    exactly the failures the manifest accounts for, and the next save drops the extra tail."""
+    import prepro.shards
+    from prepro.shards import Manifest
+
+    m = _manifest_with_failures(3)
+    m.failures.append({"source": "a.png", "reason": "r", "split": "train"})
+    m.save(tmp_path)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    m.failures.append({"source": "b.png", "reason": "r", "split": "train"})
+    monkeypatch.setattr(prepro.shards, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        m.save(tmp_path)
+    monkeypatch.undo()
+    back = Manifest.load(tmp_path)
+    assert [f["source"] for f in back.failures] == ["a.png"]
+    back.failures.append({"source": "c.png", "reason": "r", "split": "train"})
+    back.save(tmp_path)
+    assert [f["source"] for f in Manifest.load(tmp_path).failures] == ["a.png", "c.png"]
+
+
+def test_an_old_manifest_with_inline_failures_is_read_and_converted(tmp_path: Path, fake_shards: Path) -> None:
+    from prepro.shards import Manifest, verify
+
+    out = _copy(fake_shards, tmp_path / "shards")
+    d = _manifest(out)
+    d["failures"] = [{"source": "x.png", "reason": "no face found", "split": "train"}]
+    d["listing_failures"] = [{"source": "y.txt", "reason": "not an image file"}]
+    _save_manifest(out, d)
+    m = Manifest.load(out)
+    assert m.failures == d["failures"] and m.listing_failures == d["listing_failures"] and verify(out).whole
+    m.save(out)
+    assert Manifest.load(out).all_failures == d["listing_failures"] + d["failures"]
+
+
+@pytest.mark.parametrize("forgery", ["../x.jsonl", "link", "short", "not_json", "bad_entry", "count"])
+def test_a_forged_failures_file_is_a_damaged_manifest(tmp_path: Path, fake_shards: Path, forgery: str) -> None:
+    from prepro.shards import Manifest
+
+    out = _copy(fake_shards, tmp_path / "shards")
+    m = Manifest.load(out)
+    m.failures.append({"source": "x.png", "reason": "no face found", "split": "train"})
+    m.save(out)
+    d = _manifest(out)
+    record = d["failures"]
+    path = out / record["file"]
+    if forgery == "../x.jsonl":
+        record["file"] = forgery
+    elif forgery == "link":
+        (tmp_path / "elsewhere.jsonl").write_bytes(path.read_bytes())
+        path.unlink()
+        path.symlink_to(tmp_path / "elsewhere.jsonl")
+    elif forgery == "short":
+        path.write_bytes(path.read_bytes()[:5])
+    elif forgery == "not_json":
+        path.write_bytes(b"{" * record["bytes"])
+    elif forgery == "bad_entry":
+        line = json.dumps({"source": 1}).encode() + b"\n"
+        path.write_bytes(line)
+        record["bytes"] = len(line)
+    elif forgery == "count":
+        record["count"] = 5
+    _save_manifest(out, d)
+    with pytest.raises(DataError, match="failures"):
+        Manifest.load(out)
+    r = run("verify", out)
+    no_traceback(r)
+    assert r.exit_code != 0
