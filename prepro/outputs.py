@@ -167,13 +167,19 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> None:
+def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", writer_id: str | None = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it to ``path``,
     so a reader (or a resumed run) never sees a half-written file. A full disk or any other write
-    error is an OutputError, and the temporary file is removed."""
+    error is an OutputError, and the temporary file is removed. With ``writer_id`` (a locked
+    folder's) the temporary file is `temp_name`'s, so one a killed run leaves is provably its own
+    and `remove_own_temp_files` removes it on the next run."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if writer_id is None:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        else:
+            tmp = str(temp_name(path, writer_id))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
         raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
     try:
@@ -191,8 +197,8 @@ def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> No
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), "w")
+def atomic_write_text(path: Path, text: str, writer_id: str | None = None) -> None:
+    atomic_write(path, lambda f: f.write(text), "w", writer_id)
 
 
 def _open_own_file(path: Path, flags: int) -> int:

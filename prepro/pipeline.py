@@ -188,6 +188,7 @@ def _remove_leftovers(out: Path, m: Manifest) -> None:
     """Temporary files and unlisted shards a killed run of this folder left (provably its own)."""
     shard_dir = out / SHARD_DIR
     remove_own_temp_files(shard_dir, m.writer_id)
+    remove_own_temp_files(out, m.writer_id)  # the manifest's and failure files' (a run killed saving them)
     listed = {r.file for r in m.shards}
     for p in (shard_dir.iterdir() if shard_dir.is_dir() else ()):
         if (f"{SHARD_DIR}/{p.name}" not in listed and p.suffix == ".h5" and p.is_file() and not p.is_symlink()

@@ -250,7 +250,7 @@ class Manifest:
         for key in FAILURE_FILES:
             d[key] = self._store_failures(out, key)
         d["n_samples"] = self.n_samples
-        atomic_write_text(out / MANIFEST, json.dumps(d, indent=1, ensure_ascii=False))
+        atomic_write_text(out / MANIFEST, json.dumps(d, indent=1, ensure_ascii=False), self.writer_id)
 
     def _store_failures(self, out: Path, key: str) -> dict[str, Any]:
         """Bring the file of failure list ``key`` up to date; its record for the manifest."""
@@ -263,7 +263,7 @@ class Manifest:
             size = append_lines(path, saved[2], [_failure_line(e) for e in entries[saved[1]:]])
         else:  # a new or replaced list (a retry, an old manifest's inline list): written whole
             data = b"".join(_failure_line(e) for e in entries)
-            atomic_write(path, lambda fh: fh.write(data))
+            atomic_write(path, lambda fh: fh.write(data), writer_id=self.writer_id)
             size = len(data)
         self._stored[key] = (id(entries), len(entries), size)
         return {"file": path.name, "bytes": size, "count": len(entries)}

@@ -542,3 +542,21 @@ def test_a_forged_failures_file_is_a_damaged_manifest(tmp_path: Path, fake_shard
     r = run("verify", out)
     no_traceback(r)
     assert r.exit_code != 0
+
+
+def test_a_killed_manifest_save_leaves_nothing_after_the_next_run(tmp_path: Path, good_shards: Path) -> None:
+    """A `.manifest.json.*.tmp` left by a run killed while saving (SIGTERM): the next run removes it
+    when its name carries the folder's writer id, and leaves any other such name alone."""
+    out = _copy(good_shards, tmp_path / "shards")
+    wid = _manifest(out)["writer_id"]
+    ours, other = out / f".manifest.json.{wid}.tmp", out / ".manifest.json.abc123.tmp"
+    ours.write_text("{half")
+    other.write_text("someone's")
+    r = run("preprocess", _manifest(out)["source"]["path"], out, "-j", "1", "-q", "--shard-size", "8")
+    assert r.exit_code == 0, r.output
+    assert not ours.exists() and other.read_text() == "someone's"
+    from prepro.shards import Manifest
+
+    m = Manifest.load(out)
+    m.save(out)
+    assert ours.name not in [p.name for p in out.iterdir()]  # a finished save leaves no temporary file
