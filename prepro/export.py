@@ -55,7 +55,8 @@ from prepro.errors import DataError, InputError, OutputError
 from prepro.faces import BOX_METHODS
 from prepro.inputs import is_inside
 from prepro.outputs import atomic_write, atomic_write_text, is_empty_but_for_us, output_lock, sha256_file
-from prepro.shards import BLOCK_FIELDS, STRING_FIELDS, Manifest, check_shard, shard_attrs, warn_if_unfinished
+from prepro.shards import (BLOCK_FIELDS, HDF5_READ_ERRORS, STRING_FIELDS, Manifest, check_shard, shard_attrs,
+                           warn_if_unfinished)
 
 FORMATS = ("png", "npz", "hdf5")
 REGIONS = ("eyes", "mouth", "face", "landmarks")
@@ -193,7 +194,7 @@ def _select(root: Path, m: Manifest, splits, labels, box_methods, min_quality) -
                 spl = f["split"][()].astype(np.int64)
                 met = f["box_method"][()].astype(np.int64)
                 qual = f["quality"][()].astype(np.float64)
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             raise DataError(f"shard {seg.file} is unreadable ({str(e)[:100]}): run `faceblocks verify {root}`") from None
         keep = np.ones(len(lab), bool)
         if split_idx is not None:

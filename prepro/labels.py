@@ -51,19 +51,30 @@ def normalize_label_name(name: str) -> str:
     return "".join(ch for ch in name.strip().lower() if ch not in " _-")
 
 
+def label_key(spelling: str) -> str:
+    """The form two label spellings are compared in: a spelling holding a digit is a code and is
+    compared exactly as written (outer spaces aside), since dropping a sign, space or hyphen changes
+    a number's meaning ("-1" is no "1", "6-" no "6"); any other spelling is `normalize_label_name`d.
+    This is the one label-code parser: every reader that takes integer codes compares through it."""
+    text = spelling.strip()
+    return text if any(ch.isdigit() for ch in text) else normalize_label_name(text)
+
+
 def canonical_label(name: str, extra_aliases: Mapping[str, str] | None = None) -> str:
     """Map a dataset's spelling of a label onto one of `CANONICAL_LABELS`.
 
     ``extra_aliases`` (a dataset spec's ``labels`` table) is consulted first, so a dataset may
     give its own codes ("0" -> "angry"); its values must themselves be canonical labels or aliases.
+    Spellings are compared by `label_key`: a code matches only as written ("-1", "01" or "6-" is
+    no "1" or "6").
     Raises `UnknownLabelError` naming the label and the allowed spellings.
     """
     if not isinstance(name, str):
         raise UnknownLabelError(repr(name), extra_aliases)
-    key = normalize_label_name(name)
+    key = label_key(name)
     if extra_aliases:
         for spelling, target in extra_aliases.items():
-            if normalize_label_name(spelling) == key:
+            if label_key(spelling) == key:
                 return canonical_label(target)
     found = LABEL_ALIASES.get(key)
     if found is None or not key:

@@ -28,11 +28,18 @@ from typing import IO, Any, Callable, Iterator
 from prepro.errors import OutputError
 
 LOCK_NAME = ".faceblocks.lock"
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<writer>[0-9a-f]{16})\.tmp$")
+_WRITER_ID = r"[0-9a-f]{16}"  # what `new_writer_id` makes
+_TMP = re.compile(rf"^\.(?P<name>.+)\.(?P<writer>{_WRITER_ID})\.tmp$")
 
 
 def new_writer_id() -> str:
     return secrets.token_hex(8)
+
+
+def is_writer_id(value: object) -> bool:
+    """True for a string `new_writer_id` could have made: it goes into file names, so anything else
+    (a path like "../x", a slash, an empty string) is refused where a record is loaded."""
+    return isinstance(value, str) and re.fullmatch(_WRITER_ID, value) is not None
 
 
 def temp_name(final: Path, writer_id: str) -> Path:
@@ -114,12 +121,21 @@ def output_lock(folder: Path) -> Iterator[None]:
         raise OutputError(f"cannot write to {folder} ({e.strerror or e})") from None
     fd = _take_lock(folder)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _write_pid(folder / LOCK_NAME, fd)
         yield
     finally:
         _remove_lock_file(folder / LOCK_NAME, fd)
         os.close(fd)  # closing drops the flock
+
+
+def _write_pid(path: Path, fd: int) -> None:
+    """Write this process's id into the held lock file (what a refused second writer names)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except OSError as e:
+        raise OutputError(f"cannot write the lock file {path} ({e.strerror or e}): free some space, or choose "
+                          "another output folder") from None
 
 
 def _remove_lock_file(path: Path, fd: int) -> None:
@@ -151,13 +167,19 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> None:
+def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", writer_id: str | None = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, then rename it to ``path``,
     so a reader (or a resumed run) never sees a half-written file. A full disk or any other write
-    error is an OutputError, and the temporary file is removed."""
+    error is an OutputError, and the temporary file is removed. With ``writer_id`` (a locked
+    folder's) the temporary file is `temp_name`'s, so one a killed run leaves is provably its own
+    and `remove_own_temp_files` removes it on the next run."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if writer_id is None:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        else:
+            tmp = str(temp_name(path, writer_id))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
         raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
     try:
@@ -175,5 +197,44 @@ def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb") -> No
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), "w")
+def atomic_write_text(path: Path, text: str, writer_id: str | None = None) -> None:
+    atomic_write(path, lambda f: f.write(text), "w", writer_id)
+
+
+def _open_own_file(path: Path, flags: int) -> int:
+    """A descriptor of ``path`` opened without following a link and only if it is a plain file
+    (a FIFO or a device would block, a link would lead into another folder); OSError otherwise."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
+
+
+def read_own_prefix(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the plain file ``path``; OSError when it is shorter (or a link,
+    FIFO or device)."""
+    fd = _open_own_file(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(size)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"{len(data)} bytes where {size} were written")
+    return data
+
+
+def append_lines(path: Path, size: int, lines: list[bytes]) -> int:
+    """Append ``lines`` to the plain file ``path`` after cutting it to ``size`` bytes (what was
+    recorded last: a killed run's unrecorded tail goes), fsync; returns the new size. The cost is
+    that of the new lines only. A full disk is an OutputError saying so."""
+    try:
+        fd = _open_own_file(path, os.O_WRONLY)
+        with os.fdopen(fd, "wb") as f:
+            f.truncate(size)
+            f.seek(size)
+            for line in lines:
+                f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+    except OSError as e:
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None

@@ -146,6 +146,7 @@ def _open_folder(out: Path, fresh: Manifest, overwrite: bool, log: Log) -> Manif
     """The manifest to continue from: the folder's own when its settings match, else ``fresh``."""
     if (out / MANIFEST).exists():
         old = Manifest.load(out)  # a manifest faceblocks cannot read: it cannot tell what it wrote there
+        _make_shard_folder(out)
         diffs = _differences(old.params, fresh.params)
         if old.landmark_model.get("sha256") != fresh.landmark_model["sha256"]:
             diffs.append("the landmark model file")
@@ -163,18 +164,31 @@ def _open_folder(out: Path, fresh: Manifest, overwrite: bool, log: Log) -> Manif
     elif not is_empty_but_for_us(out) and not overwrite:
         raise OutputError(f"{out} is not empty and holds no faceblocks run: choose an empty or new folder, or "
                           "pass --overwrite to write into it beside those files (none of them is removed)")
-    try:
-        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise OutputError(f"{out / SHARD_DIR} exists and is not a folder: move it away") from None
+    _make_shard_folder(out)
     fresh.save(out)
     return fresh
+
+
+def _make_shard_folder(out: Path) -> None:
+    """Make ``OUT/shards`` if it is missing; refuse one that is a file (the user's, never replaced)
+    or a link (shards would be written into another folder)."""
+    shard_dir = out / SHARD_DIR
+    if shard_dir.is_symlink():
+        raise OutputError(f"{shard_dir} is a symbolic link: shards are written only into the folder itself; "
+                          "move the link away")
+    try:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{shard_dir} exists and is not a folder: move it away") from None
+    except OSError as e:
+        raise OutputError(f"cannot create {shard_dir} ({e.strerror or e})") from None
 
 
 def _remove_leftovers(out: Path, m: Manifest) -> None:
     """Temporary files and unlisted shards a killed run of this folder left (provably its own)."""
     shard_dir = out / SHARD_DIR
     remove_own_temp_files(shard_dir, m.writer_id)
+    remove_own_temp_files(out, m.writer_id)  # the manifest's and failure files' (a run killed saving them)
     listed = {r.file for r in m.shards}
     for p in (shard_dir.iterdir() if shard_dir.is_dir() else ()):
         if (f"{SHARD_DIR}/{p.name}" not in listed and p.suffix == ".h5" and p.is_file() and not p.is_symlink()

@@ -31,7 +31,8 @@ import numpy as np
 
 from prepro.errors import InputError, SampleError
 from prepro.inputs import IMG_EXTENSIONS, is_image_file, is_inside, printable, utf8_text
-from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label, normalize_label_name
+from prepro.labels import CANONICAL_LABELS, UnknownLabelError, canonical_label, label_key, normalize_label_name
+from prepro.patterns import search_capped
 from prepro.specs import FORMATS, SPLITS, DatasetSpec, load_spec
 
 # FORMATS and SPLITS are defined in prepro.specs and importable from here too.
@@ -233,7 +234,10 @@ def _subject_from_name(name: str, spec: DatasetSpec | None) -> tuple[str | None,
     """(subject, None) from the spec's subject pattern, or (None, failure reason)."""
     if spec is None or spec.subject_pattern is None:
         return None, None
-    m = re.search(spec.subject_pattern, name)
+    try:
+        m = search_capped(spec.subject_pattern, name)
+    except ValueError as e:
+        return None, f"file name {e} (the subject pattern of dataset {spec.name!r})"
     if m is None or not m.group(1):
         return None, (f"file name does not match the subject pattern {spec.subject_pattern!r} "
                       f"of dataset {spec.name!r}")
@@ -538,10 +542,7 @@ def _csv_rows(path: str, spec: DatasetSpec | None, failures: list[Failure]) -> l
                 failures.append(Failure(sid, f"{where}: missing field {'emotion' if not emo else 'pixels'}"))
                 continue
             if emo not in label_cache:
-                if emo in codes:
-                    label_cache[emo] = codes[emo]
-                else:
-                    label_cache[emo] = _label_or_reason(emo, spec)[0]
+                label_cache[emo] = _label_or_reason(emo, spec)[0]
             label = label_cache[emo]
             if label is None:
                 failures.append(Failure(sid, f"{where}: unknown emotion {emo!r}; allowed: {allowed_codes}"))
@@ -939,7 +940,7 @@ class _LabelFileLister:
         self._labels: dict[str, tuple[str | None, str | None]] = {}
         self._split_names = {k.lower(): v for k, v in FER2013_SPLIT_NAMES.items()}
         self._split_names.update(_split_folder_names(spec))
-        self._non_expressions = {normalize_label_name(k): v
+        self._non_expressions = {label_key(k): v
                                  for k, v in (spec.non_expression_labels if spec else {}).items()}
         by_prefix = spec is not None and spec.split_from_filename_prefix
         self._prefix_re = _prefix_pattern(spec.split_names) if by_prefix else None
@@ -1038,7 +1039,7 @@ class _LabelFileLister:
     def _label(self, text: str) -> tuple[str | None, str | None]:
         """(canonical label, None) or (None, reason) for a label field; cached per spelling."""
         if text not in self._labels:
-            meaning = self._non_expressions.get(normalize_label_name(text))
+            meaning = self._non_expressions.get(label_key(text))
             if not text:
                 self._labels[text] = (None, "missing label")
             elif meaning is not None:

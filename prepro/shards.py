@@ -2,7 +2,9 @@
 
 An output folder looks like::
 
-    OUT/manifest.json            parameters, source, the shards with their SHA-256, every failure
+    OUT/manifest.json            parameters, source, the shards with their SHA-256, failure counts
+    OUT/failures.jsonl           one JSON line per input that failed in processing (source, reason, split)
+    OUT/listing-failures.jsonl   one JSON line per input found unusable when the source was listed
     OUT/shards/train-00000.h5    up to --shard-size samples of one split
     OUT/shards/val-00000.h5 ...
 
@@ -26,19 +28,26 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import zlib
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from prepro import __version__
 from prepro.errors import DataError, InputError, OutputError
-from prepro.outputs import atomic_write_text, sha256_file, temp_name
+from prepro.inputs import is_inside, printable
+from prepro.outputs import (append_lines, atomic_write, atomic_write_text, is_writer_id, read_own_prefix, sha256_file,
+                            temp_name)
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+# The JSON-lines files the manifest's failure lists are kept in (one failure per line), so that a
+# folder with a million failures does not rewrite them all with every shard.
+FAILURE_FILES = {"failures": "failures.jsonl", "listing_failures": "listing-failures.jsonl"}
 SHARD_DIR = "shards"
 
 # Per-sample arrays whose trailing shape does not depend on the block sizes.
@@ -57,6 +66,10 @@ _FIXED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 BLOCK_FIELDS = ("eyes", "mouth", "face")
 STRING_FIELDS = ("source", "subject")
+_SHARD_ARRAYS = (*BLOCK_FIELDS, *_FIXED_FIELDS, *STRING_FIELDS)  # every member a shard holds
+# What h5py raises for a damaged file: OSError for most, KeyError for a missing member, and
+# ValueError, TypeError, AttributeError or RuntimeError for damaged metadata (links, types, B-trees).
+HDF5_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError)
 BLOCK_DEFLATE_LEVEL = 1  # blocks are photographic: higher levels cost much more for ~2% smaller files
 
 
@@ -121,13 +134,22 @@ def write_shard(path: Path, samples: Sequence[Sample], attrs: dict[str, Any], wr
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         # HDF5 reports a full disk as an OSError, and again as a RuntimeError when the file closes.
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise OutputError(f"cannot write {path} ({_write_error_text(e)}): free some space and run "
                           "the same command again to resume") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return digest
+
+
+def _discard(tmp: Path) -> None:
+    """Remove this writer's temporary file after a failed write. The cleanup must not raise in turn
+    (the folder may be gone or a file now): the first error is the one that says what happened."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _write_error_text(e: BaseException) -> str:
@@ -135,6 +157,8 @@ def _write_error_text(e: BaseException) -> str:
     text = str(e)
     if getattr(e, "errno", None) == 28 or "errno = 28" in text:
         return "no space left on device"
+    if getattr(e, "errno", None):  # HDF5's OSErrors carry the errno under a message of their own
+        return os.strerror(e.errno)
     return (getattr(e, "strerror", None) or text.splitlines()[0] if text else type(e).__name__)[:160]
 
 
@@ -173,7 +197,7 @@ def _fill_shard(f: Any, samples: Sequence[Sample], attrs: dict[str, Any]) -> Non
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
     "format_version": int, "faceblocks_version": str, "params": dict, "source": dict, "label_names": list,
     "split_names": list, "box_methods": list, "block_sizes": dict, "landmark_model": dict, "writer_id": str,
-    "shards": list, "failures": list, "listing_failures": list, "missing": list, "complete": bool,
+    "shards": list, "failures": (list, dict), "listing_failures": (list, dict), "missing": list, "complete": bool,
 }
 
 
@@ -196,6 +220,8 @@ class Manifest:
     complete: bool = False  # every input of the current listing is a sample or a failure
     format_version: int = FORMAT_VERSION
     faceblocks_version: str = __version__
+    # failure list -> (id of the list as last saved, its entries then, bytes of its file then)
+    _stored: dict[str, tuple[int, int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -211,11 +237,38 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("_stored")
         d["n_samples"] = self.n_samples
         return d
 
     def save(self, out_dir: Path) -> None:
-        atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(self.to_dict(), indent=1, ensure_ascii=False))
+        """Write the manifest atomically. The failure lists go to their JSON-lines files (see
+        `FAILURE_FILES`) and the manifest keeps a record of each (file, bytes, count): a list that
+        only grew since the last save gets just its new entries appended, so a save costs the
+        shards list plus the new failures, not every failure again."""
+        out = Path(out_dir)
+        d = {f.name: getattr(self, f.name) for f in dataclass_fields(self) if f.init}
+        d["shards"] = [asdict(r) for r in self.shards]
+        for key in FAILURE_FILES:
+            d[key] = self._store_failures(out, key)
+        d["n_samples"] = self.n_samples
+        atomic_write_text(out / MANIFEST, json.dumps(d, indent=1, ensure_ascii=False), self.writer_id)
+
+    def _store_failures(self, out: Path, key: str) -> dict[str, Any]:
+        """Bring the file of failure list ``key`` up to date; its record for the manifest."""
+        entries = getattr(self, key)
+        path = out / FAILURE_FILES[key]
+        saved = self._stored.get(key)  # (id of the list saved, entries saved, bytes saved)
+        if saved and saved[0] == id(entries) and saved[1] == len(entries):
+            size = saved[2]  # nothing new: the file is not touched
+        elif saved and saved[0] == id(entries) and saved[1] < len(entries):
+            size = append_lines(path, saved[2], [_failure_line(e) for e in entries[saved[1]:]])
+        else:  # a new or replaced list (a retry, an old manifest's inline list): written whole
+            data = b"".join(_failure_line(e) for e in entries)
+            atomic_write(path, lambda fh: fh.write(data), writer_id=self.writer_id)
+            size = len(data)
+        self._stored[key] = (id(entries), len(entries), size)
+        return {"file": path.name, "bytes": size, "count": len(entries)}
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Manifest":
@@ -238,7 +291,40 @@ class Manifest:
             raise DataError(f"{path} is damaged or was not written by faceblocks ({problem}): preprocess again "
                             "into a new folder")
         d["shards"] = [ShardRecord(**s) for s in d["shards"]]
-        return cls(**d)
+        records = {key: d[key] for key in FAILURE_FILES if isinstance(d[key], dict)}
+        for key, record in records.items():  # older versions kept the lists themselves in the manifest
+            d[key] = _read_failures(path.parent, key, record)
+        m = cls(**d)
+        for key, record in records.items():
+            m._stored[key] = (id(getattr(m, key)), record["count"], record["bytes"])
+        return m
+
+
+def _failure_line(entry: dict[str, Any]) -> bytes:
+    return (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _read_failures(out: Path, key: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The failures a manifest's record accounts for: the first ``bytes`` of the folder's own
+    file, which must hold ``count`` entries. A longer file holds the tail a killed run appended
+    after its last manifest save: ignored here, cut off by the next save."""
+    path = out / FAILURE_FILES[key]
+    try:
+        data = read_own_prefix(path, record["bytes"])
+        entries = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} (the {key} of {out / MANIFEST}) is damaged ({str(e)[:100]}): preprocess again "
+                        "into a new folder") from None
+    bad = next((f for f in entries if not _is_failure(f)), None) if len(entries) == record["count"] else "count"
+    if bad is not None:
+        raise DataError(f"{path} (the {key} of {out / MANIFEST}) is damaged "
+                        f"({'not the count the manifest says' if bad == 'count' else 'a bad entry ' + str(bad)[:80]}): "
+                        "preprocess again into a new folder")
+    return entries
+
+
+def _is_failure(f: Any) -> bool:
+    return isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("reason"), str)
 
 
 def _manifest_problem(d: dict[str, Any]) -> str | None:
@@ -258,9 +344,20 @@ def _manifest_problem(d: dict[str, Any]) -> str | None:
                 and s["file"].startswith(SHARD_DIR + "/") and "/" not in s["file"][len(SHARD_DIR) + 1:]
                 and s["file"] not in ("", f"{SHARD_DIR}/..", f"{SHARD_DIR}/.")):
             return f"a bad shard entry {str(s)[:80]}"
-    for f in d["failures"] + d["listing_failures"]:
-        if not (isinstance(f, dict) and isinstance(f.get("source"), str) and isinstance(f.get("reason"), str)):
-            return f"a bad failure entry {str(f)[:80]}"
+    files = [s["file"] for s in d["shards"]]
+    if len(set(files)) != len(files):
+        twice = next(f for f in files if files.count(f) > 1)
+        return f"it lists {twice} twice"
+    if not is_writer_id(d["writer_id"]):
+        return f"writer_id {str(d['writer_id'])[:40]!r} is not one faceblocks makes (16 hex digits)"
+    for key, name in FAILURE_FILES.items():
+        v = d[key]
+        if isinstance(v, dict):
+            if not (set(v) == {"file", "bytes", "count"} and v["file"] == name and _is_size(v["bytes"])
+                    and _is_size(v["count"])):
+                return f"a bad {key} record {str(v)[:80]}"
+        elif not all(_is_failure(f) for f in v):
+            return f"a bad failure entry {str(next(f for f in v if not _is_failure(f)))[:80]}"
     if not all(isinstance(x, str) for x in d["label_names"] + d["split_names"] + d["box_methods"] + d["missing"]):
         return "a name list holds something other than strings"
     sizes = d["block_sizes"]
@@ -268,6 +365,11 @@ def _manifest_problem(d: dict[str, Any]) -> str | None:
                for v in sizes.values()) or not set(BLOCK_FIELDS) <= set(sizes):
         return "bad block sizes"
     return None
+
+
+def _is_size(v: Any) -> bool:
+    """A JSON integer >= 0 (not true or false)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _is_count(v: Any) -> bool:
@@ -321,21 +423,61 @@ class VerifyReport:
 
 
 def check_shard(out: Path, rec: ShardRecord, manifest: Manifest) -> str | None:
-    """Why the shard of ``rec`` cannot be used as it is (None when it is whole): missing, changed
-    since it was written, unreadable, or disagreeing with the manifest (sample count, split, labels,
-    block sizes, array shapes). A checksum alone is not enough: a manifest can be edited too."""
+    """Why the shard of ``rec`` cannot be used as it is (None when it is whole): missing, not a
+    plain file of the folder, changed since it was written, unreadable, holding links to other data,
+    disagreeing with the manifest (sample count, split, labels, block sizes, array shapes and
+    dtypes) or holding values no reader can use (a label outside the names, a non-finite number).
+    A checksum alone is not enough: a manifest can be edited too, so this checks what readers read."""
     import h5py
 
     path = out / rec.file
-    if not path.is_file():
-        return "missing"
+    why = _shard_file_problem(out, path)
+    if why:
+        return why
     if sha256_file(path) != rec.sha256:
         return "checksum mismatch (damaged or changed after writing)"
     try:
         with h5py.File(path, "r") as f:
-            return _disagreement(f, rec, manifest)
-    except (OSError, KeyError, ValueError, TypeError, AttributeError) as e:
+            return _member_problem(f) or _disagreement(f, rec, manifest) or _bad_value(f, rec, manifest)
+    except HDF5_READ_ERRORS as e:
         return f"unreadable ({str(e)[:100]})"
+
+
+def _shard_file_problem(out: Path, path: Path) -> str | None:
+    """Why ``path`` is no plain file inside ``out`` (None when it is one). Checked before the file
+    is opened: a FIFO or a device would block the reader, and a link would read another folder's data."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"cannot be examined ({e.strerror or e})"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link: shards are read only from their own folder"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a folder, FIFO, device or socket)"
+    if not is_inside(path, out):
+        return f"outside the folder ({SHARD_DIR}/ leads elsewhere): shards are read only from their own folder"
+    return None
+
+
+def _member_problem(f: Any) -> str | None:
+    """A member of an open shard that faceblocks never writes: a soft or external link, external
+    or virtual storage (data read from other files, FIFOs or devices), an unexpected name, a
+    missing array. Looked at through the links themselves, so nothing is followed."""
+    import h5py
+
+    for name in f:
+        link = f.get(name, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            return f"its member {printable(name)!r} is an HDF5 {type(link).__name__} (data kept elsewhere)"
+        if name not in _SHARD_ARRAYS:
+            return f"it holds a member {printable(name)!r} that faceblocks never writes"
+        obj = f[name]
+        if not isinstance(obj, h5py.Dataset) or obj.is_virtual or obj.external:
+            return f"its {name} array is not stored in the file itself (external or virtual storage)"
+    missing = [name for name in _SHARD_ARRAYS if name not in f]
+    return f"it lacks its {missing[0]} array" if missing else None
 
 
 def _attr(f: Any, key: str) -> Any:
@@ -345,6 +487,8 @@ def _attr(f: Any, key: str) -> Any:
 
 def _disagreement(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
     """How an open shard disagrees with its manifest record, or None."""
+    import h5py
+
     n = int(f.attrs["n_samples"])
     if n != rec.n_samples:
         return f"holds {n} samples, manifest says {rec.n_samples}"
@@ -355,12 +499,38 @@ def _disagreement(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
     for name in BLOCK_FIELDS:
         if tuple(f[name].shape) != (n, *m.block_sizes[name]) or f[name].dtype != np.uint8:
             return f"its {name} array is {tuple(f[name].shape)} {f[name].dtype}, not {n} blocks of {m.block_sizes[name]}"
-    for name, (_dtype, shape) in _FIXED_FIELDS.items():
-        if tuple(f[name].shape) != (n, *shape):
-            return f"its {name} array is {tuple(f[name].shape)}, not {(n, *shape)}"
+    for name, (dtype, shape) in _FIXED_FIELDS.items():
+        if tuple(f[name].shape) != (n, *shape) or f[name].dtype != np.dtype(dtype):
+            return f"its {name} array is {tuple(f[name].shape)} {f[name].dtype}, not {(n, *shape)} {dtype}"
     for name in STRING_FIELDS:
-        if len(f[name]) != n:
-            return f"its {name} array holds {len(f[name])} entries, not {n}"
+        if len(f[name]) != n or h5py.check_string_dtype(f[name].dtype) is None:
+            return f"its {name} array holds {len(f[name])} {f[name].dtype} entries, not {n} strings"
+    return None
+
+
+# What a reader can use in each per-sample array (beyond its dtype and shape): array, its shard's
+# record, the manifest -> a boolean per value; and the words that say what was expected.
+_VALID_VALUES: dict[str, tuple[Callable[[np.ndarray, ShardRecord, Manifest], np.ndarray], str]] = {
+    "label": (lambda a, r, m: (a >= -1) & (a < len(m.label_names)), "not -1 or an index of the label names"),
+    "split": (lambda a, r, m: a == m.split_names.index(r.split), "not the index of the shard's split"),
+    "box_method": (lambda a, r, m: a < len(m.box_methods), "not an index of the box methods"),
+    "quality": (lambda a, r, m: (a >= 0) & (a <= 1), "not a number in 0..1"),
+    "det_score": (lambda a, r, m: ~np.isinf(a), "infinite (NaN stands for no detector score)"),
+    "image_size": (lambda a, r, m: a > 0, "not a positive size"),
+    **{name: (lambda a, r, m: np.isfinite(a), "not a finite number")
+       for name in ("landmarks", "box", "eyes_affine", "mouth_affine", "face_affine")},
+}
+
+
+def _bad_value(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
+    """The first value of an open shard (of the right shapes and dtypes) that no reader can use."""
+    for name, (valid, expected) in _VALID_VALUES.items():
+        a = f[name][()]
+        ok = valid(a, rec, m).reshape(len(a), -1).all(axis=1)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            shown = np.array2string(a[i].ravel()[:4], precision=4) if a.ndim > 1 else repr(a[i].item())
+            return f"damaged: its {name} of sample {i} is {shown}, {expected}"
     return None
 
 
@@ -395,7 +565,7 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
             if why is None:
                 with h5py.File(out / rec.file, "r") as f:
                     lab, met, q = f["label"][()], f["box_method"][()], f["quality"][()]
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             why = f"unreadable ({str(e)[:100]})"
         if why:
             damaged.append(f"{rec.file}: {why}")
@@ -493,7 +663,7 @@ class ShardReader:
         try:
             with h5py.File(self.root / rec.file, "r") as f:
                 lab = f["label"][()].astype(np.int64)
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             raise DataError(f"shard {rec.file} of {self.root} is unreadable ({str(e)[:100]}): run "
                             f"`faceblocks verify {self.root}`") from None
         if len(lab) != rec.n_samples:
@@ -522,8 +692,10 @@ class ShardReader:
             h = self._handles[k] = h5py.File(self.files[k], "r")
         return h
 
-    def get(self, i: int, fields: Sequence[str] = ("eyes", "mouth", "face", "label")) -> dict[str, Any]:
-        """Sample ``i`` of this view as a dict of numpy arrays / scalars / strings."""
+    def get(self, i: int, fields: Sequence[str] | str = ("eyes", "mouth", "face", "label")) -> dict[str, Any]:
+        """Sample ``i`` of this view as a dict of numpy arrays / scalars / strings; ``fields`` names
+        the arrays (one name, or a sequence of them)."""
+        fields = _field_names(fields)
         try:
             f = self._file(int(self.index_shard[i]))
             r = int(self.index_row[i])
@@ -531,13 +703,14 @@ class ShardReader:
             for name in fields:
                 v = f[name][r]
                 out[name] = v.decode("utf-8") if isinstance(v, bytes) else v
-        except (OSError, KeyError, ValueError) as e:
+        except HDF5_READ_ERRORS as e:
             raise DataError(f"{self.files[int(self.index_shard[i])].name} is damaged ({str(e)[:100]}): run "
                             f"`faceblocks verify {self.root}`") from None
         return out
 
-    def load_all(self, fields: Sequence[str] = ("eyes", "mouth", "face", "label")) -> dict[str, np.ndarray]:
-        """Every sample of this view in memory (for a dataset that fits)."""
+    def load_all(self, fields: Sequence[str] | str = ("eyes", "mouth", "face", "label")) -> dict[str, np.ndarray]:
+        """Every sample of this view in memory (for a dataset that fits); ``fields`` as in `get`."""
+        fields = _field_names(fields)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in fields}
         for k in range(len(self.files)):
             rows = self.index_row[self.index_shard == k]
@@ -547,7 +720,7 @@ class ShardReader:
                 f = self._file(k)
                 for name in fields:
                     parts[name].append(f[name][()][rows])
-            except (OSError, KeyError, ValueError) as e:
+            except HDF5_READ_ERRORS as e:
                 raise DataError(f"{self.files[k].name} is damaged ({str(e)[:100]}): run "
                                 f"`faceblocks verify {self.root}`") from None
         return {name: np.concatenate(parts[name]) if parts[name] else np.zeros((0,), np.float32) for name in fields}
@@ -556,3 +729,13 @@ class ShardReader:
         for h in self._handles.values():
             h.close()
         self._handles = {}
+
+
+def _field_names(fields: Sequence[str] | str) -> tuple[str, ...]:
+    """``fields`` as a tuple of shard array names: a single name is one field (iterating the string
+    would ask for its letters); a name no shard holds is an InputError listing the allowed ones."""
+    names = (fields,) if isinstance(fields, str) else tuple(fields)
+    unknown = [n for n in names if n not in _SHARD_ARRAYS]
+    if unknown:
+        raise InputError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(_SHARD_ARRAYS)}")
+    return names

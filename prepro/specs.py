@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from prepro.errors import InputError
-from prepro.labels import UnknownLabelError, canonical_label, normalize_label_name
+from prepro.labels import UnknownLabelError, canonical_label, label_key
+from prepro.patterns import pattern_cost_problem
 
 ENV_VAR = "FACEBLOCKS_DATASETS"
 
@@ -200,11 +201,11 @@ def _labels_and_splits(data: dict[str, Any], origin: str) -> dict[str, Any]:
         kw["labels"] = labels
     if "non_expression_labels" in data:
         others = _check_str_map(origin, "non_expression_labels", data["non_expression_labels"])
-        expressions = {normalize_label_name(k) for k in kw.get("labels", {})}
+        expressions = {label_key(k) for k in kw.get("labels", {})}
         for spelling in others:
-            if not normalize_label_name(spelling):
+            if not label_key(spelling):
                 raise InputError(f"{origin}: non_expression_labels: an empty spelling is not allowed")
-            if normalize_label_name(spelling) in expressions:
+            if label_key(spelling) in expressions:
                 raise InputError(f"{origin}: non_expression_labels.{spelling} is also in 'labels'; "
                                  "a spelling is an expression or not, not both")
         kw["non_expression_labels"] = others
@@ -230,6 +231,10 @@ def _subject_and_counts(data: dict[str, Any], origin: str) -> dict[str, Any]:
             raise InputError(f"{origin}: 'subject_pattern' {pat!r} is not a valid regex: {e}") from None
         if groups < 1:
             raise InputError(f"{origin}: 'subject_pattern' {pat!r} needs a group (...) for the subject")
+        costly = pattern_cost_problem(pat)
+        if costly:
+            raise InputError(f"{origin}: 'subject_pattern' {pat!r} could take unbounded time to match a file name "
+                             f"({costly}): write it without nested or stacked quantifiers")
         kw["subject_pattern"] = pat
     if "expected_counts" in data:
         counts = data["expected_counts"]
