@@ -339,7 +339,7 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
                             box_methods=_names(box_methods), min_quality=min_quality, overwrite=overwrite,
                             progress=not quiet)
     click.echo(f"{summary.samples} samples exported to {out} as {fmt} ({', '.join(summary.regions)}); "
-               f"{len(summary.files)} file{'s' if len(summary.files) != 1 else ''} written" +
+               f"{_count(len(summary.files), 'file', 'files')} written" +
                (f", {len(summary.removed)} left by the previous export removed" if summary.removed else ""))
     for split, per in summary.counts.items():
         click.echo(f"  {split:<6} " + ", ".join(f"{lab} {n}" for lab, n in per.items()))
@@ -470,7 +470,7 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
 
     why = stop_text(result.stop_reason)
     click.echo(f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "
-               f"({result.epochs_done} epoch{'s' if result.epochs_done != 1 else ''}, {why}); checkpoints in {run_dir}")
+               f"({_count(result.epochs_done, 'epoch', 'epochs')}, {why}); checkpoints in {run_dir}")
     split = _report_split(shards_dir, cfg.val_split if cfg is not None else "holdout")
     if split:
         click.echo(f"next: faceblocks evaluate {run_dir} {shards_dir} --split {split}")
@@ -584,11 +584,17 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
             click.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
         else:
             _echo_prediction(r)
-    click.echo(f"{n_images} images or frames, {n_faces} faces, {n_bad} without a prediction"
+    images = _count(n_images, "image or frame", "images or frames")
+    click.echo(f"{images}, {_count(n_faces, 'face', 'faces')}, {n_bad} without a prediction"
                + (f"; annotated in {annotate_path}" if annotate_path else ""), err=as_json)
     if n_bad == n_images or (strict and n_bad):
-        raise click.ClickException(f"{n_bad} of {n_images} images or frames gave no prediction"
+        raise click.ClickException(f"{n_bad} of {images} gave no prediction"
                                    + (" (--strict)" if n_bad < n_images else ""))
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """``n`` with the noun that fits it: "1 face", "2 faces", "0 faces"."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _echo_prediction(r) -> None:
@@ -619,14 +625,15 @@ def models(as_json):
       faceblocks models --json | jq .fer2013.publictest
       faceblocks predict fer2013 photo.jpg
     """
-    from training.zoo import format_card, shipped_cards
+    from training.zoo import format_card, shipped_cards, shipped_parameters
 
-    cards = shipped_cards()
+    cards, parameters = shipped_cards(), shipped_parameters()
     if as_json:
-        click.echo(json.dumps(cards, indent=1, ensure_ascii=False, allow_nan=False))
+        shown = {name: {**card, "parameters": parameters[name]} for name, card in cards.items()}
+        click.echo(json.dumps(shown, indent=1, ensure_ascii=False, allow_nan=False))
         return
     for name, card in cards.items():
-        click.echo(format_card(name, card))
+        click.echo(format_card(name, card, parameters[name]))
 
 
 # ---------------------------------------------------------------------------------------------
