@@ -492,12 +492,15 @@ def _report_split(shards_dir: str, val_split: str) -> str | None:
 @main.command(context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("shards_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default="test", show_default=True, metavar="NAME[,NAME]|all",
+              help="train, val or test; several scored together (val,test); or all, every split: for a dataset "
+                   "the model never trained on (CK+, JAFFE), whose own split is no test set for it.")
 @click.option("--tta-flip/--no-tta-flip", default=None,
               help="Average the predictions of each face and its mirror image [default: as the model's card "
                    "says: on for the shipped fer2013 model, off for your own runs].")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
-              help="Where metrics.json and the confusion matrix go (default: the run folder).")
+              help="Where metrics.json and the confusion matrix go [default: the run folder; for a shipped "
+                   "model, SHARDS_DIR-eval-MODEL-SPLIT beside SHARDS_DIR].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--allow-mismatch", is_flag=True,
               help="Evaluate even if the shards' blocks were cut with other margins, rotation or padding.")
@@ -513,7 +516,8 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
     Examples:
       faceblocks evaluate runs/two-branch out/fer2013 --split val
       faceblocks evaluate fer2013 out/fer2013 --split val --out eval-shipped
-      faceblocks evaluate runs/two-branch/best.pt out/jaffe --split test --tta-flip
+      faceblocks evaluate fer2013 out/jaffe --split all      # writes out/jaffe-eval-fer2013-all/
+      faceblocks evaluate runs/two-branch/best.pt out/jaffe --split val,test --tta-flip
     """
     from training.evaluate import evaluate as evaluate_run
     from training.evaluate import format_metrics_table
@@ -521,6 +525,8 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
     metrics = evaluate_run(model, shards_dir, split=split, tta_flip=tta_flip, out_dir=out_dir, device=device,
                            allow_preprocessing_mismatch=allow_mismatch)
     click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics_table(metrics))
+    click.echo(f"metrics.json, confusion.json and confusion.png in {Path(metrics['files']['metrics.json']).parent}",
+               err=as_json)
 
 
 @main.command(context_settings=CONTEXT)

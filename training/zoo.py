@@ -18,6 +18,23 @@ from prepro.errors import InputError
 MODELS_DIR = Path(__file__).with_name("models")
 
 
+def package_dirs() -> list[Path]:
+    """The folders of faceblocks' own packages and of its shipped models: nothing but an install
+    writes there (a shipped model's folder is no run folder)."""
+    import architectures
+    import prepro
+    import training
+
+    return [Path(m.__file__).resolve().parent for m in (prepro, training, architectures)] + [MODELS_DIR]
+
+
+def is_in_package(path: str | Path) -> bool:
+    """True when ``path`` is, or lies inside, one of `package_dirs`."""
+    from prepro.inputs import is_inside
+
+    return any(is_inside(path, folder) for folder in package_dirs())
+
+
 def shipped_names() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.pt")) if MODELS_DIR.is_dir() else []
 
