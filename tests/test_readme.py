@@ -54,3 +54,12 @@ def test_hdf5_snippet_runs_and_prints_the_shapes_it_says(tmp_path, monkeypatch):
     assert tuple(scope["eyes"].shape) == tuple(map(int, said.group(1, 2, 3)))
     assert tuple(scope["mouth"].shape) == tuple(map(int, said.group(4, 5, 6)))
     assert len(scope["labels"]) == 16 and scope["keep"].dtype == bool
+
+
+def test_python_section_uses_only_what_faceblocks_exports():
+    import faceblocks
+
+    block = _python_block_with(README, "import faceblocks")
+    compile(block, "README.md", "exec")
+    used = set(re.findall(r"faceblocks\.(\w+)", block + README.split("## Python", 1)[1].split("\n## ", 1)[0]))
+    assert used and used <= set(faceblocks.__all__), used - set(faceblocks.__all__)

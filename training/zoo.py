@@ -22,10 +22,12 @@ def package_dirs() -> list[Path]:
     """The folders of faceblocks' own packages and of its shipped models: nothing but an install
     writes there (a shipped model's folder is no run folder)."""
     import architectures
+    import faceblocks
     import prepro
     import training
 
-    return [Path(m.__file__).resolve().parent for m in (prepro, training, architectures)] + [MODELS_DIR]
+    packages = (faceblocks, prepro, training, architectures)
+    return [Path(m.__file__).resolve().parent for m in packages] + [MODELS_DIR]
 
 
 def is_in_package(path: str | Path) -> bool:
