@@ -323,7 +323,8 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
     """Export the blocks of SHARDS_DIR to OUT for other projects, with filters.
 
     png trees read as they are with torchvision's ImageFolder(OUT/eyes/train) or Keras'
-    image_dataset_from_directory; npz archives load with np.load(allow_pickle=False); blocks.h5
+    image_dataset_from_directory; their class indices are alphabetical, OUT/classes.txt gives
+    the model's (line k: class k; README has the loading example); npz archives load with np.load(allow_pickle=False); blocks.h5
     is read like a shard. File names are made from checked ids, never raw from the data.
 
     \b
