@@ -370,7 +370,8 @@ def _cut_skip() -> tuple[str, ...]:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the random choice.")
 @click.option("--worst", default=None, type=click.IntRange(1, 400), metavar="N",
               help="Show the N lowest-quality samples instead (to find landmark failures).")
-@settings_options(*_preprocess_classes(), skip=_cut_skip() + ("jobs", "backend", "scheduler", "chunk_size"))
+@settings_options(*_preprocess_classes(), skip=_cut_skip() + ("jobs", "backend", "scheduler", "chunk_size",
+                                                                      "image_root"))
 def preview(inputs, out_png, split, labels, count, seed, worst, **params):
     """A contact sheet PNG: aligned faces with landmarks and block boxes, beside the blocks.
 
@@ -551,7 +552,7 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
 @settings_options(*_preprocess_classes(), skip=tuple(n for n in ("format", "dataset", "shard_size", "val_frac",
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
-                  "chunk_size", "work_max_side", "max_megapixels")),
+                  "chunk_size", "work_max_side", "max_megapixels", "image_root")),
                   overrides=("face", "detector", "min_face", "min_face_frac", "second_look"))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Faces per forward pass.")
