@@ -673,7 +673,7 @@ def run_cmd(config, out_dir, overwrite, jobs, template, quiet):
     \b
     A minimal config:
       [run]
-      out = "runs/fer2013"
+      out = "runs/fer2013-all"
       [data]
       source = "data/fer2013"
       dataset = "fer2013"

@@ -174,7 +174,7 @@ def template() -> str:
             if table == "data" and key == "source":
                 value = "path/to/fer2013"
             elif table == "run" and key == "out":
-                value = "runs/fer2013"
+                value = "runs/fer2013-all"  # not README's `train` example folder: a run folder is refused here
             choices = opt.spec.choices
             comment = opt.spec.help + (f"; one of {', '.join(choices)}" if choices else "")
             if value is None:
