@@ -526,9 +526,11 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
 
     metrics = evaluate_run(model, shards_dir, split=split, tta_flip=tta_flip, out_dir=out_dir, device=device,
                            allow_preprocessing_mismatch=allow_mismatch)
-    click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics_table(metrics))
-    click.echo(f"metrics.json, confusion.json and confusion.png in {Path(metrics['files']['metrics.json']).parent}",
-               err=as_json)
+    if as_json:  # the JSON alone: its "files" say where they went
+        click.echo(json.dumps(metrics, indent=1))
+        return
+    click.echo(format_metrics_table(metrics))
+    click.echo(f"metrics.json, confusion.json and confusion.png in {Path(metrics['files']['metrics.json']).parent}")
 
 
 @main.command(context_settings=CONTEXT)
