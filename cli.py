@@ -323,7 +323,8 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
     """Export the blocks of SHARDS_DIR to OUT for other projects, with filters.
 
     png trees read as they are with torchvision's ImageFolder(OUT/eyes/train) or Keras'
-    image_dataset_from_directory; npz archives load with np.load(allow_pickle=False); blocks.h5
+    image_dataset_from_directory; their class indices are alphabetical, OUT/classes.txt gives
+    the model's (line k: class k; README has the loading example); npz archives load with np.load(allow_pickle=False); blocks.h5
     is read like a shard. File names are made from checked ids, never raw from the data.
 
     \b
@@ -339,7 +340,7 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
                             box_methods=_names(box_methods), min_quality=min_quality, overwrite=overwrite,
                             progress=not quiet)
     click.echo(f"{summary.samples} samples exported to {out} as {fmt} ({', '.join(summary.regions)}); "
-               f"{len(summary.files)} file{'s' if len(summary.files) != 1 else ''} written" +
+               f"{_count(len(summary.files), 'file', 'files')} written" +
                (f", {len(summary.removed)} left by the previous export removed" if summary.removed else ""))
     for split, per in summary.counts.items():
         click.echo(f"  {split:<6} " + ", ".join(f"{lab} {n}" for lab, n in per.items()))
@@ -369,7 +370,8 @@ def _cut_skip() -> tuple[str, ...]:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the random choice.")
 @click.option("--worst", default=None, type=click.IntRange(1, 400), metavar="N",
               help="Show the N lowest-quality samples instead (to find landmark failures).")
-@settings_options(*_preprocess_classes(), skip=_cut_skip() + ("jobs", "backend", "scheduler", "chunk_size"))
+@settings_options(*_preprocess_classes(), skip=_cut_skip() + ("jobs", "backend", "scheduler", "chunk_size",
+                                                                      "image_root"))
 def preview(inputs, out_png, split, labels, count, seed, worst, **params):
     """A contact sheet PNG: aligned faces with landmarks and block boxes, beside the blocks.
 
@@ -470,7 +472,7 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
 
     why = stop_text(result.stop_reason)
     click.echo(f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "
-               f"({result.epochs_done} epoch{'s' if result.epochs_done != 1 else ''}, {why}); checkpoints in {run_dir}")
+               f"({_count(result.epochs_done, 'epoch', 'epochs')}, {why}); checkpoints in {run_dir}")
     split = _report_split(shards_dir, cfg.val_split if cfg is not None else "holdout")
     if split:
         click.echo(f"next: faceblocks evaluate {run_dir} {shards_dir} --split {split}")
@@ -492,12 +494,15 @@ def _report_split(shards_dir: str, val_split: str) -> str | None:
 @main.command(context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("shards_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default="test", show_default=True, metavar="NAME[,NAME]|all",
+              help="train, val or test; several scored together (val,test); or all, every split: for a dataset "
+                   "the model never trained on (CK+, JAFFE), whose own split is no test set for it.")
 @click.option("--tta-flip/--no-tta-flip", default=None,
               help="Average the predictions of each face and its mirror image [default: as the model's card "
                    "says: on for the shipped fer2013 model, off for your own runs].")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
-              help="Where metrics.json and the confusion matrix go (default: the run folder).")
+              help="Where metrics.json and the confusion matrix go [default: the run folder; for a shipped "
+                   "model, SHARDS_DIR-eval-MODEL-SPLIT beside SHARDS_DIR].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--allow-mismatch", is_flag=True,
               help="Evaluate even if the shards' blocks were cut with other margins, rotation or padding.")
@@ -513,14 +518,19 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
     Examples:
       faceblocks evaluate runs/two-branch out/fer2013 --split val
       faceblocks evaluate fer2013 out/fer2013 --split val --out eval-shipped
-      faceblocks evaluate runs/two-branch/best.pt out/jaffe --split test --tta-flip
+      faceblocks evaluate fer2013 out/jaffe --split all      # writes out/jaffe-eval-fer2013-all/
+      faceblocks evaluate runs/two-branch/best.pt out/jaffe --split val,test --tta-flip
     """
     from training.evaluate import evaluate as evaluate_run
     from training.evaluate import format_metrics_table
 
     metrics = evaluate_run(model, shards_dir, split=split, tta_flip=tta_flip, out_dir=out_dir, device=device,
                            allow_preprocessing_mismatch=allow_mismatch)
-    click.echo(json.dumps(metrics, indent=1) if as_json else format_metrics_table(metrics))
+    if as_json:  # the JSON alone: its "files" say where they went
+        click.echo(json.dumps(metrics, indent=1))
+        return
+    click.echo(format_metrics_table(metrics))
+    click.echo(f"metrics.json, confusion.json and confusion.png in {Path(metrics['files']['metrics.json']).parent}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -544,7 +554,7 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
 @settings_options(*_preprocess_classes(), skip=tuple(n for n in ("format", "dataset", "shard_size", "val_frac",
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
-                  "chunk_size", "work_max_side", "max_megapixels")),
+                  "chunk_size", "work_max_side", "max_megapixels", "image_root")),
                   overrides=("face", "detector", "min_face", "min_face_frac", "second_look"))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Faces per forward pass.")
@@ -584,11 +594,17 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
             click.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
         else:
             _echo_prediction(r)
-    click.echo(f"{n_images} images or frames, {n_faces} faces, {n_bad} without a prediction"
+    images = _count(n_images, "image or frame", "images or frames")
+    click.echo(f"{images}, {_count(n_faces, 'face', 'faces')}, {n_bad} without a prediction"
                + (f"; annotated in {annotate_path}" if annotate_path else ""), err=as_json)
     if n_bad == n_images or (strict and n_bad):
-        raise click.ClickException(f"{n_bad} of {n_images} images or frames gave no prediction"
+        raise click.ClickException(f"{n_bad} of {images} gave no prediction"
                                    + (" (--strict)" if n_bad < n_images else ""))
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """``n`` with the noun that fits it: "1 face", "2 faces", "0 faces"."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _echo_prediction(r) -> None:
@@ -619,14 +635,15 @@ def models(as_json):
       faceblocks models --json | jq .fer2013.publictest
       faceblocks predict fer2013 photo.jpg
     """
-    from training.zoo import format_card, shipped_cards
+    from training.zoo import format_card, shipped_cards, shipped_parameters
 
-    cards = shipped_cards()
+    cards, parameters = shipped_cards(), shipped_parameters()
     if as_json:
-        click.echo(json.dumps(cards, indent=1, ensure_ascii=False, allow_nan=False))
+        shown = {name: {**card, "parameters": parameters[name]} for name, card in cards.items()}
+        click.echo(json.dumps(shown, indent=1, ensure_ascii=False, allow_nan=False))
         return
     for name, card in cards.items():
-        click.echo(format_card(name, card))
+        click.echo(format_card(name, card, parameters[name]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,7 +675,7 @@ def run_cmd(config, out_dir, overwrite, jobs, template, quiet):
     \b
     A minimal config:
       [run]
-      out = "runs/fer2013"
+      out = "runs/fer2013-all"
       [data]
       source = "data/fer2013"
       dataset = "fer2013"

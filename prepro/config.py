@@ -78,6 +78,11 @@ class PreprocessRun:
     chunk_size: int = setting(64, "images sent to a worker at a time", "int", low=1, high=100_000)
     landmark_model: str | None = setting(None, "dlib 68-point landmark model .dat (default: the one shipped in "
                                          "face_recognition_models)", "str", optional=True)
+    # Where the images are, like SOURCE itself: not in the manifest's parameters, so a folder that
+    # moved can be named again without redoing the run.
+    image_root: str | None = setting(None, "label files: the folder their image paths are relative to, absolute "
+                                     "ones inside it allowed (default: the label file's folder)", "str",
+                                     optional=True)
 
     def __post_init__(self) -> None:
         check(self)

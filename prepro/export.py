@@ -23,7 +23,12 @@ Formats (``fmt``):
     whatever ``regions`` says), holding the samples that pass the filters. ``shard_split`` is the
     split's name when one split is exported, else ``mixed`` (the per-sample ``split`` dataset says).
 
-Every export also writes ``OUT/export.json``: the filters, the counts and the files written. File
+``png`` also writes ``OUT/classes.txt``, one label a line: line k is class k, the index a faceblocks
+network trained on these labels gives it (the exported labels in the shards' label order; an
+``ImageFolder``'s own indices are alphabetical, so map them through this list).
+
+Every export also writes ``OUT/export.json``: the filters, the counts, ``classes`` (that list) and
+the files written. File
 names never come raw from the data: ids are ``<split>_<label>_<index>_<source stem>`` where split
 and label are checked against the manifest's names, ``index`` is the sample's position in the
 shard folder (unique, and the same whatever the filters) and the source stem keeps only
@@ -64,6 +69,7 @@ IMAGE_REGIONS = ("eyes", "mouth", "face")
 UNLABELLED = "unlabelled"
 EXPORT_RECORD = "export.json"
 CSV_NAME = "manifest.csv"
+CLASSES_NAME = "classes.txt"  # png: line k names class k (ImageFolder's own indices are alphabetical)
 LANDMARKS_NAME = "landmarks.npz"
 HDF5_NAME = "blocks.h5"
 GEOMETRY = ("landmarks", "eyes_affine", "mouth_affine", "face_affine", "image_size")
@@ -72,7 +78,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 # The names an export gives its files: only files named so can ever be removed by a later export.
 _OWN_FILE = re.compile(r"^((eyes|mouth|face)/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+\.png"
-                       r"|manifest\.csv|landmarks\.npz|[A-Za-z0-9_-]+\.npz|blocks\.h5)$")
+                       r"|manifest\.csv|classes\.txt|landmarks\.npz|[A-Za-z0-9_-]+\.npz|blocks\.h5)$")
 
 
 @dataclass
@@ -386,16 +392,21 @@ def _export(root: Path, m: Manifest, out: "_Out", fmt: str, regions: list[str], 
             per[name] = per.get(name, 0) + 1
     counts = {s: dict(sorted(counts[s].items())) for s in m.split_names if s in counts}
 
+    # The exported labels in the shards' label order: the class indices a faceblocks network
+    # trained on them has (FER2013: neutral is 6, as in the shipped model).
+    classes = [n for n in m.label_names if any(n in per for per in counts.values())]
     writer = {"png": _export_png, "npz": _export_npz, "hdf5": _export_hdf5}[fmt]
     with _progress(total, progress, f"export {fmt}") as bar:
         writer(out, m, parts, regions, label_of, bar, h5py)
+    if fmt == "png":
+        out.write_atomic(CLASSES_NAME, lambda fh: fh.write("".join(f"{n}\n" for n in classes)), "w")
     removed = out.remove_stale()
     if fmt == "hdf5":
         regions = list(REGIONS)  # a shard-format file holds every dataset of a shard
     summary = ExportSummary(out_dir=str(out.root), fmt=fmt, regions=list(regions), samples=total,
                             counts=counts, files=list(out.files), removed=removed)
     record = {"shards_dir": str(root), "format": fmt, "regions": list(regions), "filters": filters,
-              "samples": total, "counts": counts, "files": out.files, "faceblocks_version": m.faceblocks_version}
+              "samples": total, "counts": counts, "classes": classes, "files": out.files, "faceblocks_version": m.faceblocks_version}
     atomic_write_text(out.root / EXPORT_RECORD, json.dumps(record, indent=1, ensure_ascii=False))
     return summary
 

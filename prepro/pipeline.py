@@ -87,7 +87,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         # one is loaded by the workers only: loading it here too would cost a second a run.)
         landmark.load()
     spec = load_spec(cfg.dataset) if cfg.dataset else None
-    listing = list_source(source, cfg.format, spec=spec)
+    listing = list_source(source, cfg.format, spec=spec, image_root=run.image_root)
     for message in count_mismatches(listing.items, listing.spec):
         log(f"note: {message} (a partial copy of the dataset?)")
     if run.scheduler:

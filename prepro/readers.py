@@ -872,25 +872,41 @@ def _label_file_layout(first: str, spec: DatasetSpec | None, shown: str,
                             cols.get("subject"), box, box_format)
 
 
-def _relative_image_path(text: str) -> tuple[str | None, str | None]:
+def _relative_image_path(text: str, roots: tuple[str, ...] = ()) -> tuple[str | None, str | None]:
     """A listed image path as a normalised POSIX path inside the image folder, or (None, reason).
 
-    Backslashes count as separators; "." and empty parts are dropped; absolute paths, drive
-    letters and ".." are refused, so nothing outside the image folder is ever named.
+    Backslashes count as separators; "." and empty parts are dropped; ".." is refused, and so is an
+    absolute path or drive letter unless it lies below one of ``roots`` (the image folder named
+    with --image-root, as given and as its real path), so nothing outside the image folder is
+    ever named.
     """
     if not text:
         return None, "missing image path"
     if "\0" in text:
         return None, "bad image path: it holds a NUL character"
     posix = text.replace("\\", "/")
-    if posix.startswith("/") or _WINDOWS_DRIVE.match(posix):
-        return None, f"path outside the image folder: {text!r} is absolute; paths must be relative to it"
     parts = [p for p in posix.split("/") if p not in ("", ".")]
     if ".." in parts:
         return None, f"path outside the image folder: {text!r} goes up with '..'"
+    if posix.startswith("/") or _WINDOWS_DRIVE.match(posix):
+        inside = _below_a_root("/" + "/".join(parts), roots)
+        if inside is None:
+            return None, (f"path outside the image folder: {text!r} is absolute and not inside it" if roots else
+                          f"path outside the image folder: {text!r} is absolute; paths must be relative to it "
+                          "(or name the folder that holds them with --image-root DIR)")
+        parts = inside.split("/")
     if not parts:
         return None, f"bad image path: {text!r} names no file"
     return "/".join(parts), None
+
+
+def _below_a_root(absolute: str, roots: tuple[str, ...]) -> str | None:
+    """``absolute`` relative to the first of ``roots`` it lies below, or None."""
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if absolute.startswith(prefix):
+            return absolute[len(prefix):]
+    return None
 
 
 def _parse_box(values: list[str], box_format: str
@@ -928,9 +944,12 @@ class _LabelFileLister:
     """
 
     def __init__(self, image_root: str, root_shown: str, spec: DatasetSpec | None,
-                 failures: list[Failure]) -> None:
-        """``image_root``: the real path of the image folder; ``root_shown``: how messages name it."""
+                 failures: list[Failure], absolute_roots: tuple[str, ...] = ()) -> None:
+        """``image_root``: the real path of the image folder; ``root_shown``: how messages name it;
+        ``absolute_roots``: the spellings of the folder absolute paths may start with (none: an
+        absolute path is refused)."""
         self.root = image_root
+        self.absolute_roots = absolute_roots
         self.root_shown = root_shown
         self.spec = spec
         self.failures = failures
@@ -988,7 +1007,7 @@ class _LabelFileLister:
         if len(fields) < layout.min_fields:
             return self._fail(line_id, f"too few columns: {len(fields)}, expected at least "
                                        f"{layout.min_fields} ({where})")
-        rel, why = _relative_image_path(fields[layout.path])
+        rel, why = _relative_image_path(fields[layout.path], self.absolute_roots)
         if rel is None:
             return self._fail(line_id, f"{why} ({where})")
         rel = self._with_suffix(rel)
@@ -1162,24 +1181,41 @@ def _file_split(shown: str, spec: DatasetSpec | None) -> str | None:
     return names[stem.lower()]
 
 
-def _list_labels(root: Path, spec: DatasetSpec | None, failures: list[Failure]) -> list[RawItem]:
+def _list_labels(root: Path, spec: DatasetSpec | None, failures: list[Failure],
+                 image_root: str | None = None) -> list[RawItem]:
     """The items of a label-file source (see `_label_files_of`); rows that cannot be used are
-    appended to ``failures``. Image paths are relative to the description's `image_root`."""
+    appended to ``failures``. Image paths are relative to ``image_root`` (--image-root: absolute
+    paths inside it are taken too), else to the description's `image_root`, else to the label
+    file's folder."""
     base, files = _label_files_of(root, spec)
-    root_shown = spec.image_root if spec is not None and spec.image_root else "."
-    image_root = base / spec.image_root if spec is not None and spec.image_root else base
-    if not image_root.is_dir():
-        raise InputError(f"image folder {root_shown} not found in {base}"
-                         + (f" (image_root of dataset {spec.name!r})" if spec is not None else ""))
-    if not is_inside(image_root, base):
-        raise InputError(f"image folder {root_shown} in {base} is a link to a place outside the source; "
-                         "not followed")
+    if image_root is not None:
+        folder, root_shown = Path(image_root), str(image_root)
+        if not folder.is_dir():
+            raise InputError(f"--image-root {root_shown} is not a folder")
+        spellings = tuple(dict.fromkeys(Path(p).as_posix() for p in (os.path.abspath(folder),
+                                                                     os.path.realpath(folder))))
+    else:
+        folder, root_shown, spellings = _described_image_folder(base, spec)
     splits = [_file_split(shown, spec) for _, shown in files]  # every name checked before reading
-    lister = _LabelFileLister(os.path.realpath(image_root), root_shown, spec, failures)
+    lister = _LabelFileLister(os.path.realpath(folder), root_shown, spec, failures, spellings)
     items: list[RawItem] = []
     for (path, shown), split in zip(files, splits):
         items += lister.list_file(path, shown, split)
     return items
+
+
+def _described_image_folder(base: Path, spec: DatasetSpec | None) -> tuple[Path, str, tuple[str, ...]]:
+    """(image folder, its name in messages, no absolute spellings) of a label-file source without
+    --image-root: the description's `image_root` inside SOURCE, or SOURCE's folder."""
+    root_shown = spec.image_root if spec is not None and spec.image_root else "."
+    folder = base / spec.image_root if spec is not None and spec.image_root else base
+    if not folder.is_dir():
+        raise InputError(f"image folder {root_shown} not found in {base}"
+                         + (f" (image_root of dataset {spec.name!r})" if spec is not None else ""))
+    if not is_inside(folder, base):
+        raise InputError(f"image folder {root_shown} in {base} is a link to a place outside the source; "
+                         "not followed")
+    return folder, root_shown, ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1277,12 +1313,14 @@ def _looks_like_ferg_character(path: str, name: str) -> bool:
     return bool(subs) and all(s.lower().startswith(name.lower() + "_") for s in subs)
 
 
-def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -> Listing:
+def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None,
+                image_root: str | None = None) -> Listing:
     """List the items of the source at ``path`` in format ``fmt`` (one of `FORMATS`).
 
     A ``spec`` supplies label spellings, split names and the subject pattern (and, for label files,
     where the files, images and columns are); with ``fmt="auto"`` its format is used. Without a
     spec, the CSV format uses the builtin ``fer2013-csv`` description (its 0..6 emotion codes).
+    ``image_root`` is the folder a label file's image paths are relative to (label files only).
     Raises `SourceNotFoundError` for a missing source and `InputError` for a source that cannot be
     listed (unknown or contradicting format, unreadable file, nothing usable in it).
     """
@@ -1302,6 +1340,8 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -
     if spec is None and fmt == "fer2013-csv":
         spec = load_spec("fer2013-csv")
     root = src.resolve()
+    if image_root is not None and fmt != "labels":
+        raise InputError(f"--image-root only applies to label files; {path} is read as format {fmt}")
 
     failures: list[Failure] = []
     if fmt == "fer2013-csv":
@@ -1310,7 +1350,7 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None) -
         items = _list_csv(str(root), spec, failures)
         looked_for = "CSV rows emotion,pixels[,Usage]"
     elif fmt == "labels":
-        items = _list_labels(root, spec, failures)
+        items = _list_labels(root, spec, failures, image_root)
         looked_for = "rows naming an existing image file (and its label) in the label file(s)"
     else:
         if not root.is_dir():

@@ -123,7 +123,7 @@ def test_predict_cli(trained, tmp_path):
     rec = json.loads(r.output.splitlines()[0])
     assert rec["faces"] and rec["faces"][0]["label"]
     r = runner.invoke(main, ["predict", str(trained / "run"), str(img)])
-    assert r.exit_code == 0 and "1 images or frames, 1 faces" in r.output
+    assert r.exit_code == 0 and "1 image or frame, 1 face, 0 without a prediction" in r.output, r.output
     r = runner.invoke(main, ["predict", str(trained / "run"), str(tmp_path / "nothing-*.jpg")])
     assert r.exit_code == 1 and "no such file" in r.output
 

@@ -156,7 +156,9 @@ def load_config(path: str | os.PathLike) -> ChainConfig:
     if not values["data"]["source"]:
         raise InputError(f"{path}: data.source is required (the raw images to preprocess)")
     base = path.resolve().parent
-    values["data"]["source"] = str((base / values["data"]["source"]).resolve())
+    for key in ("source", "image_root"):
+        if values["data"][key]:
+            values["data"][key] = str((base / values["data"][key]).resolve())
     if values["run"]["out"]:
         values["run"]["out"] = str((base / values["run"]["out"]).resolve())
     return ChainConfig(path=path, values=values)
@@ -172,7 +174,7 @@ def template() -> str:
             if table == "data" and key == "source":
                 value = "path/to/fer2013"
             elif table == "run" and key == "out":
-                value = "runs/fer2013"
+                value = "runs/fer2013-all"  # not README's `train` example folder: a run folder is refused here
             choices = opt.spec.choices
             comment = opt.spec.help + (f"; one of {', '.join(choices)}" if choices else "")
             if value is None:
@@ -309,7 +311,7 @@ def _stage_preprocess(cfg: ChainConfig, pcfg, out: Path, changed: set[str], jobs
     t0 = time.monotonic()
     redo = "data" in changed
     log("[1/4] preprocess" + (" (config changed: redoing)" if redo else ""))
-    run = PreprocessRun(jobs=jobs if jobs is not None else cfg["data"]["jobs"])
+    run = PreprocessRun(jobs=jobs if jobs is not None else cfg["data"]["jobs"], image_root=cfg["data"]["image_root"])
     summary = run_preprocess(cfg["data"]["source"], str(out / "shards"), pcfg, run, overwrite=redo,
                              progress=progress, log=log)
     ran = summary.written_now > 0 or redo

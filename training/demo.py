@@ -86,7 +86,9 @@ def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, p
     summary = run_preprocess(str(sample), str(shards), PreprocessConfig(val_frac=frac, test_frac=frac),
                              PreprocessRun(jobs=jobs),
                              progress=progress, log=say)
-    echo(f"preprocess: {summary.samples} samples, {summary.failed} failed")
+    echo(f"preprocess: {summary.samples} samples, {summary.failed} failed"
+         + (" (the sample's strongest poses and lighting defeat the HOG detector: listed by `faceblocks inspect "
+            f"{shards}`, as any photo without a found face would be)" if summary.failed else ""))
     say(f"[3/5] training two-branch in {run} ...")
     cfg = TrainConfig(model="two-branch", epochs=epochs, batch_size=32, lr=3e-3, warmup_epochs=1, progress=progress)
     folder = RunFolder(run)
@@ -97,6 +99,8 @@ def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, p
     echo(f"train: best validation macro-F1 {result.best_val_macro_f1:.3f} at epoch {result.best_epoch}")
     say("[4/5] evaluating on the test split ...")
     echo(format_metrics_table(evaluate(str(run), str(shards), split="test")))
+    echo("(one synthetic identity: the region weights say which block sufficed to tell its warps apart, often "
+         "one alone; they say nothing about real faces, where the shipped model weighs both)")
     say("[5/5] drawing the contact sheet ...")
     sheet = contact_sheet(shards, out / "preview.png", count=20)
     echo("")

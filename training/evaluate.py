@@ -120,12 +120,14 @@ def model_tta_flip(ckpt: dict[str, Any]) -> bool:
     return bool((ckpt.get("card") or {}).get("tta_flip", False))
 
 
-def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike, split: str = "test",
-             tta_flip: bool | None = None, out_dir: str | os.PathLike | None = None, batch_size: int = 256,
-             device: str = "auto", allow_preprocessing_mismatch: bool = False) -> dict[str, Any]:
-    """Evaluate a checkpoint (a run folder, a .pt file, or the name of a shipped model) on one
-    split of a shard folder; writes metrics.json and the confusion matrix to ``out_dir`` (default:
-    the checkpoint's folder, or the current folder for a shipped model).
+def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike,
+             split: str | Sequence[str] = "test", tta_flip: bool | None = None,
+             out_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
+             allow_preprocessing_mismatch: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint (a run folder, a .pt file, or the name of a shipped model) on a split
+    of a shard folder, several splits scored together (``"val,test"`` or a list), or ``"all"``
+    (every split that has samples: a dataset the model never trained on); writes metrics.json and
+    the confusion matrix to ``results_folder``.
 
     Shards whose blocks were cut with other margins, rotation or padding than the checkpoint's
     training shards are refused unless ``allow_preprocessing_mismatch`` (the differences are then
@@ -135,13 +137,15 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     """
     from prepro.shards import Manifest
     from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
-    from training.data import Batches, SplitSamples
 
     ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
+    manifest = Manifest.load(shards_dir)
+    splits = evaluation_splits(split, manifest)
+    split_label = "all" if split == "all" else "+".join(splits)
+    out = results_folder(out_dir, ckpt_path, shards_dir, split_label)  # a refused folder: before any work
     tta_flip = model_tta_flip(ckpt) if tta_flip is None else tta_flip
     model = build_model_from_checkpoint(ckpt)
     class_names, regions = list(ckpt["class_names"]), list(ckpt["regions"])
-    manifest = Manifest.load(shards_dir)
     check_block_sizes(manifest.block_sizes, ckpt["block_sizes"], regions, shards_dir)
     differences = preprocessing_differences(manifest.params, ckpt.get("preprocessing") or {}, regions)
     if differences and not allow_preprocessing_mismatch:
@@ -151,20 +155,79 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     if not any(n in manifest.label_names for n in class_names):
         raise MismatchError(f"{shards_dir} has labels {', '.join(manifest.label_names)}, none of which the model "
                             f"knows ({', '.join(class_names)}): evaluate on shards with these labels")
-    samples = SplitSamples(str(shards_dir), split, class_names=class_names, regions=regions)
-    samples.require_samples(f"split {split!r}")
-    dev = resolve_device(device)
-    logits, region_w, y = predict_batches(model.to(dev), Batches(samples, None, batch_size), regions, dev,
-                                          amp_context(dev, True)[0], torch.contiguous_format, tta_flip=tta_flip)
-    metrics = _metrics(logits.argmax(1), y, region_w, class_names, regions) | {
+    logits, region_w, y, counts = _predict_splits(model, shards_dir, splits, class_names, regions, batch_size,
+                                                  device, tta_flip, every=split == "all")
+    metrics = _metrics(logits.argmax(1), y, region_w, class_names, regions) | counts | {
         "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path), "arch": ckpt["arch"],
-        "epoch": ckpt["epoch"], "shards_dir": str(shards_dir), "split": split, "tta_flip": tta_flip,
-        "n_excluded": samples.n_excluded, "excluded_by_label": samples.excluded_by_label,
-        "n_unlabelled": samples.n_unlabelled, "preprocessing_differences": differences}
-    out = Path(out_dir) if out_dir is not None else (ckpt_path.parent if ckpt_path.parent.is_dir() and
-                                                     os.access(ckpt_path.parent, os.W_OK) else Path("."))
+        "epoch": ckpt["epoch"], "shards_dir": str(shards_dir), "split": split_label, "splits": splits,
+        "tta_flip": tta_flip, "preprocessing_differences": differences}
     _write(out, metrics, ckpt["arch"], Path(shards_dir).name)
     return metrics
+
+
+def evaluation_splits(split: str | Sequence[str], manifest) -> list[str]:
+    """The splits ``split`` names, in the shards' order: one name, a comma list or a sequence of
+    names, or ``all`` (every split that has shards)."""
+    if split == "all":
+        return [s for s in manifest.split_names if manifest.shards_of(s)]
+    names = [x.strip() for x in split.split(",")] if isinstance(split, str) else [str(x).strip() for x in split]
+    names = [x for x in names if x]
+    if not names:
+        raise InputError(f"no split given: name one of {', '.join(manifest.split_names)}, several (val,test), "
+                         "or all")
+    for name in names:
+        if name not in manifest.split_names:
+            raise InputError(f"unknown split {name!r}; allowed: {', '.join(manifest.split_names)}, a comma list "
+                             "of them, or all")
+        if names.count(name) > 1:
+            raise InputError(f"split {name!r} is named twice")
+    return [s for s in manifest.split_names if s in names]
+
+
+def results_folder(out_dir: str | os.PathLike | None, ckpt_path: Path, shards_dir: str | os.PathLike,
+                   split_label: str) -> Path:
+    """Where evaluate writes: ``out_dir``; by default the checkpoint's folder (a run folder) when it
+    is the user's and writable, else a folder beside the shards named after the model and split
+    (``out/jaffe`` scored by ``fer2013`` on test: ``out/jaffe-eval-fer2013-test``). Never a folder
+    inside the installed package: a shipped model's folder is no run folder."""
+    from prepro.errors import OutputError
+    from training.zoo import is_in_package
+
+    if out_dir is not None:
+        if is_in_package(out_dir):
+            raise OutputError(f"--out {out_dir} is inside the installed faceblocks package: choose a folder of "
+                              "your own (or leave --out out: the results go beside the shards)")
+        return Path(out_dir)
+    home = ckpt_path.parent
+    if not is_in_package(home) and home.is_dir() and os.access(home, os.W_OK):
+        return home
+    shards = Path(shards_dir).resolve()
+    return shards.parent / f"{shards.name}-eval-{ckpt_path.stem}-{split_label}"
+
+
+def _predict_splits(model: nn.Module, shards_dir: str | os.PathLike, splits: list[str], class_names: list[str],
+                    regions: list[str], batch_size: int, device: str, tta_flip: bool, every: bool
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """(logits, region weights, labels, sample counts) over ``splits`` together. Each named split
+    must hold samples the model can score; with ``every`` (``all``) only one of them must."""
+    from training.data import Batches, SplitSamples
+
+    parts = [SplitSamples(str(shards_dir), s, class_names=class_names, regions=regions) for s in splits]
+    scored = [p for p in parts if len(p)] if every else parts
+    for part in scored or parts[:1]:
+        part.require_samples(f"split {part.split!r}")
+    dev = resolve_device(device)
+    model = model.to(dev)
+    outs = [predict_batches(model, Batches(p, None, batch_size), regions, dev, amp_context(dev, True)[0],
+                            torch.contiguous_format, tta_flip=tta_flip) for p in scored]
+    excluded: dict[str, int] = {}
+    for p in parts:
+        for label, n in p.excluded_by_label.items():
+            excluded[label] = excluded.get(label, 0) + n
+    counts = {"n_excluded": sum(p.n_excluded for p in parts), "excluded_by_label": excluded,
+              "n_unlabelled": sum(p.n_unlabelled for p in parts)}
+    return (np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs]),
+            np.concatenate([o[2] for o in outs]), counts)
 
 
 def _metrics(pred: np.ndarray, y: np.ndarray, region_w: np.ndarray, class_names: list[str],

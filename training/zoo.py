@@ -18,6 +18,25 @@ from prepro.errors import InputError
 MODELS_DIR = Path(__file__).with_name("models")
 
 
+def package_dirs() -> list[Path]:
+    """The folders of faceblocks' own packages and of its shipped models: nothing but an install
+    writes there (a shipped model's folder is no run folder)."""
+    import architectures
+    import faceblocks
+    import prepro
+    import training
+
+    packages = (faceblocks, prepro, training, architectures)
+    return [Path(m.__file__).resolve().parent for m in packages] + [MODELS_DIR]
+
+
+def is_in_package(path: str | Path) -> bool:
+    """True when ``path`` is, or lies inside, one of `package_dirs`."""
+    from prepro.inputs import is_inside
+
+    return any(is_inside(path, folder) for folder in package_dirs())
+
+
 def shipped_names() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.pt")) if MODELS_DIR.is_dir() else []
 
@@ -37,22 +56,43 @@ def card_path(name: str, models_dir: Path = MODELS_DIR) -> Path:
 
 
 def shipped_cards() -> dict[str, dict[str, Any]]:
-    """name -> model card of every shipped model (from its JSON copy; from the checkpoint if that is
-    missing or unreadable)."""
-    cards = {}
+    """name -> model card of every shipped model."""
+    return {name: entry["card"] for name, entry in _shipped_entries().items()}
+
+
+def shipped_parameters() -> dict[str, int]:
+    """name -> the parameter count of every shipped model's network."""
+    return {name: entry["parameters"] for name, entry in _shipped_entries().items()}
+
+
+def _shipped_entries() -> dict[str, dict[str, Any]]:
+    """name -> {"card", "parameters"} of every shipped model, from its JSON copy; from the
+    checkpoint if that is missing, unreadable or older than the parameter count."""
+    entries = {}
     for name in shipped_names():
         try:
-            cards[name] = json.loads(card_path(name).read_text(encoding="utf-8"))["card"]
+            copy = json.loads(card_path(name).read_text(encoding="utf-8"))
+            entries[name] = {"card": copy["card"], "parameters": int(copy["parameters"])}
         except (OSError, ValueError, KeyError, TypeError):
             from training.checkpoint import load_checkpoint
 
-            cards[name] = dict(load_checkpoint(MODELS_DIR / f"{name}.pt").get("card") or {})
-    return cards
+            ck = load_checkpoint(MODELS_DIR / f"{name}.pt")
+            entries[name] = {"card": dict(ck.get("card") or {}), "parameters": parameter_count(ck)}
+    return entries
 
 
-def format_card(name: str, card: dict[str, Any]) -> str:
-    """A model card as text for the terminal."""
+def parameter_count(ckpt: dict[str, Any]) -> int:
+    """The parameters of a checkpoint's network, counted on torch's meta device (no weights loaded)."""
+    from architectures.registry import check_model_arguments
+
+    return check_model_arguments(ckpt["arch"], ckpt["num_classes"], ckpt["model_kwargs"])
+
+
+def format_card(name: str, card: dict[str, Any], parameters: int | None = None) -> str:
+    """A model card as text for the terminal (with the network's parameter count when given)."""
     lines = [f"{name}: {card.get('title', '')}"]
+    if parameters is not None:
+        lines.append(f"  network: {parameters:,} parameters")
     for key in ("data", "recipe", "training", "preprocessing", "tta_note", "terms"):
         if key in card:
             value = card[key]
@@ -87,6 +127,6 @@ def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Pa
     save_checkpoint(out, path)
     from prepro.outputs import atomic_write_text, sha256_file
 
-    atomic_write_text(card_path(name, models_dir), json.dumps({"weights_sha256": sha256_file(path), "card": card},
-                                                              indent=1, allow_nan=False) + "\n")
+    copy = {"weights_sha256": sha256_file(path), "parameters": parameter_count(out), "card": card}
+    atomic_write_text(card_path(name, models_dir), json.dumps(copy, indent=1, allow_nan=False) + "\n")
     return path
