@@ -23,6 +23,22 @@ from prepro.settings import Option, options, parse_size
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (what `timeout`, `docker stop` and a closed ssh session send): handled as
+    an interrupt, so worker processes are ended and what was finished is kept, as for Ctrl-C."""
+
+
+def _stop_on_termination() -> None:
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
+
+
 class FaceblocksGroup(click.Group):
     """Turns library errors into messages, and an interrupt into a hint to resume."""
 
@@ -31,10 +47,11 @@ class FaceblocksGroup(click.Group):
             return super().invoke(ctx)
         except FaceblocksError as e:
             raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             again = ("add --resume to the same command" if ctx.invoked_subcommand == "train"
                      else "run the same command again")
-            raise click.ClickException(f"interrupted: what was finished is kept; {again} to continue") from None
+            how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
+            raise click.ClickException(f"{how}: what was finished is kept; {again} to continue") from None
 
 
 def _version_text() -> str:
@@ -76,6 +93,7 @@ def main() -> None:
 
     # A library warning (an unfinished run used, a split left small) is one line, not a source line.
     warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
+    _stop_on_termination()
 
 
 # ---------------------------------------------------------------------------------------------

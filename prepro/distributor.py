@@ -15,11 +15,31 @@ from prepro.errors import InputError
 _DASK_CLIENT = None  # kept so the cluster connection lives as long as the process
 
 
-def worker_count(jobs: int) -> int:
-    n = os.cpu_count() if jobs == -1 else jobs
-    if n is None or n < 1:
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(jobs: int, tasks: int | None = None) -> int:
+    """Local worker processes for ``jobs`` (-1 = all cores): never more than the usable cores
+    (more only share them, each loading the 100 MB landmark model) or the ``tasks`` there are."""
+    if jobs != -1 and jobs < 1:
         raise InputError(f"jobs must be -1 (all cores) or a positive number, got {jobs}")
-    return n
+    n = usable_cores() if jobs == -1 else min(jobs, usable_cores())
+    return max(1, min(n, tasks)) if tasks is not None else n
+
+
+def lowered_jobs_note(jobs: int, tasks: int) -> str | None:
+    """What to tell the user when ``-j jobs`` is lowered by `worker_count`, else None."""
+    n = worker_count(jobs, tasks)
+    if jobs == -1 or n >= jobs:
+        return None
+    why = (f"this machine lets it use {usable_cores()} cores" if n == usable_cores()
+           else f"there are {tasks} chunks of work")
+    return f"note: -j {jobs} lowered to {n} worker{'s' if n > 1 else ''}: {why}"
 
 
 def connect_dask(address: str) -> None:
@@ -35,14 +55,17 @@ def connect_dask(address: str) -> None:
         raise InputError(f"cannot reach the Dask scheduler at {address} ({str(e)[:120]})") from None
 
 
-def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None) -> Iterator[Any]:
-    """The results of joblib ``delayed`` ``tasks``, in order, as they finish."""
+def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None, n_tasks: int | None = None
+                 ) -> Iterator[Any]:
+    """The results of joblib ``delayed`` ``tasks``, in order, as they finish; ``n_tasks`` (their
+    number) caps the local workers. A Dask cluster gets ``jobs`` as asked: its workers are its own."""
     import warnings
 
     from joblib import Parallel, parallel_config
 
     config = {"backend": backend} if backend else {}
-    with parallel_config(n_jobs=worker_count(jobs), **config), warnings.catch_warnings():
+    n_jobs = jobs if backend == "dask" else worker_count(jobs, n_tasks)
+    with parallel_config(n_jobs=n_jobs, **config), warnings.catch_warnings():
         # When a run stops early (an error, a full disk) joblib notes the tasks it cancels: expected.
         warnings.filterwarnings("ignore", message=r".*tasks which were still being processed")
         yield from Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(tasks)

@@ -105,7 +105,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         manifest.complete = not plan.pending
         if plan.pending:
             manifest.save(out)  # "incomplete" on disk before any work, in case the run is killed
-        written = _process(out, manifest, plan.pending, cfg, run, landmark, listing.spec, progress)
+        written = _process(out, manifest, plan.pending, cfg, run, landmark, listing.spec, progress, log)
         manifest.complete = True
         if manifest.to_dict() != Manifest.load(out).to_dict():
             manifest.save(out)  # saved only when something changed: its time stamp says when
@@ -356,7 +356,7 @@ def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:
 
 
 def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConfig, run: PreprocessRun,
-             landmark, spec, progress: bool) -> int:
+             landmark, spec, progress: bool, log: Log) -> int:
     """Run the workers over ``pending`` and record their shards; returns the samples written."""
     from tqdm import tqdm
 
@@ -365,8 +365,16 @@ def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConf
     settings = cfg.cut_settings(pre_cropped=bool(spec.pre_cropped) if spec else False)
     recorder = ShardRecorder(out, m)
     tasks = plan_shards(out, m, pending, cfg.shard_size)
-    outcomes = (_outcomes_on_dask(out, m, tasks, settings, landmark, run) if run.scheduler or run.backend == "dask"
-                else _outcomes_on_joblib(out, m, tasks, settings, landmark, run))
+    n_chunks = sum(-(-len(t.items) // run.chunk_size) for t in tasks)
+    on_dask = run.scheduler or run.backend == "dask"
+    if not on_dask and tasks:
+        from prepro.distributor import lowered_jobs_note
+
+        note = lowered_jobs_note(run.jobs, n_chunks)
+        if note:
+            log(note)
+    outcomes = (_outcomes_on_dask(out, m, tasks, settings, landmark, run) if on_dask
+                else _outcomes_on_joblib(out, m, tasks, settings, landmark, run, n_chunks))
     with tqdm(total=len(pending), unit="img", disable=not progress, smoothing=0.05, dynamic_ncols=True) as bar:
         for outcome in outcomes:
             recorder.record(outcome)
@@ -374,7 +382,8 @@ def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConf
     return recorder.written
 
 
-def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark, run: PreprocessRun) -> Iterator:
+def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark, run: PreprocessRun,
+                        n_chunks: int) -> Iterator:
     """Workers cut chunks of ``run.chunk_size`` images; this process writes each task's shard once
     its chunks are back (small chunks keep every worker busy however few the tasks)."""
     from joblib import delayed
@@ -387,7 +396,7 @@ def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark,
             for k, task in enumerate(tasks) for payload in _payloads(task.items, run.chunk_size))
     done: dict[int, list] = {}
     k = 0
-    for task_no, results in run_in_order(jobs, run.jobs, run.backend):
+    for task_no, results in run_in_order(jobs, run.jobs, run.backend, n_chunks):
         done.setdefault(task_no, []).extend(results)
         while k < len(tasks) and len(done.get(k, ())) == len(tasks[k].items):
             yield write_task_shard(out, tasks[k], done.pop(k), task_attrs(m, tasks[k]), m.writer_id)

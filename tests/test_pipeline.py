@@ -4,6 +4,7 @@ retries, damaged shards, refusal, ownership of files."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -528,3 +529,79 @@ def test_dask_cluster_gives_the_same_shards(tmp_path):
     assert _records(tmp_path / "local") == _records(tmp_path / "dask")
     _same_samples(tmp_path / "local", tmp_path / "dask")
     _same_attrs(tmp_path / "local", tmp_path / "dask")
+
+
+def test_more_jobs_than_cores_or_chunks_are_lowered_and_said(tmp_path, monkeypatch):
+    """`-j 16` on a machine with 2 cores starts 2 workers (each would load the 100 MB landmark
+    model to share the same cores), and says so; fewer chunks than workers start fewer."""
+    from prepro import distributor
+
+    monkeypatch.setattr(distributor, "usable_cores", lambda: 2)
+    assert distributor.worker_count(16) == 2 and distributor.worker_count(-1) == 2
+    assert distributor.worker_count(16, tasks=1) == 1 and distributor.worker_count(1, tasks=50) == 1
+    make_source(tmp_path / "src", bad=False)
+    said: list[str] = []
+    started: list[int] = []
+    real = distributor.worker_count
+    monkeypatch.setattr(distributor, "worker_count", lambda jobs, tasks=None: started.append(real(jobs, tasks))
+                        or started[-1])
+    one_shard = PreprocessConfig(face="aligned", shard_size=64)
+    s = run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), one_shard, PreprocessRun(jobs=16, chunk_size=64),
+                       progress=False, log=said.append)
+    assert s.complete and started and max(started) == 1  # one chunk of work: one worker
+    assert any("-j 16 lowered to 1 worker" in m and "1 chunks" in m for m in said), said
+    said.clear()
+    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out2"), CFG, PreprocessRun(jobs=16, chunk_size=2),
+                   progress=False, log=said.append)
+    assert any("-j 16 lowered to 2 workers: this machine lets it use 2 cores" in m for m in said), said
+
+
+def test_sigterm_ends_the_run_and_its_workers(tmp_path):
+    """SIGTERM (what `timeout` and `docker stop` send) to `preprocess -j 2`: the run stops with a
+    message, its worker processes end with it, and the same command resumes."""
+    make_source(tmp_path / "src", per_class=40, bad=False)
+    cmd = [sys.executable, "-m", "cli", "preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--face",
+           "aligned", "-j", "2", "--chunk-size", "2", "--shard-size", "4", "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: set[int] = set()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(children) < 2 and proc.poll() is None:
+        children |= _descendants(proc.pid)
+        time.sleep(0.2)
+    assert len(children) >= 2, "the run should have started its workers"
+    time.sleep(1.0)
+    children |= _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "stopped by SIGTERM" in err and "Traceback" not in err, err[-2000:]
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(p) for p in children):
+        time.sleep(0.2)
+    assert not [p for p in children if _alive(p)], "worker processes outlived the run"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert shards.verify(tmp_path / "out").whole
+
+
+def _descendants(pid: int) -> set[int]:
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    kids = [int(c) for c in f.read().split()]
+                out |= set(kids)
+                todo += kids
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
