@@ -441,3 +441,40 @@ def test_run_never_trusts_its_folders_records(tmp_path: Path, chain_project: Pat
     stage = "train" if rel.startswith("run/") else "evaluate"
     assert [ln.split()[1] for ln in r.output.splitlines() if ln.startswith(stage + " ")] == ["ran"], r.output
     json.loads((root / "out" / rel).read_text(), parse_constant=lambda c: pytest.fail(f"{rel} holds {c}"))
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=5)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+
+
+def test_forged_record_values_are_refused_never_raised(chain_project: Path) -> None:
+    """Any JSON value at any key of a result.json, a metrics.json or a history row: the check
+    answers (accepts or names the problem) and never raises; what it accepts formats as a number."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from training.evaluate import metrics_problem
+    from training.run_folder import history_ok, result_problem
+
+    result = json.loads((chain_project / "out" / "run" / "result.json").read_text())
+    metrics = json.loads((chain_project / "out" / "eval-test" / "metrics.json").read_text())
+    row = dict(result["last"])
+
+    @settings(max_examples=300, derandomize=True, deadline=None, database=None)
+    @given(st.sampled_from(["result", "metrics", "row"]), st.data(), _json_values())
+    def check(which: str, data, value) -> None:
+        record = {"result": result, "metrics": metrics, "row": row}[which]
+        forged = json.loads(json.dumps(record))
+        forged[data.draw(st.sampled_from(sorted(forged)))] = value
+        if which == "result" and result_problem(forged) is None:
+            f"{forged['best_val_macro_f1']:.4f} {forged['best_epoch']:d} {forged['epochs_done']:d}"
+        if which == "metrics" and metrics_problem(forged) is None:
+            f"{forged['accuracy']:.4f} {forged['macro_f1']:.4f} {forged['n_samples']:d}"
+        if which == "row":
+            history_ok([forged], 1)
+
+    check()

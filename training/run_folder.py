@@ -52,14 +52,16 @@ def result_problem(result: object) -> str | None:
     number that is not finite, counts that disagree."""
     if not isinstance(result, dict) or set(result) != RESULT_KEYS:
         return f"not a table of {', '.join(sorted(RESULT_KEYS))}"
-    done, best = result["epochs_done"], result["best_epoch"]
-    checks = {"run_dir": isinstance(result["run_dir"], str),
-              "epochs_done": isinstance(done, int) and not isinstance(done, bool) and done >= 0,
-              "best_epoch": isinstance(best, int) and not isinstance(best, bool) and 0 <= best <= max(done, 0),
+    def count(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    done = result["epochs_done"] if count(result["epochs_done"]) else -1
+    checks = {"run_dir": isinstance(result["run_dir"], str), "epochs_done": done >= 0,
+              "best_epoch": count(result["best_epoch"]) and result["best_epoch"] <= done,
               "best_val_macro_f1": _is_finite_number(result["best_val_macro_f1"])
               and -1 <= result["best_val_macro_f1"] <= 1,
-              "stop_reason": result["stop_reason"] in STOP_REASONS,
-              "last": result["last"] == {} or (isinstance(done, int) and _log_row_ok(result["last"], done))}
+              "stop_reason": isinstance(result["stop_reason"], str) and result["stop_reason"] in STOP_REASONS,
+              "last": result["last"] == {} or _log_row_ok(result["last"], done)}
     bad = [k for k, ok in checks.items() if not ok]
     return f"bad {', '.join(bad)}" if bad else None
 
