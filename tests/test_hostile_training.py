@@ -232,7 +232,7 @@ def stopped_run(tmp_path: Path, tiny_model: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("craft", ["history_wrong_type", "history_missing_keys", "history_nan", "best_metric_nan",
-                                   "best_metric_inf", "huge_epochs", "huge_lr", "duplicate_classes",
+                                   "best_metric_inf", "best_metric_huge", "huge_epochs", "huge_lr", "duplicate_classes",
                                    "best_epoch_beyond"])
 def test_a_resumed_run_trusts_nothing_in_last_pt(stopped_run: tuple[Path, Path], craft: str) -> None:
     import torch
@@ -250,6 +250,8 @@ def test_a_resumed_run_trusts_nothing_in_last_pt(stopped_run: tuple[Path, Path],
         ck["best_metric"] = float("nan")
     elif craft == "best_metric_inf":
         ck["best_metric"] = float("inf")
+    elif craft == "best_metric_huge":
+        ck["best_metric"] = 1e300
     elif craft == "huge_epochs":
         ck["config"]["epochs"] = 10**400
     elif craft == "huge_lr":

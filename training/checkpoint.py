@@ -169,8 +169,6 @@ def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items())),
     ]
     if for_resume:
-        checks += [(k, isinstance(ckpt[k], dict)) for k in ("optimizer", "scheduler", "rng")]
-        checks += [(k, is_int(ckpt[k]) and ckpt[k] >= 0) for k in ("step", "best_epoch", "bad_epochs")]
         checks += _resume_checks(ckpt, is_int)
     bad = [k for k, ok in checks if not ok]
     if bad:
@@ -229,7 +227,9 @@ def _resume_checks(ckpt: dict[str, Any], is_int) -> list[tuple[str, bool]]:
     checks += [(k, is_int(ckpt[k]) and 0 <= ckpt[k] <= 2**62) for k in ("step", "best_epoch", "bad_epochs")]
     checks += [("best_epoch", is_int(ckpt["best_epoch"]) and ckpt["best_epoch"] <= epoch),
                ("bad_epochs", is_int(ckpt["bad_epochs"]) and ckpt["bad_epochs"] <= epoch),
-               ("best_metric", isinstance(ckpt["best_metric"], float) and math.isfinite(ckpt["best_metric"])),
+               # -1 before the first epoch, then a macro-F1: anything else no later epoch could beat, or all would
+               ("best_metric", isinstance(ckpt["best_metric"], float) and math.isfinite(ckpt["best_metric"])
+                and -1 <= ckpt["best_metric"] <= 1),
                ("history", history_ok(ckpt["history"], epoch))]
     return checks
 
