@@ -555,8 +555,9 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
 @click.argument("model", metavar="MODEL")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per face and image (or frame), one per line.")
-@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, path_type=str),
-              help="Also write every face as a CSV row (path, frame, time, box, label, probabilities, regions).")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+              help="Also write every face as a CSV row (path, frame, time, box, label, probabilities, regions); "
+                   "- writes them to standard output (and the other lines to standard error).")
 @click.option("--annotate", "annotate_path", default=None, type=click.Path(path_type=str),
               help="Draw boxes, landmarks, blocks and labels: a folder for images, a .mp4 file for a video.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1),
@@ -597,6 +598,8 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
     """
     from training.predict import PredictOptions, predict as predict_run
 
+    if as_json and csv_path == "-":
+        raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
     given = _given(click.get_current_context())
     overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look") if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
@@ -604,17 +607,20 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
                           min_quality=min_quality, csv=csv_path, tta_flip=tta_flip,
                           progress=not quiet and not as_json)
     n_images = n_faces = n_bad = 0
+    annotated = False
+    to_stderr = as_json or csv_path == "-"  # standard output carries the JSON lines or the CSV alone
     for r in predict_run(model, inputs, opts):
         n_images += 1
         n_faces += len(r.faces)
         n_bad += r.error is not None
+        annotated = annotated or r.annotated is not None
         if as_json:
             click.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
         else:
-            _echo_prediction(r)
+            _echo_prediction(r, err=to_stderr)
     images = _count(n_images, "image or frame", "images or frames")
     click.echo(f"{images}, {_count(n_faces, 'face', 'faces')}, {n_bad} without a prediction"
-               + (f"; annotated in {annotate_path}" if annotate_path else ""), err=as_json)
+               + (f"; annotated in {annotate_path}" if annotated else ""), err=to_stderr)
     if n_bad == n_images or (strict and n_bad):
         raise click.ClickException(f"{n_bad} of {images} gave no prediction"
                                    + (" (--strict)" if n_bad < n_images else ""))
@@ -625,18 +631,18 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
-def _echo_prediction(r) -> None:
+def _echo_prediction(r, err: bool = False) -> None:
     from prepro.inputs import printable
 
     where = printable(r.path) + (f" [frame {r.frame}, {r.time:.2f} s]" if r.frame is not None else "")
     if r.error:
-        click.echo(f"{where}: {r.error}")
+        click.echo(f"{where}: {r.error}", err=err)
     for k, f in enumerate(r.faces):
         top = sorted(f.probabilities.items(), key=lambda kv: -kv[1])[:3]
         box = ",".join(f"{v:.0f}" for v in f.box)
         click.echo(f"{where} face {k + 1} [{box}; {f.box_method}, quality {f.quality:.2f}]: {f.label} ("
                    + ", ".join(f"{c} {p:.2f}" for c, p in top) + ") regions "
-                   + ", ".join(f"{n} {w:.2f}" for n, w in f.region_weights.items()))
+                   + ", ".join(f"{n} {w:.2f}" for n, w in f.region_weights.items()), err=err)
 
 
 @main.command(context_settings=CONTEXT)

@@ -131,8 +131,9 @@ class FaceCutter:
 
     def cut(self, image: str | os.PathLike | np.ndarray, all_faces: bool = False, keep_image: bool = False,
             box: tuple[float, float, float, float] | None = None) -> ImageCut:
-        """The faces of ``image`` (a file path, or a 2-D uint8 array taken as the original image)
-        cut into blocks; only the largest unless ``all_faces``. ``box``: a given face box."""
+        """The faces of ``image`` cut into blocks; only the largest unless ``all_faces``. ``image``
+        is a file path or a uint8 array taken as the original image: HxW grey, or HxWx3 / HxWx4
+        in OpenCV's BGR / BGRA order (`prepro.image_io.gray_from_array`). ``box``: a given face box."""
         return self.cut_many([image], [box], all_faces=all_faces, keep_image=keep_image)[0]
 
     def cut_many(self, images: list, boxes: list | None = None, all_faces: bool = False,

@@ -191,14 +191,32 @@ def _area_reduce(gray: np.ndarray, work_max_side: int | None) -> tuple[np.ndarra
 
 
 def gray_from_array(arr: Any) -> np.ndarray:
-    """Validate an already decoded image (e.g. from a CSV of pixels): uint8, 2-D, non-empty."""
+    """An already decoded image (a CSV row of pixels, an OpenCV frame) as uint8 HxW grey.
+
+    Accepted: uint8 HxW grey (returned as it is, made contiguous), HxWx1, HxWx3 in OpenCV's BGR
+    channel order and HxWx4 BGRA; colour becomes grey as in `decode_gray` (ITU-R 601 luminance,
+    alpha composited on black)."""
     if not isinstance(arr, np.ndarray):
         raise ImageDecodeError(f"expected a numpy array, got {type(arr).__name__}")
     if arr.dtype != np.uint8:
         raise ImageDecodeError(f"expected uint8 pixels, got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageDecodeError(f"expected a 2-D HxW grayscale array, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    if arr.ndim not in (2, 3) or arr.shape[0] < 1 or arr.shape[1] < 1 or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ImageDecodeError(f"expected an HxW grey, HxWx3 BGR or HxWx4 BGRA array, got shape {arr.shape}")
+    if arr.ndim == 2:
+        return np.ascontiguousarray(arr)
+    if arr.shape[2] == 1:
+        return np.ascontiguousarray(arr[..., 0])
+    return _bgr_to_gray(arr)
+
+
+def _bgr_to_gray(arr: np.ndarray) -> np.ndarray:
+    """Pillow's RGB -> L luminance (fixed point, rounded) of a BGR or BGRA array; alpha multiplies
+    the grey (composited on black), as for decoded files."""
+    b, g, r = (arr[..., c].astype(np.uint32) for c in range(3))
+    gray = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+    if arr.shape[2] == 4:
+        gray = (gray * arr[..., 3] + 127) // 255
+    return np.ascontiguousarray(gray.astype(np.uint8))
 
 
 def _jpeg_reduction(w: int, h: int, work_max_side: int | None) -> int:

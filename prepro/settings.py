@@ -94,7 +94,7 @@ def check_value(key: str, spec: Spec, v: Any) -> Any:
     def bad(extra: str = "") -> InputError:
         allowed = (f"one of {', '.join(map(repr, spec.choices))}" if spec.choices and spec.kind == "str"
                    else _KIND_WORDS[spec.kind])
-        return InputError(f"{key} must be {allowed}{_range_words(spec)}, got {v!r} ({_type_name(v)}){extra}")
+        return InputError(f"{key} must be {allowed}{_range_words(spec)}, got {_shown(v)} ({_type_name(v)}){extra}")
 
     if v is None:
         if spec.optional:
@@ -106,7 +106,7 @@ def check_value(key: str, spec: Spec, v: Any) -> Any:
         return v
     if spec.kind in ("int", "float"):
         ok = isinstance(v, int) if spec.kind == "int" else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok or not math.isfinite(v) or not _in_range(v, spec):
+        if isinstance(v, bool) or not ok or not _is_number_in_range(v, spec):
             raise bad()
         return float(v) if spec.kind == "float" else int(v)
     if spec.kind == "str":
@@ -149,6 +149,19 @@ def _size(v: Any, spec: Spec, bad) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
+# No setting needs more; a larger integer (TOML and JSON allow 400 digits) would overflow a float
+# or a C integer wherever it is used.
+_LARGEST_INT = 2**63 - 1
+
+
+def _is_number_in_range(v: int | float, spec: Spec) -> bool:
+    """True for a finite number within the spec's range; integers beyond 64 bits are never in range
+    (math.isfinite of one raises OverflowError)."""
+    if isinstance(v, int):
+        return abs(v) <= _LARGEST_INT and _in_range(v, spec)
+    return math.isfinite(v) and _in_range(v, spec)
+
+
 def _in_range(v: float, spec: Spec) -> bool:
     return (spec.low is None or v >= spec.low) and (spec.high is None or v <= spec.high)
 
@@ -161,6 +174,15 @@ def _range_words(spec: Spec) -> str:
     hi = f"{spec.high:g}" if spec.high is not None else None
     rng = f"{lo} to {hi}" if lo and hi else (f"at least {lo}" if lo else f"at most {hi}")
     return f"{what}{' ' if spec.kind == 'size' else ''}{rng})"
+
+
+def _shown(v: Any) -> str:
+    """``repr(v)``, but a huge integer by its size (its digits would fill the screen, and Python
+    refuses to write more than 4300 of them)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > _LARGEST_INT:
+        return f"{'a negative' if v < 0 else 'an'} integer of about {int(v.bit_length() * math.log10(2)) + 1} digits"
+    text = repr(v)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _type_name(v: Any) -> str:

@@ -190,9 +190,11 @@ def test_detect_blank_is_a_failure(model_file: LandmarkModelFile) -> None:
 @pytest.mark.parametrize("array, why", [
     (np.zeros((1, 1), np.uint8), "too small"),
     (np.zeros((3, 200), np.uint8), "too small"),
-    (np.zeros((0, 0), np.uint8), "2-D"),
-    (np.zeros((0, 5), np.uint8), "2-D"),
-    (np.zeros((4, 4, 3), np.uint8), "2-D"),
+    (np.zeros((0, 0), np.uint8), "HxW grey"),
+    (np.zeros((0, 5), np.uint8), "HxW grey"),
+    (np.zeros((4, 4, 2), np.uint8), "HxW grey"),
+    (np.zeros((4, 4, 3), np.uint8), "too small"),  # a BGR frame, read as grey
+    (np.zeros((0, 4, 3), np.uint8), "HxW grey"),
     (np.zeros((48, 48), np.float32), "uint8"),
 ])
 def test_tiny_empty_and_wrong_arrays_are_failures(model_file: LandmarkModelFile, array, why) -> None:

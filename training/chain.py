@@ -133,8 +133,8 @@ def load_config(path: str | os.PathLike) -> ChainConfig:
         raise InputError(f"no config file at {path}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read {path} ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path} is not valid TOML ({e})") from None
+    except ValueError as e:  # TOMLDecodeError, or an integer of more digits than Python converts
+        raise InputError(f"{path} is not valid TOML ({str(e)[:200]})") from None
     tables = _tables()
     unknown = [t for t in raw if t not in tables]
     if unknown:
@@ -232,13 +232,13 @@ def _train_finished(run: Path, cfg, shards_params: dict[str, Any]) -> str | None
     from training.config import TrainConfig, differing_fields
     folder = RunFolder(run)
     try:
-        result = json.loads(folder.result.read_text(encoding="utf-8"))
+        result = folder.read_result()
         last = load_checkpoint(folder.last)
         best = load_checkpoint(folder.best)
         stored = TrainConfig.from_dict(best["config"])
     except (OSError, ValueError, FaceblocksError) as e:
         return f"no finished run ({str(e)[:120]})"
-    if not isinstance(result, dict) or result.get("epochs_done") != last["epoch"]:
+    if result["epochs_done"] != last["epoch"]:
         return "its result does not match last.pt"
     changed = differing_fields(stored, cfg, include_control=frozenset({"epochs", "max_minutes", "patience"}))
     if changed:
@@ -297,7 +297,7 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
         ran = _stage_train(tcfg, out, manifest.params, ran, changed, log, result) or ran
         _stage_evaluate(cfg, out, ran, changed, log, result)
         _stage_preview(cfg, out, shards_changed, changed, log, result)
-        train_result = json.loads(RunFolder(out / "run").result.read_text(encoding="utf-8"))
+        train_result = RunFolder(out / "run").read_result()
         result.report = write_report(out, cfg, result, manifest, train_result)
     return result
 
@@ -345,7 +345,7 @@ def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, chan
         else:
             log(f"[2/4] train {tcfg.model} in {run}" + (f" ({why})" if run.exists() else ""))
             train(shards, str(run), tcfg, overwrite=True, log=log)
-    r = json.loads(RunFolder(run).result.read_text(encoding="utf-8"))
+    r = RunFolder(run).read_result()
     result.stages.append(StageRecord("train", action, time.monotonic() - t0,
                                      f"{r['epochs_done']} epochs, best val macro-F1 {r['best_val_macro_f1']:.4f} at "
                                      f"epoch {r['best_epoch']}"))
@@ -358,7 +358,7 @@ def _stage_evaluate(cfg: ChainConfig, out: Path, ran: bool, changed: set[str], l
     """Evaluate each split (skipped when metrics of this very checkpoint are there)."""
     from prepro.errors import EmptySplitError
     from prepro.outputs import sha256_file
-    from training.evaluate import evaluate, format_metrics_table
+    from training.evaluate import evaluate, format_metrics_table, read_metrics
 
     t0 = time.monotonic()
     sha = sha256_file(RunFolder(out / "run").best)
@@ -366,7 +366,7 @@ def _stage_evaluate(cfg: ChainConfig, out: Path, ran: bool, changed: set[str], l
     done, evaluated = [], False
     for split in cfg["evaluate"]["splits"]:
         ev = out / f"eval-{split}"
-        old = _read_json(ev / "metrics.json")
+        old = read_metrics(ev / "metrics.json") or {}  # a record that is not evaluate's own is redone
         if (not ran and "evaluate" not in changed and old.get("checkpoint_sha256") == sha
                 and old.get("tta_flip") == tta and old.get("split") == split):
             result.metrics[split] = old
@@ -408,14 +408,6 @@ def _stage_preview(cfg: ChainConfig, out: Path, shards_changed: bool, changed: s
     result.stages.append(StageRecord("preview", "ran", time.monotonic() - t0))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
-
-
 # ---------------------------------------------------------------------------------------------
 # report.md
 
@@ -424,6 +416,10 @@ def markdown_table(head: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return out
+
+
+def _weight_text(w: float | None) -> str:
+    return "-" if w is None else f"{w:.3f}"
 
 
 def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, train_result: dict[str, Any]) -> Path:
@@ -468,7 +464,7 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
                   f"({m['n_samples']} samples{', flip TTA' if m.get('tta_flip') else ''})", ""]
         regions = m["regions"]
         rows = [[name, f"{pc['precision']:.3f}", f"{pc['recall']:.3f}", f"{pc['f1']:.3f}", pc["support"]]
-                + [f"{m['region_weights_per_class'].get(name, {}).get(r, float('nan')):.3f}" for r in regions]
+                + [_weight_text(m["region_weights_per_class"].get(name, {}).get(r)) for r in regions]
                 for name, pc in m["per_class"].items()]
         lines += markdown_table(["class", "precision", "recall", "F1", "support"] + [f"weight {r}" for r in regions],
                            rows)

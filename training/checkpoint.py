@@ -83,10 +83,18 @@ def make_checkpoint(*, arch: str, model_kwargs: dict[str, Any], class_names: lis
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
+    """Write via a temporary file in the same folder and rename: a crash never leaves half a file.
+
+    The archive is made in memory and then written: torch's zip writer reports a failed write
+    (a full disk) as a RuntimeError that says nothing of the cause, while a plain write says
+    "No space left on device" (an OutputError, the old file kept)."""
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save(ckpt, f))
+    archive = io.BytesIO()
+    torch.save(ckpt, archive)
+    atomic_write(path, lambda f: f.write(archive.getbuffer()))
 
 
 def load_checkpoint(path: str | os.PathLike, arch: str | None = None, for_resume: bool = False) -> dict[str, Any]:
@@ -144,8 +152,7 @@ def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
     checks = [
         ("arch", ckpt["arch"] in MODEL_NAMES),
         ("model_kwargs", isinstance(ckpt["model_kwargs"], dict)),
-        ("class_names", isinstance(ckpt["class_names"], list) and len(ckpt["class_names"]) >= 2
-         and all(isinstance(c, str) for c in ckpt["class_names"])),
+        ("class_names", _class_names_ok(ckpt["class_names"])),
         ("num_classes", is_int(ckpt["num_classes"]) and ckpt["num_classes"] == len(ckpt["class_names"])),
         ("regions", isinstance(ckpt["regions"], list) and bool(ckpt["regions"]) and all(r in REGIONS for r in ckpt["regions"])),
         ("block_sizes", isinstance(ckpt["block_sizes"], dict) and all(
@@ -155,24 +162,76 @@ def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
             isinstance(ckpt["normalization"].get(k), float) and np.isfinite(ckpt["normalization"][k])
             for k in ("mean", "std")) and ckpt["normalization"]["std"] > 0),
         ("config", isinstance(ckpt["config"], dict)),
-        ("preprocessing", isinstance(ckpt.get("preprocessing", {}), dict)),
+        ("preprocessing", _preprocessing_ok(ckpt.get("preprocessing", {}))),
         ("card", isinstance(ckpt.get("card", {}), dict)),
         ("epoch", is_int(ckpt["epoch"]) and ckpt["epoch"] >= 0),
         ("model", isinstance(ckpt["model"], dict) and all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items())),
     ]
     if for_resume:
-        checks += [(k, isinstance(ckpt[k], dict)) for k in ("optimizer", "scheduler", "rng")]
-        checks += [(k, is_int(ckpt[k]) and ckpt[k] >= 0) for k in ("step", "best_epoch", "bad_epochs")]
-        checks += [("best_metric", isinstance(ckpt["best_metric"], float)),
-                   ("history", isinstance(ckpt["history"], list) and all(isinstance(r, dict) for r in ckpt["history"]))]
+        checks += _resume_checks(ckpt, is_int)
     bad = [k for k, ok in checks if not ok]
     if bad:
         return f"bad {', '.join(bad)}"
     for k, v in ckpt["model"].items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             return f"weight {k} holds NaN or infinite values"
+        if k.endswith("running_var") and v.is_floating_point() and (v < 0).any():
+            return f"weight {k} holds a negative variance"
     return None
+
+
+def _class_names_ok(names: Any) -> bool:
+    """At least two distinct class names, each printable text (a name is printed as a label, and two
+    equal names would make their probabilities indistinguishable)."""
+    return (isinstance(names, list) and len(names) >= 2 and all(isinstance(c, str) and c.strip() and c.isprintable()
+                                                                 for c in names) and len(set(names)) == len(names))
+
+
+def _preprocessing_ok(preprocessing: Any) -> bool:
+    """A table whose settings for cutting new images (`stored_cut_config`) are valid."""
+    from prepro.errors import InputError
+
+    if not isinstance(preprocessing, dict):
+        return False
+    try:
+        stored_cut_config(preprocessing)
+    except InputError:
+        return False
+    return True
+
+
+# What a checkpoint's preprocessing decides for new images (the rest describes its training shards).
+CUT_KEYS = ("face", "detection", "blocks", "second_look", "max_megapixels", "work_max_side")
+
+
+def stored_cut_config(preprocessing: dict[str, Any]):
+    """The `PreprocessConfig` of a checkpoint's recorded preprocessing (its `CUT_KEYS`; defaults
+    for the others); an InputError when they are not valid settings."""
+    from prepro.config import PreprocessConfig
+    from prepro.settings import from_dict
+
+    return from_dict(PreprocessConfig, {k: v for k, v in preprocessing.items() if k in CUT_KEYS})
+
+
+def _resume_checks(ckpt: dict[str, Any], is_int) -> list[tuple[str, bool]]:
+    """The fields only resuming reads: the run's counters must agree with its epoch and its
+    history hold one finite log row per epoch (a forged value would end the resumed run in a
+    traceback, or stop best.pt from ever being updated)."""
+    import math
+
+    from training.run_folder import history_ok
+
+    epoch = ckpt["epoch"] if is_int(ckpt["epoch"]) else -1
+    checks = [(k, isinstance(ckpt[k], dict)) for k in ("optimizer", "scheduler", "rng")]
+    checks += [(k, is_int(ckpt[k]) and 0 <= ckpt[k] <= 2**62) for k in ("step", "best_epoch", "bad_epochs")]
+    checks += [("best_epoch", is_int(ckpt["best_epoch"]) and ckpt["best_epoch"] <= epoch),
+               ("bad_epochs", is_int(ckpt["bad_epochs"]) and ckpt["bad_epochs"] <= epoch),
+               # -1 before the first epoch, then a macro-F1: anything else no later epoch could beat, or all would
+               ("best_metric", isinstance(ckpt["best_metric"], float) and math.isfinite(ckpt["best_metric"])
+                and -1 <= ckpt["best_metric"] <= 1),
+               ("history", history_ok(ckpt["history"], epoch))]
+    return checks
 
 
 def resolve_checkpoint(ref: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -203,6 +262,14 @@ def _is_bare_name(ref: str | os.PathLike) -> bool:
     ``runs/x/best.pt`` is a missing checkpoint, not an unknown model)."""
     text = os.fspath(ref)
     return os.sep not in text and "/" not in text and not text.endswith(".pt")
+
+
+def require_finite_outputs(path: str | os.PathLike, *outputs: np.ndarray) -> None:
+    """Refuse a model whose probabilities or region weights are not finite: finite weights can
+    still overflow (far too large ones), and a NaN must never be printed, stored or given a label."""
+    if not all(np.isfinite(o).all() for o in outputs):
+        raise CheckpointError(f"{path}: its model computes values that are not finite (overflowing weights?); "
+                              "the checkpoint is damaged: retrain, or use another checkpoint")
 
 
 def build_model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:

@@ -136,7 +136,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     ``tta_flip`` None follows the model (`model_tta_flip`).
     """
     from prepro.shards import Manifest
-    from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
+    from training.checkpoint import build_model_from_checkpoint, require_finite_outputs, resolve_checkpoint
 
     ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
     manifest = Manifest.load(shards_dir)
@@ -157,6 +157,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
                             f"knows ({', '.join(class_names)}): evaluate on shards with these labels")
     logits, region_w, y, counts = _predict_splits(model, shards_dir, splits, class_names, regions, batch_size,
                                                   device, tta_flip, every=split == "all")
+    require_finite_outputs(ckpt_path, torch.from_numpy(logits).softmax(1).numpy(), region_w)
     metrics = _metrics(logits.argmax(1), y, region_w, class_names, regions) | counts | {
         "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path), "arch": ckpt["arch"],
         "epoch": ckpt["epoch"], "shards_dir": str(shards_dir), "split": split_label, "splits": splits,
@@ -249,6 +250,49 @@ def _metrics(pred: np.ndarray, y: np.ndarray, region_w: np.ndarray, class_names:
                                      for c in present},
         "confusion": cm.tolist(),
     }
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A metrics.json that `evaluate` wrote, checked (`metrics_problem`); None when it is missing,
+    unreadable or not such a record, so that a caller evaluates again instead of trusting it."""
+    from training.run_folder import finite_json
+
+    try:
+        metrics = finite_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return None if metrics_problem(metrics) else metrics
+
+
+def metrics_problem(m: Any) -> str | None:
+    """What is wrong with a metrics record (None when nothing): the fields a report or a rerun
+    reads, with their types and ranges (non-finite numbers are refused when it is parsed)."""
+    def num(v: Any, low: float = 0.0, high: float = 1.0) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def table(v: Any, ok: Any) -> bool:
+        return isinstance(v, dict) and all(isinstance(k, str) and ok(x) for k, x in v.items())
+
+    if not isinstance(m, dict):
+        return "not a table"
+    regions = m.get("regions")
+    per_region = lambda v: table(v, num) and set(v) == set(regions)  # noqa: E731
+    checks = {
+        "regions": isinstance(regions, list) and all(isinstance(r, str) for r in regions),
+        "accuracy": num(m.get("accuracy")), "macro_f1": num(m.get("macro_f1")), "n_samples": count(m.get("n_samples")),
+        "split": isinstance(m.get("split"), str), "tta_flip": isinstance(m.get("tta_flip"), bool),
+        "checkpoint_sha256": isinstance(m.get("checkpoint_sha256"), str),
+        "per_class": table(m.get("per_class"), lambda pc: isinstance(pc, dict) and count(pc.get("support"))
+                           and all(num(pc.get(k)) for k in ("precision", "recall", "f1"))),
+    }
+    if checks["regions"]:
+        checks["region_weights_mean"] = per_region(m.get("region_weights_mean"))
+        checks["region_weights_per_class"] = table(m.get("region_weights_per_class"), per_region)
+    bad = [k for k, ok in checks.items() if not ok]
+    return f"bad {', '.join(bad)}" if bad else None
 
 
 def _write(out: Path, metrics: dict[str, Any], arch: str, shards_name: str) -> None:

@@ -209,6 +209,8 @@ def _checked_output_path(out_path: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out_path)
     if out.is_dir():
         raise OutputError(f"{out} is a folder: give the file to write, e.g. {out / 'model.onnx'}")
+    if out.exists() and not out.is_file():  # a device node, a pipe, or a link to one: never replaced by a file
+        raise OutputError(f"{out} is not a regular file (a device, a pipe, or a link to one): give a file to write")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists: pass --overwrite to replace it")
     return out

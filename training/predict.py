@@ -26,24 +26,41 @@ import numpy as np
 
 from prepro.errors import InputError, OutputError
 from prepro.inputs import is_inside, is_video_file, printable
+from prepro.settings import check, setting
 
 
 @dataclass
 class PredictOptions:
-    overrides: dict[str, Any] = field(default_factory=dict)  # face, detector, min_face, min_face_frac to use instead of the model's
-    jobs: int = 1  # processes finding faces; -1 = all cores
-    batch_size: int = 64  # faces per forward pass
-    every: int = 1  # videos: every Nth frame
-    device: str = "auto"
-    landmark_model: str | None = None  # dlib 68-point model file; None = the shipped one
-    annotate: str | None = None  # a folder for annotated images, or an .mp4 file for one annotated video
+    """How `predict` runs; every value is checked when the options are made (InputError)."""
+
+    overrides: dict[str, Any] = setting({}, "face, detector, min_face, min_face_frac to use instead of the "
+                                        "model's", "dict")
+    jobs: int = setting(1, "processes finding faces; -1 = all cores", "int", low=-1, high=4096)
+    batch_size: int = setting(64, "faces per forward pass", "int", low=1, high=4096)
+    every: int = setting(1, "videos: every Nth frame", "int", low=1, high=1_000_000)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...", "str")
+    landmark_model: str | None = setting(None, "dlib 68-point model file; none = the shipped one", "str",
+                                         optional=True)
+    annotate: str | None = setting(None, "a folder for annotated images, or an .mp4 file for one annotated "
+                                   "video", "str", optional=True)
     # Faces whose landmark quality is below this get no label: a fit this doubtful is almost surely
     # not on a face (the photo of dogs in ../shared/data/photos, cut with --face aligned, scores
     # 0.002; the hostile-input report saw 0.05 on another face-less photo); 0 labels every fit.
-    min_quality: float = 0.1
-    tta_flip: bool | None = None  # average each face with its mirror image; None = as the model's card says
-    csv: str | None = None  # also write every face as a CSV row to this file (replaced when done)
-    progress: bool = False
+    min_quality: float = setting(0.1, "no label below this landmark quality", "float", low=0, high=1)
+    tta_flip: bool | None = setting(None, "average each face with its mirror image; none = as the model's card "
+                                    "says", "bool", optional=True)
+    csv: str | None = setting(None, "also write every face as a CSV row to this file (replaced when done), "
+                              "into this pipe or device, or to standard output for -", "str", optional=True)
+    progress: bool = setting(False, "show a progress bar", "bool")
+
+    def __post_init__(self) -> None:
+        for name in ("landmark_model", "annotate", "csv"):  # a pathlib.Path is a path too
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+        check(self)
+        if self.jobs == 0:
+            raise InputError("jobs must be -1 (all cores) or a positive number, got 0")
 
 
 @dataclass
@@ -54,6 +71,7 @@ class FacePrediction:
     label: str  # the most probable class
     probabilities: dict[str, float]  # class -> probability
     region_weights: dict[str, float]  # region -> attention weight
+    landmarks: list[list[float]] = field(default_factory=list)  # the 68 points [x, y], original-image pixels
 
 
 @dataclass
@@ -102,21 +120,19 @@ class Classifier:
     def cut_settings(self, overrides: dict[str, Any] | None = None):
         """How to find faces and cut blocks: as the training shards were, with ``overrides``."""
         from prepro.config import PreprocessConfig
-        from prepro.settings import from_dict, to_dict
+        from prepro.settings import from_mapping, to_dict
+        from training.checkpoint import stored_cut_config
 
-        stored = {k: v for k, v in self.preprocessing.items() if k in ("face", "detection", "blocks", "second_look",
-                                                                       "max_megapixels", "work_max_side")}
-        cfg = from_dict(PreprocessConfig, stored)
-        flat = {**{k: v for k, v in to_dict(cfg).items() if k not in ("detection", "blocks")},
-                **to_dict(cfg)["detection"], **to_dict(cfg)["blocks"], **(overrides or {})}
-        from prepro.settings import from_mapping
-
+        stored = to_dict(stored_cut_config(self.preprocessing))
+        flat = {**{k: v for k, v in stored.items() if k not in ("detection", "blocks")},
+                **stored["detection"], **stored["blocks"], **(overrides or {})}
         return from_mapping(PreprocessConfig, flat).cut_settings()
 
     def classify(self, blocks: list) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, region weights) for a list of `prepro.blocks.Blocks`, one forward pass."""
         import torch
 
+        from training.checkpoint import require_finite_outputs
         from training.data import flip_batch, normalize
 
         batch = {r: torch.from_numpy(np.stack([getattr(b, r) for b in blocks])).unsqueeze(1)
@@ -129,18 +145,59 @@ class Classifier:
                 mirror = self.model(flip_batch(x, self.regions))
                 probs = (probs + mirror.logits.float().softmax(dim=1)) / 2
                 weights = (weights + mirror.region_weights.float()) / 2
-        return probs.cpu().numpy(), weights.cpu().numpy()
+        probs, weights = probs.cpu().numpy(), weights.cpu().numpy()
+        require_finite_outputs(self.path, probs, weights)
+        return probs, weights
 
 
 # ---------------------------------------------------------------------------------------------
 # Sources: images and video frames, as (path, frame, time, image) where image is a path or an array
 
 
-def _sources(inputs: list[tuple[str, str | None]], every: int) -> Iterator[tuple[str, int | None, float | None, Any]]:
-    """(path, frame, time, image) for every input: an image path, a video frame, or the reason
-    the input gives nothing (as an InputError in place of the image)."""
-    for path, reason in inputs:
-        if reason is not None:
+# One input: a path (an image, a video, a folder or a glob pattern) or an image array.
+_INPUT_TYPES = ("inputs must be image or video paths (str or os.PathLike), folders, glob patterns or numpy "
+                "image arrays (HxW grey, HxWx3 BGR, HxWx4 BGRA), or a list of them")
+
+
+def input_list(inputs: Any) -> list[str | np.ndarray]:
+    """``inputs`` as a list: a single path or a single array is one input (a string is never
+    iterated); anything else than a list of paths and arrays is an InputError."""
+    from collections.abc import Iterable, Mapping
+
+    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+        inputs = [inputs]
+    elif isinstance(inputs, (bytes, bytearray, Mapping)) or not isinstance(inputs, Iterable):
+        raise InputError(f"{_INPUT_TYPES}; got {type(inputs).__name__}")
+    items = [x if isinstance(x, np.ndarray) else os.fspath(x) if isinstance(x, os.PathLike) else x
+             for x in inputs]
+    for k, x in enumerate(items):
+        if not isinstance(x, (str, np.ndarray)):
+            raise InputError(f"{_INPUT_TYPES}; inputs[{k}] is {type(x).__name__}")
+    return items
+
+
+def listed_inputs(items: list[str | np.ndarray]) -> list[tuple[str, str | None, np.ndarray | None]]:
+    """(name, reason, array) for every image: the files the paths name (`image_inputs`: reason
+    None when usable) and each array as it is, named ``<array K>`` by its place among the inputs."""
+    from prepro.inputs import image_inputs
+
+    out: list[tuple[str, str | None, np.ndarray | None]] = []
+    for k, x in enumerate(items):
+        if isinstance(x, np.ndarray):
+            out.append((f"<array {k}>", None, x))
+        else:
+            out += [(path, reason, None) for path, reason in image_inputs([x])]
+    return out
+
+
+def _sources(listed: list[tuple[str, str | None, np.ndarray | None]], every: int
+             ) -> Iterator[tuple[str, int | None, float | None, Any]]:
+    """(path, frame, time, image) for every input: an image path or array, a video frame, or the
+    reason the input gives nothing (as an InputError in place of the image)."""
+    for path, reason, array in listed:
+        if array is not None:
+            yield path, None, None, array
+        elif reason is not None:
             yield path, None, None, InputError(reason)
         elif is_video_file(path):
             yield from _video_frames(path, every)
@@ -202,9 +259,14 @@ def _chunked(it: Iterator, n: int) -> Iterator[list]:
         yield chunk
 
 
-def predict(model: str | os.PathLike, inputs: Iterable[str], opts: PredictOptions = PredictOptions()
-            ) -> Iterator[ImagePrediction]:
-    """Classify every face of every input image or sampled video frame, in input order."""
+def predict(model: str | os.PathLike, inputs: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray],
+            opts: PredictOptions = PredictOptions()) -> Iterator[ImagePrediction]:
+    """Classify every face of every input image or sampled video frame, in input order.
+
+    ``inputs`` is one input or a list of them: a path to an image or a video, a folder, a glob
+    pattern, or an image as a numpy uint8 array: HxW grey, or HxWx3 / HxWx4 in OpenCV's BGR /
+    BGRA channel order (what ``cv2.imread`` and ``cv2.VideoCapture`` give; convert an RGB array
+    with ``rgb[..., ::-1]``). An array's predictions are named ``<array K>``, K its place."""
     from joblib import delayed
     from tqdm import tqdm
 
@@ -212,11 +274,9 @@ def predict(model: str | os.PathLike, inputs: Iterable[str], opts: PredictOption
     from prepro.faces import FaceCutter
     from prepro.landmarks import LandmarkModelFile
 
-    from prepro.inputs import image_inputs
-
-    inputs = list(inputs)
+    inputs = input_list(inputs)
     classifier = Classifier(model, opts.device, opts.tta_flip)  # a wrong model is the first thing said
-    listed = image_inputs(inputs)
+    listed = listed_inputs(inputs)
     if not listed:
         raise InputError("no image or video files among the inputs" if inputs else "no inputs given")
     check_outputs_apart(inputs, listed, opts)
@@ -237,12 +297,12 @@ def predict(model: str | os.PathLike, inputs: Iterable[str], opts: PredictOption
                 yield pred
 
 
-def _jobs_for(listed: list[tuple[str, str | None]], jobs: int) -> int:
+def _jobs_for(listed: list[tuple[str, str | None, np.ndarray | None]], jobs: int) -> int:
     """No more worker processes than chunks of work: each one loads the landmark model (about a
     second), so one photo is found in this process's time, not that of idle workers starting."""
     from prepro.distributor import worker_count
 
-    if any(reason is None and is_video_file(p) for p, reason in listed):
+    if any(reason is None and array is None and is_video_file(p) for p, reason, array in listed):
         return jobs  # a video's frames are many chunks
     return min(worker_count(jobs), max(1, math.ceil(len(listed) / 8)))
 
@@ -293,20 +353,23 @@ def _classify(classifier: Classifier, batch: list, min_quality: float = 0.0) -> 
                 box=[round(float(v), 1) for v in fc.face.box], box_method=fc.face.method,
                 quality=round(float(fc.face.quality), 4), label=classifier.class_names[int(p.argmax())],
                 probabilities={c: round(float(x), 4) for c, x in zip(classifier.class_names, p)},
-                region_weights={r: round(float(x), 4) for r, x in zip(classifier.regions, w)}))
+                region_weights={r: round(float(x), 4) for r, x in zip(classifier.regions, w)},
+                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in fc.face.landmarks]))
         out.append((pred, cut))
     return out
 
 
-def check_outputs_apart(inputs: list[str], listed: list[tuple[str, str | None]], opts: PredictOptions) -> None:
+def check_outputs_apart(inputs: list[str | np.ndarray], listed: list[tuple[str, str | None, np.ndarray | None]],
+                        opts: PredictOptions) -> None:
     """Refuse an output file that is one of the inputs (it would be replaced while it is read), or
     an annotation folder inside an input folder (its pictures would become inputs next time)."""
     for flag, target in (("--csv", opts.csv), ("--annotate", opts.annotate)):
-        if target is not None and any(_same_file(target, p) for p, reason in listed if reason is None):
+        if target is not None and any(_same_file(target, p) for p, reason, array in listed
+                                      if reason is None and array is None):
             raise OutputError(f"{flag} {printable(target)} is one of the inputs: choose another file")
     if opts.annotate is None or is_video_file(opts.annotate):
         return
-    for folder in (i for i in inputs if os.path.isdir(i)):
+    for folder in (i for i in inputs if isinstance(i, str) and os.path.isdir(i)):
         if is_inside(opts.annotate, folder):
             raise OutputError(f"--annotate {printable(opts.annotate)} is inside an input folder: its pictures "
                               "would be read as inputs next time; choose a folder outside the inputs")
@@ -353,6 +416,7 @@ def draw(picture: np.ndarray, scale: float, pred: ImagePrediction, cut) -> np.nd
     return img
 
 
+<<<<<<< HEAD
 _PAD = 2  # pixels between a label's text and its ground
 
 
@@ -449,6 +513,36 @@ def colour_picture(pred: ImagePrediction, cut) -> np.ndarray:
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     h, w = cut.gray.shape[:2]
     return bgr if bgr.shape[:2] == (h, w) else cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+=======
+ANNOTATION_SOFTWARE = "faceblocks predict"  # the PNG text tag that proves an annotated copy is faceblocks'
+
+
+def _tagged_png(bgr: np.ndarray) -> bytes:
+    """``bgr`` as PNG bytes carrying the `ANNOTATION_SOFTWARE` tag."""
+    from io import BytesIO
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", ANNOTATION_SOFTWARE)
+    buf = BytesIO()
+    Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def is_own_annotation(path: Path) -> bool:
+    """True when ``path`` is a plain file that `predict --annotate` wrote (a PNG with its tag)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Software") == ANNOTATION_SOFTWARE
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+>>>>>>> train-hostile
 
 
 class _Annotator:
@@ -484,9 +578,12 @@ class _Annotator:
         img = draw(colour_picture(pred, cut), cut.scale, pred, cut)
         self.count += 1
         if not self.video:
-            ok, buf = cv2.imencode(".png", img)
             path = self.target / annotated_name(pred.path, self.count - 1)
-            atomic_write(path, lambda f: f.write(buf.tobytes()))
+            if (path.exists() or path.is_symlink()) and not is_own_annotation(path):
+                raise OutputError(f"--annotate {printable(str(self.target))} holds {printable(path.name)}, which "
+                                  "faceblocks did not write: it is left alone; move it away or choose another folder")
+            png = _tagged_png(img)
+            atomic_write(path, lambda f: f.write(png))
             return str(path)
         if self.writer is None:
             self._open_video(pred.path, img)
@@ -526,40 +623,70 @@ CSV_HEADER = ("path", "frame", "time", "face", "left", "top", "right", "bottom",
 @contextmanager
 def prediction_csv(path: str | None, class_names: list[str], regions: list[str]):
     """A sink writing one CSV row per face (or one per image without a face, with the reason), with
-    one column per class probability (``p_<class>``) and per region weight (``w_<region>``). The
-    file is written under a temporary name and takes its place when every row is in. A no-op
-    without a path."""
-    from prepro.outputs import new_writer_id, temp_name
-
+    one column per class probability (``p_<class>``) and per region weight (``w_<region>``). A
+    regular file is written under a temporary name and takes its place when every row is in; ``-``
+    is standard output, and a pipe or a character device (or a link to one: /dev/stdout) is
+    written into, never replaced. A no-op without a path."""
     if path is None:
         yield lambda _pred: None
         return
-    tmp = temp_name(Path(path), new_writer_id())
-    try:
-        fh = open(tmp, "x", encoding="utf-8", newline="")
-    except OSError as e:
-        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
-    writer = csv.writer(fh)
-    extra = [f"p_{c}" for c in class_names] + [f"w_{r}" for r in regions]
-    empty = [""] * (len(CSV_HEADER) - 4 + len(extra))
+    with _csv_stream(path) as fh:
+        writer = csv.writer(fh)
+        extra = [f"p_{c}" for c in class_names] + [f"w_{r}" for r in regions]
+        empty = [""] * (len(CSV_HEADER) - 4 + len(extra))
 
-    def sink(pred: ImagePrediction) -> None:
-        where = [printable(pred.path), pred.frame, pred.time]
-        if not pred.faces:
-            writer.writerow(where + [0] + empty + [pred.error or ""])
-        for k, f in enumerate(pred.faces):
-            writer.writerow(where + [k + 1, *f.box, f.box_method, f.quality, f.label,
-                                     *f.probabilities.values(), *f.region_weights.values(), ""])
+        def sink(pred: ImagePrediction) -> None:
+            where = [printable(pred.path), pred.frame, pred.time]
+            if not pred.faces:
+                writer.writerow(where + [0] + empty + [pred.error or ""])
+            for k, f in enumerate(pred.faces):
+                writer.writerow(where + [k + 1, *f.box, f.box_method, f.quality, f.label,
+                                         *f.probabilities.values(), *f.region_weights.values(), ""])
 
-    try:
         writer.writerow([*CSV_HEADER, *extra, "error"])
         yield sink
+
+
+@contextmanager
+def _csv_stream(path: str):
+    """A text stream for ``path`` (see `prediction_csv`); a write error is an OutputError."""
+    import stat
+    import sys
+
+    try:
+        if path == "-":
+            yield sys.stdout
+            sys.stdout.flush()
+            return
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            mode = stat.S_IFREG
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            with open(path, "w", encoding="utf-8", newline="") as fh:
+                yield fh
+            return
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"--csv {printable(path)} is not a regular file, a pipe or a character device: "
+                              "choose a file")
+        with _replaced_when_done(Path(path)) as fh:
+            yield fh
+    except OSError as e:
+        raise OutputError(f"cannot write {printable(path)} ({e.strerror or e})") from None
+
+
+@contextmanager
+def _replaced_when_done(path: Path):
+    """A new file under a temporary name beside ``path``, renamed to ``path`` when the block ends
+    well and removed otherwise."""
+    from prepro.outputs import new_writer_id, temp_name
+
+    tmp = temp_name(path, new_writer_id())
+    fh = open(tmp, "x", encoding="utf-8", newline="")
+    try:
+        yield fh
         fh.close()
         os.replace(tmp, path)
-    except OSError as e:
-        fh.close()
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
     except BaseException:
         fh.close()
         tmp.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from prepro.errors import OutputError
@@ -25,6 +26,44 @@ LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "train_macro_f1", "val_l
               "seconds", "partial")
 CURVES_SOFTWARE = "faceblocks train"  # the PNG text tag curves.png carries
 RESULT_KEYS = {"run_dir", "epochs_done", "best_epoch", "best_val_macro_f1", "stop_reason", "last"}
+
+
+STOP_REASONS = ("epochs", "early stopping", "time budget")
+
+
+def _is_finite_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _log_row_ok(row: object, epoch: int) -> bool:
+    return (isinstance(row, dict) and set(LOG_FIELDS) <= set(row) and row["epoch"] == epoch
+            and all(_is_finite_number(row[k]) for k in LOG_FIELDS))
+
+
+def history_ok(history: object, epochs: int) -> bool:
+    """True when ``history`` holds one log row per epoch done, in order, every value a finite
+    number (what a resumed run continues, log.csv and curves.png are written from)."""
+    return (isinstance(history, list) and len(history) == epochs
+            and all(_log_row_ok(r, i + 1) for i, r in enumerate(history)))
+
+
+def result_problem(result: object) -> str | None:
+    """What is wrong with a result.json record (None when nothing): its keys, their types, a
+    number that is not finite, counts that disagree."""
+    if not isinstance(result, dict) or set(result) != RESULT_KEYS:
+        return f"not a table of {', '.join(sorted(RESULT_KEYS))}"
+    def count(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    done = result["epochs_done"] if count(result["epochs_done"]) else -1
+    checks = {"run_dir": isinstance(result["run_dir"], str), "epochs_done": done >= 0,
+              "best_epoch": count(result["best_epoch"]) and result["best_epoch"] <= done,
+              "best_val_macro_f1": _is_finite_number(result["best_val_macro_f1"])
+              and -1 <= result["best_val_macro_f1"] <= 1,
+              "stop_reason": isinstance(result["stop_reason"], str) and result["stop_reason"] in STOP_REASONS,
+              "last": result["last"] == {} or _log_row_ok(result["last"], done)}
+    bad = [k for k, ok in checks.items() if not ok]
+    return f"bad {', '.join(bad)}" if bad else None
 
 
 def stop_text(reason: str) -> str:
@@ -62,8 +101,34 @@ class RunFolder:
         runs, after a kill or an interrupt."""
         return self.result.is_file()
 
+    def read_result(self) -> dict:
+        """The run's result.json, checked (`result_problem`); a DataError when it is missing,
+        unreadable, or not a record a finished run writes."""
+        from prepro.errors import DataError
+
+        try:
+            result = finite_json(self.result.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {self.result} ({str(e)[:120]})") from None
+        problem = result_problem(result)
+        if problem:
+            raise DataError(f"{self.result} is damaged or not faceblocks' ({problem})")
+        return result
+
     def can_resume(self) -> bool:
         return self.last.is_file() and not self.finished()
+
+    def check_new(self) -> None:
+        """Raise OutputError when a new run here would replace a file: a run's (resume it or
+        overwrite it) or one of the user's under a run file's name."""
+        if self.holds_run():
+            raise OutputError(f"{self.path} already holds a run: resume it (--resume), overwrite it (--overwrite), "
+                              "or pick another folder")
+        present = [n for n in RUN_FILES if (self.path / n).exists() or (self.path / n).is_symlink()]
+        if present:
+            raise OutputError(f"{self.path} holds {', '.join(present)}, which a new run would replace: move "
+                              f"{'it' if len(present) == 1 else 'them'} away or pick another run folder "
+                              "(--overwrite replaces only files faceblocks provably wrote)")
 
     def check_replaceable(self) -> None:
         """Raise OutputError naming the first run file that faceblocks cannot prove it wrote."""
@@ -72,6 +137,14 @@ class RunFolder:
             if (p.exists() or p.is_symlink()) and not _is_own(p, name):
                 raise OutputError(f"{p} was not written by faceblocks train (or was changed since): --overwrite "
                                   "replaces only a run's own files; move it away or pick another run folder")
+
+
+def finite_json(text: str) -> object:
+    """``json.loads`` that refuses NaN and Infinity (ValueError): no record of faceblocks' holds them."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not a finite number")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _is_own(p: Path, name: str) -> bool:

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from prepro.errors import DivergedError, FaceblocksError, InputError, OutputError
+from prepro.errors import DivergedError, FaceblocksError, InputError
 from prepro.outputs import atomic_write_text, output_lock
 from prepro.shards import Manifest
 from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -115,11 +115,10 @@ def _config(run_dir: Path, cfg: TrainConfig | None, resume: bool | dict, overwri
     place a run is resumed: ``resume`` may be a dict of run-control changes (e.g. more epochs)."""
     folder = RunFolder(run_dir)
     if not resume:
-        if folder.holds_run() and not overwrite:
-            raise OutputError(f"{run_dir} already holds a run: resume it (--resume), overwrite it (--overwrite), "
-                              "or pick another folder")
         if overwrite:
             folder.check_replaceable()
+        else:
+            folder.check_new()
         return cfg if cfg is not None else TrainConfig(), None
     if not folder.last.is_file():
         raise InputError(f"{run_dir} holds no last.pt to resume: train without --resume to start a new run")
