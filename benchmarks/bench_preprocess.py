@@ -7,7 +7,8 @@ fresh folder each time, so its figures include every cost a user pays.
 
     python benchmarks/bench_preprocess.py fer2013 --images 3000 --repeats 3 --jobs 2
     python benchmarks/bench_preprocess.py fer2013 --images 0 --repeats 1 --jobs 2    # all 28,709
-    python benchmarks/bench_preprocess.py large --repeats 3 --jobs 2
+    python benchmarks/bench_preprocess.py large --repeats 3 --jobs 2 --copies 3
+    python benchmarks/bench_preprocess.py budget --images 1000 --repeats 3    # per image, one process
 
 Figures and the commands that produced them are in BENCHMARKS.md.
 """
@@ -169,38 +170,86 @@ def make_large_photos(dst: Path, n: int = 48, seed: int = 0) -> list[str]:
     return out
 
 
+def _fer_items(n: int) -> list:
+    """``n`` FER2013 train items (every k-th of the sorted tree)."""
+    from prepro.readers import list_source
+    from prepro.specs import load_spec
+
+    items = [it for it in list_source(str(DATA / "fer2013"), spec=load_spec("fer2013")).items if it.split == "train"]
+    return items[:: max(1, len(items) // n)][:n]
+
+
+def _worker_setup(mode: str, extra: tuple[str, ...] = ()) -> tuple:
+    from prepro.config import PreprocessConfig
+    from prepro.landmarks import LandmarkModelFile
+
+    kw = {"second_look": True} if "--second-look" in extra else {}
+    settings = PreprocessConfig(face=mode, **kw).cut_settings(pre_cropped=True)
+    return settings, str(LandmarkModelFile.default().path)
+
+
+def _chunked(items: list, settings, model: str, chunk: int = 64) -> None:
+    from prepro.worker import process_chunk
+
+    for a in range(0, len(items), chunk):
+        process_chunk(a, [(it, None) for it in items[a:a + chunk]], settings, model)
+
+
 def profile(n: int, mode: str) -> None:
     """Where one worker's time goes: cProfile of `prepro.worker.process_chunk` on ``n`` FER2013
-    train images (every k-th of the sorted tree), one process, the models already loaded."""
+    train images in chunks of 64 (the default), one process, the models already loaded."""
     import cProfile
     import pstats
 
-    from prepro.config import PreprocessConfig
-    from prepro.landmarks import LandmarkModelFile
-    from prepro.readers import list_source
-    from prepro.specs import load_spec
-    from prepro.worker import process_chunk
-
-    items = list_source(str(DATA / "fer2013"), spec=load_spec("fer2013")).items
-    items = [it for it in items if it.split == "train"]
-    items = items[:: max(1, len(items) // n)][:n]
-    settings = PreprocessConfig(face=mode).cut_settings(pre_cropped=True)
-    model = str(LandmarkModelFile.default().path)
-    process_chunk(0, [(it, None) for it in items[:20]], settings, model)  # load the models first
+    items = _fer_items(n)
+    settings, model = _worker_setup(mode)
+    _chunked(items[:64], settings, model)  # load the models first
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
-    process_chunk(0, [(it, None) for it in items], settings, model)
+    _chunked(items, settings, model)
     prof.disable()
     secs = time.perf_counter() - t0
     print(f"{mode}: {1000 * secs / len(items):.2f} ms an image in one process ({len(items)} images)")
     pstats.Stats(prof).sort_stats("tottime").print_stats(18)
 
 
+def budget(n: int, mode: str, repeats: int) -> dict:
+    """Per image, one process, no profiler: the whole worker (decode to deflated blocks) against
+    dlib's predictor alone, run on the same images from the same start boxes in the same loop;
+    medians of ``repeats``. The issue's goal: everything but the predictor at most 15% of a call."""
+    from prepro.image_io import decode_gray
+    from prepro.landmark_models import estimate_start_boxes, load_landmark_models
+    from prepro.landmarks import LandmarkModelFile, _rect
+
+    items = _fer_items(n)
+    settings, model = _worker_setup(mode)
+    _chunked(items[:64], settings, model)
+    grays = [decode_gray(it.path).gray for it in items]
+    rects = [_rect(b, g) for b, g in zip(estimate_start_boxes(grays, load_landmark_models()), grays)]
+    predictor = LandmarkModelFile.default().load()
+    whole, alone = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _chunked(items, settings, model)
+        whole.append((time.perf_counter() - t0) / len(items))
+        t0 = time.perf_counter()
+        for g, r in zip(grays, rects):
+            predictor(g, r)
+        alone.append((time.perf_counter() - t0) / len(items))
+    w, a = statistics.median(whole), statistics.median(alone)
+    out = {"mode": mode, "images": len(items), "worker_ms": 1e3 * w, "predictor_ms": 1e3 * a,
+           "rest_ms": 1e3 * (w - a), "rest_share_of_a_call": (w - a) / a}
+    print(f"{mode}: worker {out['worker_ms']:.2f} ms an image, predictor alone {out['predictor_ms']:.2f} ms, "
+          f"the rest {out['rest_ms']:.2f} ms = {100 * out['rest_share_of_a_call']:.0f}% of a predictor call")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=["fer2013", "large", "profile"])
-    ap.add_argument("--mode-profile", default="aligned", help="profile: the face mode profiled")
+    ap.add_argument("case", choices=["fer2013", "large", "profile", "budget"])
+    ap.add_argument("--mode-profile", default="aligned", help="profile, budget: the face mode measured")
+    ap.add_argument("--copies", type=int, default=1, help="large: copies of each photo (3 amortise start-up)")
     ap.add_argument("--images", type=int, default=3000, help="FER2013 train images (0 = all)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
@@ -216,6 +265,9 @@ def main() -> None:
     if args.case == "profile":
         profile(args.images, args.mode_profile)
         return
+    if args.case == "budget":
+        budget(args.images, args.mode_profile, args.repeats)
+        return
     work = Path(tempfile.mkdtemp(prefix="fb-bench-src-"))
     try:
         if args.case == "fer2013":
@@ -225,6 +277,9 @@ def main() -> None:
             source, fmt, dataset = str(work / "src"), "folder", "fer2013"
         else:
             paths = make_large_photos(work / "src")
+            # Copies amortise the fixed start-up (workers, model loading) as a long run would.
+            paths += [shutil.copyfile(p, p.replace(".jpg", f"_copy{k}.jpg")) for k in range(1, args.copies)
+                      for p in list(paths)]
             source, fmt, dataset = str(work / "src" / "photos"), "flat", None
         n = len(paths)
         results: dict = {"case": args.case, "images": n, "jobs": args.jobs, "cpus": os.cpu_count()}

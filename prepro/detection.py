@@ -32,6 +32,8 @@ from prepro.errors import InputError
 from prepro.settings import check, setting
 
 DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: the CNN only where HOG finds no face
+SEARCHES = ("full", "coarse-fine")
+COARSE_REGION = 1.0  # coarse-fine: the fine scale searches this many face sides around each coarse face
 CNN_MODEL_FILE = "mmod_human_face_detector.dat"
 WINDOW = 80  # pixels: the face size both detectors are built for
 CROP_PAD = 0.25  # border around a face crop, as a fraction of its side
@@ -91,6 +93,11 @@ class DetectorSettings:
     min_face_frac: float = setting(0.06, "... or this fraction of the photo's longer side, whichever is larger "
                                    "(large photos are not searched for tiny faces)", "float", low=0, high=1)
 
+    search: str = setting("full", "full: the whole photo at the scale of the smallest face wanted; coarse-fine: "
+                          "in a photo large enough that --min-face-frac sets that scale, a pass at half the scale, "
+                          "then the fine scale only around the faces it found (the whole photo when none): faster, "
+                          "but a small face far from any larger one is missed", "str", choices=SEARCHES)
+
     small_image_side: int = 128  # images no larger than this are face crops (padded and enlarged)
 
     def __post_init__(self) -> None:
@@ -120,25 +127,92 @@ def _detect_with(gray: np.ndarray, kind: str, settings: DetectorSettings, decode
     import cv2
 
     h, w = gray.shape
-    pad = 0
     if max(h, w) <= settings.small_image_side:
         pad = round(CROP_PAD * max(h, w))
-        img = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-        k = CROP_SIDE / max(h, w)
+        framed = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        dets = _detect_scaled(framed, kind, CROP_SIDE / max(h, w), (pad, pad))
     else:
-        img = gray
         k = detection_scale(h, w, decode_scale, settings)
+        # Coarse-fine only where the smallest face wanted is a fraction of the photo (a large photo):
+        # a small photo is searched for faces of a few dozen pixels, which a coarse pass cannot see.
+        relative = settings.min_face_frac * max(h, w) > settings.min_face * decode_scale
+        dets = (_coarse_then_fine(gray, kind, k) if settings.search == "coarse-fine" and relative
+                else _detect_scaled(gray, kind, k))
+    return sorted(dets, key=lambda d: d.area, reverse=True)
+
+
+def _detect_scaled(img: np.ndarray, kind: str, k: float, origin: tuple[float, float] = (0.0, 0.0)) -> list[Detection]:
+    """The faces in ``img`` resized by ``k``, in the pixels of the image whose pixel ``origin``
+    (x, y) is ``img``'s top left (a framed crop: minus its border; a region: plus its corner)."""
+    import cv2
+
+    ih, iw = img.shape
     if k != 1.0:
-        ih, iw = img.shape
         size = (max(1, round(iw * k)), max(1, round(ih * k)))
         img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-    sx = img.shape[1] / (w + 2 * pad)
-    sy = img.shape[0] / (h + 2 * pad)
-    raw = _run(kind, img)
-    # Detector pixels back to the given image: undo the scale, then the border.
-    dets = [Detection((l / sx - pad, t / sy - pad, r / sx - pad, b / sy - pad), score, kind)
-            for l, t, r, b, score in raw]
-    return sorted(dets, key=lambda d: d.area, reverse=True)
+    sx, sy = img.shape[1] / iw, img.shape[0] / ih
+    ox, oy = origin
+    # Detector pixels back to the given image: undo the scale, then the border or corner.
+    return [Detection((l / sx - ox, t / sy - oy, r / sx - ox, b / sy - oy), score, kind)
+            for l, t, r, b, score in _run(kind, img)]
+
+
+def _coarse_then_fine(gray: np.ndarray, kind: str, k: float) -> list[Detection]:
+    """`search = coarse-fine`: the whole photo at half the scale ``k`` (a quarter of the pixels;
+    it finds faces of twice the smallest size and up), then scale ``k`` only in the regions around
+    the faces found (the whole photo when none are)."""
+    coarse = _detect_scaled(gray, kind, k / 2)
+    if not coarse:
+        return _detect_scaled(gray, kind, k)
+    h, w = gray.shape
+    fine: list[Detection] = []
+    for x0, y0, x1, y1 in _merged_regions([_around(d.box, w, h) for d in coarse]):
+        fine += _detect_scaled(gray[y0:y1, x0:x1], kind, k, (-x0, -y0))
+    found = _distinct(fine)
+    return found + [d for d in coarse if all(_iou(d.box, f.box) < 0.3 for f in found)]
+
+
+def _around(box: tuple[float, float, float, float], w: int, h: int) -> tuple[int, int, int, int]:
+    side = box[2] - box[0]
+    m = COARSE_REGION * side
+    return (max(0, int(box[0] - m)), max(0, int(box[1] - m)), min(w, int(math.ceil(box[2] + m))),
+            min(h, int(math.ceil(box[3] + m))))
+
+
+def _merged_regions(regions: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Overlapping regions joined into their bounding rectangles, until none overlap."""
+    out = list(regions)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return out
+
+
+def _distinct(dets: list[Detection]) -> list[Detection]:
+    """Detections with the lower-scoring one of each overlapping pair (IoU > 0.5) left out."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: d.score, reverse=True):
+        if all(_iou(d.box, o.box) <= 0.5 for o in kept):
+            kept.append(d)
+    return kept
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _run(kind: str, img: np.ndarray) -> list[tuple[float, float, float, float, float]]:

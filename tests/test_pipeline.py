@@ -124,7 +124,9 @@ def _same_attrs(a: Path, b: Path) -> None:
         with h5py.File(a / ra.file, "r") as fa, h5py.File(b / rb.file, "r") as fb:
             x, y = dict(fa.attrs), dict(fb.attrs)
             assert x.pop("writer_id") != y.pop("writer_id")
-            assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
+            assert x.keys() == y.keys(), (x.keys(), y.keys())
+            assert all(np.array_equal(x[k], y[k]) for k in x), [(k, x[k], y[k]) for k in x
+                                                                  if not np.array_equal(x[k], y[k])]
 
 
 def _records(out: Path) -> list[tuple[str, str, int]]:
