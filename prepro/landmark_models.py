@@ -192,12 +192,22 @@ def _aligned_target() -> np.ndarray:
 
 def similarity_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The least-squares similarity transform (2x3) taking points ``src`` onto ``dst``."""
-    s, d = src - src.mean(0), dst - dst.mean(0)
-    zs, zd = s[:, 0] + 1j * s[:, 1], d[:, 0] + 1j * d[:, 1]
-    denom = float((np.conj(zs) @ zs).real)
-    a = (np.conj(zs) @ zd) / denom if denom > 1e-12 else 0j
-    rot = np.array([[a.real, -a.imag], [a.imag, a.real]])
-    return np.hstack([rot, (dst.mean(0) - rot @ src.mean(0))[:, None]])
+    return similarities_to(np.asarray(src, np.float64)[None], dst)[0]
+
+
+def similarities_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """`similarity_to` for each of N point sets (N x K x 2) onto the same ``dst``: N x 2 x 3.
+    In complex form the rotation and scale is a = <s, d> / <s, s> of the centred points."""
+    s_mean, d_mean = src.mean(axis=1), dst.mean(axis=0)
+    s, d = src - s_mean[:, None], dst - d_mean
+    denom = (s * s).sum(axis=(1, 2))
+    re = (s[..., 0] * d[:, 0] + s[..., 1] * d[:, 1]).sum(axis=1)
+    im = (s[..., 0] * d[:, 1] - s[..., 1] * d[:, 0]).sum(axis=1)
+    ok = denom > 1e-12
+    re, im = np.where(ok, re / np.where(ok, denom, 1.0), 0.0), np.where(ok, im / np.where(ok, denom, 1.0), 0.0)
+    rot = np.stack([np.stack([re, -im], axis=1), np.stack([im, re], axis=1)], axis=1)
+    shift = d_mean - np.einsum("nij,nj->ni", rot, s_mean)
+    return np.concatenate([rot, shift[:, :, None]], axis=2)
 
 
 def appearance_features(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -210,11 +220,11 @@ def appearance_features_many(grays: list[np.ndarray], landmarks: np.ndarray) -> 
     """`appearance_features` of face i in ``grays[i]`` for each of the N x 68 x 2 ``landmarks``."""
     import cv2
 
-    target = _aligned_target()
+    maps = similarities_to(np.asarray(landmarks, np.float64), _aligned_target())
     crops = np.empty((len(grays), ALIGNED_SIDE, ALIGNED_SIDE), np.uint8)
-    for i, (gray, marks) in enumerate(zip(grays, landmarks)):
-        crops[i] = cv2.warpAffine(gray, similarity_to(marks, target), (ALIGNED_SIDE, ALIGNED_SIDE),
-                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    for i, (gray, m) in enumerate(zip(grays, maps)):
+        crops[i] = cv2.warpAffine(gray, m, (ALIGNED_SIDE, ALIGNED_SIDE), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
     c = crops.reshape(len(grays), -1).astype(np.float32)
     c = (c - c.mean(axis=1, keepdims=True)) / (c.std(axis=1, keepdims=True) + 2.0)
     return np.concatenate([c, gradient_histograms_many(crops, ALIGNED_SIDE // 4)], axis=1)
