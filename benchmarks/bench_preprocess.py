@@ -9,6 +9,7 @@ fresh folder each time, so its figures include every cost a user pays.
     python benchmarks/bench_preprocess.py fer2013 --images 0 --repeats 1 --jobs 2    # all 28,709
     python benchmarks/bench_preprocess.py large --repeats 3 --jobs 2 --copies 3
     python benchmarks/bench_preprocess.py budget --images 1000 --repeats 3    # per image, one process
+    python benchmarks/bench_preprocess.py driver --repeats 5                  # the shard recorder's ceiling
 
 Figures and the commands that produced them are in BENCHMARKS.md.
 """
@@ -245,9 +246,52 @@ def budget(n: int, mode: str, repeats: int) -> dict:
     return out
 
 
+def driver_ceiling(shard_size: int, repeats: int) -> dict:
+    """What the process that records the shards can keep up with, in samples/s: with joblib it
+    writes every shard itself (`write_task_shard`: HDF5 of packed blocks, fsync, SHA-256, then the
+    manifest), on Dask it only records the record a worker returns (`ShardRecorder.record`: the
+    manifest). Real FER2013 blocks, packed as workers pack them; medians of ``repeats``."""
+    from prepro.outputs import new_writer_id
+    from prepro.shards import SHARD_DIR, Manifest
+    from prepro.writer import ShardRecorder, plan_shards, task_attrs, write_task_shard
+
+    items = _fer_items(shard_size)
+    settings, model = _worker_setup("aligned")
+    from prepro.worker import process_chunk
+
+    results = process_chunk(0, [(it, None) for it in items], settings, model)[1]
+    out = Path(tempfile.mkdtemp(prefix="fb-driver-"))
+    try:
+        m = Manifest(params={}, source={}, label_names=["angry", "disgust", "fear", "happy", "sad", "surprise",
+                                                         "neutral", "contempt"], split_names=["train", "val", "test"],
+                     box_methods=["hog", "cnn", "estimated", "estimated_fallback", "given"],
+                     block_sizes={"eyes": [16, 48], "mouth": [16, 32], "face": [48, 48]}, landmark_model={},
+                     writer_id=new_writer_id())
+        (out / SHARD_DIR).mkdir(parents=True)
+        recorder = ShardRecorder(out, m)
+        write_s, record_s = [], []
+        for _ in range(repeats):
+            task = plan_shards(out, m, items, shard_size)[0]
+            t0 = time.perf_counter()
+            outcome = write_task_shard(out, task, results, task_attrs(m, task), m.writer_id)
+            write_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            recorder.record(outcome)
+            record_s.append(time.perf_counter() - t0)
+        w, r = statistics.median(write_s), statistics.median(record_s)
+        res = {"shard_size": shard_size, "joblib_driver_samples_per_s": shard_size / (w + r),
+               "dask_driver_samples_per_s": shard_size / r, "write_ms": 1e3 * w, "record_ms": 1e3 * r}
+        print(f"shard of {shard_size}: writing it {res['write_ms']:.0f} ms, recording it {res['record_ms']:.1f} ms; "
+              f"driver ceiling {res['joblib_driver_samples_per_s']:.0f} samples/s writing the shards itself (joblib), "
+              f"{res['dask_driver_samples_per_s']:.0f} samples/s recording what the workers wrote (Dask)")
+        return res
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("case", choices=["fer2013", "large", "profile", "budget"])
+    ap.add_argument("case", choices=["fer2013", "large", "profile", "budget", "driver"])
     ap.add_argument("--mode-profile", default="aligned", help="profile, budget: the face mode measured")
     ap.add_argument("--copies", type=int, default=1, help="large: copies of each photo (3 amortise start-up)")
     ap.add_argument("--images", type=int, default=3000, help="FER2013 train images (0 = all)")
@@ -267,6 +311,9 @@ def main() -> None:
         return
     if args.case == "budget":
         budget(args.images, args.mode_profile, args.repeats)
+        return
+    if args.case == "driver":
+        driver_ceiling(1024, args.repeats)
         return
     work = Path(tempfile.mkdtemp(prefix="fb-bench-src-"))
     try:
