@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from prepro import shards
 from prepro.faces import CutSettings
 from prepro.landmarks import LandmarkModelFile
@@ -72,3 +74,49 @@ def test_a_worker_writes_its_own_shard(tmp_path: Path) -> None:
 
     with h5py.File(out / task.file, "r") as f:
         assert f["eyes"].shape == (2, 16, 48) and list(f["source"].asstr()[()]) == [it.source_id for it in items[:2]]
+
+
+def test_a_chunk_gives_what_its_images_give_one_at_a_time(tmp_path: Path) -> None:
+    """The chunked worker: a chunk holding a broken file, a decompression bomb, a 1x1 image, a
+    missing file, a CSV row of bad pixels and good faces gives the same samples and failures, in
+    the same order, as cutting each image alone."""
+    import struct
+    import zlib
+
+    import cv2
+    from skimage import data
+
+    from prepro.worker import process_chunk
+
+    face = cv2.resize(data.astronaut()[20:220, 150:330, 1], (48, 48), interpolation=cv2.INTER_AREA)
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"good-0.png": face, "good-1.jpg": np.ascontiguousarray(face[:, ::-1]), "tiny.png": face[:1, :1]}
+    for name, img in files.items():
+        cv2.imwrite(str(src / name), img)
+    (src / "broken.jpg").write_bytes((src / "good-1.jpg").read_bytes()[:300])
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    (src / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    names = ["good-0.png", "broken.jpg", "bomb.png", "tiny.png", "missing.png", "good-1.jpg"]
+    items = [RawItem(source_id=n, path=str(src / n), label="happy", split="train", subject=None) for n in names]
+    payload = [(it, None) for it in items]
+    csv_item = RawItem(source_id="rows.csv:row=1", path=str(src / "rows.csv"), label="happy", split="train",
+                       subject=None)
+    payload.append((csv_item, "1 2 3"))  # not 48x48 pixels
+    settings, model = CutSettings(face_mode="aligned"), str(LandmarkModelFile.default().path)
+    together = process_chunk(0, payload, settings, model)[1]
+    alone = [process_chunk(0, [p], settings, model)[1][0] for p in payload]
+    assert [type(r).__name__ for r in together] == ["Sample", "Failure", "Failure", "Failure", "Failure", "Sample",
+                                                    "Failure"]
+    for a, b in zip(together, alone):
+        assert type(a) is type(b)
+        if isinstance(a, Failure):
+            assert (a.source, a.reason) == (b.source, b.reason)
+        else:
+            assert a.source == b.source and a.eyes == b.eyes and a.mouth == b.mouth and a.face == b.face
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
+            assert abs(a.quality - b.quality) < 1e-9
+    reasons = {a.source: a.reason for a in together if isinstance(a, Failure)}
+    assert "too large" in reasons["bomb.png"] and "too small" in reasons["tiny.png"]
+    assert "truncated" in reasons["broken.jpg"] and "unreadable" in reasons["missing.png"]
