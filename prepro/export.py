@@ -293,6 +293,9 @@ class _Out:
         try:
             p.write_bytes(data)
         except OSError as e:
+            # What was written of it is a cut file (a full disk): never leave it looking like an export.
+            if p.is_file() and not p.is_symlink():
+                p.unlink(missing_ok=True)
             raise OutputError(f"cannot write {p} ({e.strerror or e})") from None
         self.files[rel] = hashlib.sha256(data).hexdigest()
 

@@ -293,3 +293,28 @@ def test_cli_export(shards, tmp_path):
     assert r.exit_code == 1 and "allowed" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["export", "-h"])
     assert r.exit_code == 0 and "Example" in r.output
+
+
+def test_a_full_disk_leaves_no_partial_png(shards, tmp_path, monkeypatch):
+    """The disk fills while a PNG is written: the message says so, and the cut file is removed."""
+    import errno
+
+    real = Path.write_bytes
+    calls = {"n": 0}
+
+    def filling(self, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with open(self, "wb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", filling)
+    with pytest.raises(OutputError, match="No space left on device"):
+        export_blocks(shards, tmp_path / "out", fmt="png", progress=False)
+    written = [p for p in (tmp_path / "out").rglob("*.png")]
+    assert len(written) == 2 and all(p.stat().st_size > 0 for p in written)
+    for p in written:
+        with open(p, "rb") as f:
+            assert f.read()[-8:-4] == b"IEND"  # complete files only
