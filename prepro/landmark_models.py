@@ -168,16 +168,23 @@ def gradient_histograms_many(imgs: np.ndarray, cell: int = FEATURE_CELL) -> np.n
     f = imgs.astype(np.float32)
     # The [-1, 0, 1] derivative with OpenCV's reflect-101 border (zero in the first and last
     # row/column): what cv2.Sobel(ksize=1) gives, for the whole stack at once.
-    gx = np.zeros_like(f)
-    gy = np.zeros_like(f)
-    gx[:, :, 1:-1] = f[:, :, 2:] - f[:, :, :-2]
-    gy[:, 1:-1, :] = f[:, 2:, :] - f[:, :-2, :]
+    gx = np.empty_like(f)
+    gy = np.empty_like(f)
+    np.subtract(f[:, :, 2:], f[:, :, :-2], out=gx[:, :, 1:-1])
+    np.subtract(f[:, 2:, :], f[:, :-2, :], out=gy[:, 1:-1, :])
+    gx[:, :, 0] = gx[:, :, -1] = 0.0
+    gy[:, 0, :] = gy[:, -1, :] = 0.0
     mag, ang = cv2.cartToPolar(gx.reshape(-1, side), gy.reshape(-1, side))
-    b = np.minimum((np.mod(ang, np.pi) * (ORIENTATIONS / np.pi)).astype(np.intp), ORIENTATIONS - 1)
+    # Orientation bins, in place and in float32 as before: floor(mod(angle, pi) * 9 / pi), at most 8.
+    np.mod(ang, np.float32(np.pi), out=ang)
+    ang *= np.float32(ORIENTATIONS / np.pi)
+    b = ang.astype(np.intp)
+    np.minimum(b, ORIENTATIONS - 1, out=b)
     n = side // cell
     per_image = n * n * ORIENTATIONS
-    index = (_cell_index(side, cell)[None] + b.reshape(n_img, side, side)
-             + (np.arange(n_img) * per_image)[:, None, None])
+    index = b.reshape(n_img, side, side)
+    index += _cell_index(side, cell)[None]
+    index += (np.arange(n_img) * per_image)[:, None, None]
     h = np.bincount(index.ravel(), weights=mag.ravel(), minlength=n_img * per_image)
     h = h.reshape(n_img, n, n, ORIENTATIONS)
     blocks = np.concatenate([h[:, :-1, :-1], h[:, 1:, :-1], h[:, :-1, 1:], h[:, 1:, 1:]], axis=3)
