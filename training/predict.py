@@ -416,7 +416,6 @@ def draw(picture: np.ndarray, scale: float, pred: ImagePrediction, cut) -> np.nd
     return img
 
 
-<<<<<<< HEAD
 _PAD = 2  # pixels between a label's text and its ground
 
 
@@ -499,10 +498,12 @@ def colour_picture(pred: ImagePrediction, cut) -> np.ndarray:
     import cv2
     from PIL import Image, ImageOps
 
+    from prepro.image_io import DECODED_FORMATS
+
     if pred.frame is not None or not isinstance(pred.path, str) or not os.path.isfile(pred.path):
         return cut.gray
     try:
-        with Image.open(pred.path) as im:
+        with Image.open(pred.path, formats=DECODED_FORMATS) as im:
             if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "PA"):
                 return cut.gray  # a grey picture: its grey is the whole of it
             rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
@@ -513,7 +514,8 @@ def colour_picture(pred: ImagePrediction, cut) -> np.ndarray:
     bgr = np.ascontiguousarray(rgb[..., ::-1])
     h, w = cut.gray.shape[:2]
     return bgr if bgr.shape[:2] == (h, w) else cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
-=======
+
+
 ANNOTATION_SOFTWARE = "faceblocks predict"  # the PNG text tag that proves an annotated copy is faceblocks'
 
 
@@ -542,7 +544,6 @@ def is_own_annotation(path: Path) -> bool:
             return im.format == "PNG" and im.info.get("Software") == ANNOTATION_SOFTWARE
     except (OSError, UnidentifiedImageError, ValueError):
         return False
->>>>>>> train-hostile
 
 
 class _Annotator:
