@@ -83,7 +83,7 @@ def _shipped_entries() -> dict[str, dict[str, Any]]:
 
 def parameter_count(ckpt: dict[str, Any]) -> int:
     """The parameters of a checkpoint's network, counted on torch's meta device (no weights loaded)."""
-    from architectures.registry import check_model_arguments
+    from architectures import check_model_arguments
 
     return check_model_arguments(ckpt["arch"], ckpt["num_classes"], ckpt["model_kwargs"])
 
