@@ -486,7 +486,7 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
         cfg = settings_from(cfg_cls, {**params, "progress": not quiet})
     result = train_run(shards_dir, run_dir, cfg, resume=(changes or True) if resume else False, overwrite=overwrite,
                        log=_say(False))
-    from training.run_folder import stop_text
+    from training.run_records import stop_text
 
     why = stop_text(result.stop_reason)
     click.echo(f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "

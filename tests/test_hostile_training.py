@@ -460,7 +460,7 @@ def test_forged_record_values_are_refused_never_raised(chain_project: Path) -> N
     from hypothesis import strategies as st
 
     from training.evaluate import metrics_problem
-    from training.run_folder import history_ok, result_problem
+    from training.run_records import history_ok, result_problem
 
     result = json.loads((chain_project / "out" / "run" / "result.json").read_text())
     metrics = json.loads((chain_project / "out" / "eval-test" / "metrics.json").read_text())

@@ -136,7 +136,8 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     ``tta_flip`` None follows the model (`model_tta_flip`).
     """
     from prepro.shards import Manifest
-    from training.checkpoint import build_model_from_checkpoint, require_finite_outputs, resolve_checkpoint
+    from training.checkpoint import build_model_from_checkpoint, require_finite_outputs
+    from training.model_names import resolve_checkpoint
 
     ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
     manifest = Manifest.load(shards_dir)
@@ -255,7 +256,7 @@ def _metrics(pred: np.ndarray, y: np.ndarray, region_w: np.ndarray, class_names:
 def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
     """A metrics.json that `evaluate` wrote, checked (`metrics_problem`); None when it is missing,
     unreadable or not such a record, so that a caller evaluates again instead of trusting it."""
-    from training.run_folder import finite_json
+    from training.run_records import finite_json
 
     try:
         metrics = finite_json(Path(path).read_text(encoding="utf-8"))

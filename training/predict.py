@@ -93,7 +93,8 @@ class Classifier:
 
     def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None):
         from prepro.blocks import BlockConfig
-        from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
+        from training.checkpoint import build_model_from_checkpoint
+        from training.model_names import resolve_checkpoint
         from training.errors import CheckpointError
         from training.evaluate import model_tta_flip, resolve_device
 

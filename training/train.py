@@ -35,7 +35,8 @@ from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, 
                            normalize, to_float)
 from training.evaluate import amp_context, check_block_sizes, predict_batches, resolve_device, scores
 
-from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, LOG_FIELDS, RunFolder
+from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
+from training.run_records import LOG_FIELDS
 
 
 @dataclass
