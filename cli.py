@@ -1,4 +1,5 @@
-"""The `faceblocks` command: a thin click layer over the `prepro`, `architectures` and `training` libraries.
+"""The `faceblocks` command: a thin click layer over the `prepro`, `architectures`, `training` and
+`inference` libraries.
 
 Options that set up preprocessing or training are generated from the settings dataclasses
 (`prepro.config`, `training.config`; see `prepro.settings`), so each option is defined once. Every
@@ -596,7 +597,7 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
       faceblocks predict fer2013 group.jpg --annotate annotated/
       faceblocks predict fer2013 clip.mp4 --every 5 --csv clip.csv --annotate clip-labelled.mp4
     """
-    from training.predict import PredictOptions, predict as predict_run
+    from inference.predict import PredictOptions, predict as predict_run
 
     if as_json and csv_path == "-":
         raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
@@ -789,7 +790,7 @@ def export_model(model, out, fmt, opset, overwrite, no_check):
       faceblocks export-model runs/fer2013/best.pt fer2013.pt --format torchscript
       faceblocks export-model runs/fer2013 fer2013.onnx --opset 13 --overwrite
     """
-    from training.export_model import export_model as export_checkpoint
+    from inference.export_model import export_model as export_checkpoint
 
     exported = export_checkpoint(model, out, fmt=fmt, opset=opset, overwrite=overwrite, check=not no_check)
     for line in exported.summary_lines():

@@ -23,10 +23,11 @@ def package_dirs() -> list[Path]:
     writes there (a shipped model's folder is no run folder)."""
     import architectures
     import faceblocks
+    import inference
     import prepro
     import training
 
-    packages = (faceblocks, prepro, training, architectures)
+    packages = (faceblocks, prepro, training, inference, architectures)
     return [Path(m.__file__).resolve().parent for m in packages] + [MODELS_DIR]
 
 
