@@ -1,4 +1,5 @@
-"""The `faceblocks` command: a thin click layer over the `prepro`, `architectures` and `training` libraries.
+"""The `faceblocks` command: a thin click layer over the `prepro`, `architectures`, `training` and
+`inference` libraries.
 
 Options that set up preprocessing or training are generated from the settings dataclasses
 (`prepro.config`, `training.config`; see `prepro.settings`), so each option is defined once. Every
@@ -17,8 +18,10 @@ from typing import Any, Callable
 import click
 
 from prepro import __version__
+from prepro.click_options import (device_option, json_option, min_quality_option, overwrite_option, quiet_option,
+                                   setting_option, settings_from, settings_options, strict_option, tta_flip_option)
 from prepro.errors import FaceblocksError
-from prepro.settings import Option, options, parse_size
+from prepro.settings import options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -96,81 +99,6 @@ def main() -> None:
     _stop_on_termination()
 
 
-# ---------------------------------------------------------------------------------------------
-# Options generated from settings classes
-
-
-def _click_option(o: Option, default_override: Any = ..., required_none: bool = False) -> Callable:
-    spec = o.spec
-    default = o.default if default_override is ... else default_override
-    kw: dict[str, Any] = {"help": spec.help[0].upper() + spec.help[1:] + ".", "show_default": default is not None}
-    decls = list(o.cli)
-    if spec.kind == "bool":
-        if len(decls) == 1 and "/" not in decls[0] and default:
-            decls = [f"{decls[0]}/--no-{decls[0][2:]}"]  # on by default: the option turns it off
-        if "/" not in decls[0]:
-            kw["is_flag"] = True
-        kw["default"] = bool(default)
-    elif spec.kind in ("int", "float"):
-        rng = click.IntRange if spec.kind == "int" else click.FloatRange
-        kw["type"] = rng(spec.low, spec.high)
-        kw["default"] = default
-    elif spec.kind == "str" and spec.choices:
-        kw["type"] = click.Choice(list(spec.choices))
-        kw["default"] = default
-    elif spec.kind == "size":
-        kw["default"] = None if default is None else f"{default[0]}x{default[1]}"
-        kw["metavar"] = "HxW"
-    elif spec.kind == "str_list":
-        kw["default"] = None if default is None else ",".join(default)
-        kw["metavar"] = "A,B,..."
-    elif spec.kind == "dict":
-        kw["default"] = None if default is None else json.dumps(default)
-        kw["metavar"] = "JSON"
-    else:
-        kw["default"] = default
-    if required_none:
-        kw["default"], kw["show_default"] = None, False
-    return click.option(*decls, o.name, **kw)
-
-
-def settings_options(*classes: type, skip: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> Callable:
-    """Click options for every setting of ``classes`` (nested ones flattened), but ``skip``;
-    ``overrides`` get no default (None: keep what the checkpoint says)."""
-    def decorate(f: Callable) -> Callable:
-        for cls in reversed(classes):
-            for o in reversed(options(cls)):
-                if o.name not in skip:
-                    f = _click_option(o, required_none=o.name in overrides)(f)
-        return f
-    return decorate
-
-
-def _cli_value(o: Option, v: Any) -> Any:
-    """A click value as the settings check expects it (comma lists, JSON text)."""
-    if v is None:
-        return None
-    if o.spec.kind == "str_list" and isinstance(v, str):
-        return [x.strip() for x in v.split(",") if x.strip()]
-    if o.spec.kind == "dict" and isinstance(v, str):
-        try:
-            return json.loads(v)
-        except ValueError as e:
-            raise click.BadParameter(f"{v!r} is not a JSON object ({e})", param_hint=o.cli[-1]) from None
-    if o.spec.kind == "size" and isinstance(v, str) and parse_size(v) is None:
-        raise click.BadParameter(f"{v!r} is not HEIGHTxWIDTH, e.g. 32x96", param_hint=o.cli[-1])
-    return v
-
-
-def settings_from(cls: type, params: dict[str, Any], only_given: set[str] | None = None) -> Any:
-    """Build settings class ``cls`` from click ``params`` (just the options in ``only_given`` if set)."""
-    from prepro.settings import from_mapping
-
-    values = {o.name: _cli_value(o, params[o.name]) for o in options(cls)
-              if o.name in params and (only_given is None or o.name in only_given)}
-    return from_mapping(cls, values)
-
-
 def _given(ctx: click.Context) -> set[str]:
     return {n for n in ctx.params if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE}
 
@@ -193,11 +121,10 @@ def _preprocess_classes():
 @click.argument("source", type=click.Path(exists=True, path_type=str))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=str))
 @settings_options(*_preprocess_classes())
-@click.option("--overwrite", is_flag=True, help="Replace a run with other settings in OUT_DIR (only the files it "
-              "provably wrote are removed).")
+@overwrite_option("Replace a run with other settings in OUT_DIR (only the files it provably wrote are removed).")
 @click.option("--retry-failed", is_flag=True, help="Try the inputs listed as failures again.")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any input could not be used.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@strict_option("Exit non-zero when any input could not be used.")
+@quiet_option()
 def preprocess(source, out_dir, overwrite, retry_failed, strict, quiet, **params):
     """Cut eye-and-eyebrow and mouth blocks from SOURCE into HDF5 shards in OUT_DIR.
 
@@ -232,7 +159,7 @@ def preprocess(source, out_dir, overwrite, retry_failed, strict, quiet, **params
 
 @main.command(context_settings=CONTEXT)
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@json_option("Print one JSON object instead of tables.")
 @click.option("--failures", "n_fail", default=20, show_default=True, type=click.IntRange(0),
               help="How many failures to list in the text output (all in --json).")
 def inspect(out_dir, as_json, n_fail):
@@ -247,38 +174,13 @@ def inspect(out_dir, as_json, n_fail):
       faceblocks inspect out/fer2013 --json | jq .splits
     """
     from prepro.shards import summarize
+    from prepro.summary_table import format_summary
 
     s = summarize(out_dir)
     if as_json:
         click.echo(json.dumps(s, indent=1, ensure_ascii=False))
         sys.exit(1 if s["damaged"] else 0)
-    click.echo(f"{s['out_dir']}: {s['samples']} samples in {s['shards']} shards, {s['failed']} of "
-               f"{s['items']} inputs failed" + ("" if s["complete"] else " (INCOMPLETE: rerun preprocess to finish)"))
-    src, lm = s["source"], s["landmark_model"]
-    click.echo(f"source: {src.get('path')} (format {src.get('format')}, dataset {src.get('dataset')})")
-    click.echo(f"landmark model: {lm.get('file')} ({lm.get('terms')})")
-    labels = sorted({lab for per in s["splits"].values() for lab in per})
-    if labels:
-        click.echo(f"{'split':<8}" + "".join(f"{lab:>10}" for lab in labels) + f"{'total':>10}")
-        for split, per in s["splits"].items():
-            click.echo(f"{split:<8}" + "".join(f"{per.get(lab, 0):>10}" for lab in labels)
-                       + f"{sum(per.values()):>10}")
-    if s["box_methods"]:
-        click.echo("face boxes: " + ", ".join(f"{k} {v}" for k, v in s["box_methods"].items()))
-    q = s["quality"]
-    if q:
-        click.echo(f"quality: min {q['min']:.2f}, 5% {q['p05']:.2f}, median {q['median']:.2f}, "
-                   f"mean {q['mean']:.2f}, below 0.5: {q['below_0.5']}")
-    for d in s["damaged"]:
-        click.echo(f"DAMAGED {d}")
-    if s["missing"]:
-        click.echo(f"{len(s['missing'])} inputs of earlier runs are no longer in the source (e.g. {s['missing'][0]})")
-    if s["failures"]:
-        click.echo(f"failures ({s['failed']}):")
-        for f in s["failures"][:n_fail]:
-            click.echo(f"  {f['source']}: {f['reason']}")
-        if s["failed"] > n_fail:
-            click.echo(f"  ... {s['failed'] - n_fail} more (--failures N, or --json for all)")
+    click.echo(format_summary(s, n_fail))
     if s["damaged"]:
         sys.exit(1)
 
@@ -333,10 +235,9 @@ def _names(values) -> list[str] | None:
 @click.option("--box-method", "box_methods", multiple=True, metavar="NAME[,NAME]",
               help="Keep samples whose face box was found this way: hog, cnn, estimated, estimated_fallback, "
                    "given (repeatable; default all).")
-@click.option("--min-quality", default=None, type=click.FloatRange(0, 1),
-              help="Keep samples whose landmark quality is at least this.")
-@click.option("--overwrite", is_flag=True, help="Replace the files this export writes in a non-empty OUT.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@min_quality_option(None, "Keep samples whose landmark quality is at least this.")
+@overwrite_option("Replace the files this export writes in a non-empty OUT.")
+@quiet_option()
 def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quality, overwrite, quiet):
     """Export the blocks of SHARDS_DIR to OUT for other projects, with filters.
 
@@ -457,8 +358,8 @@ def _train_class():
 @settings_options(_train_class(), skip=("progress",))
 @click.option("--resume", is_flag=True, help="Continue the stopped run in RUN_DIR with its stored settings "
               "(only run-control options such as --epochs or --device may be given).")
-@click.option("--overwrite", is_flag=True, help="Replace a finished or stopped run in RUN_DIR.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@overwrite_option("Replace a finished or stopped run in RUN_DIR.")
+@quiet_option()
 def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
     """Train a network on the train split of SHARDS_DIR, selecting the best epoch by macro-F1 on a
     validation part (by default a seeded 10% held out of the train split).
@@ -486,7 +387,7 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
         cfg = settings_from(cfg_cls, {**params, "progress": not quiet})
     result = train_run(shards_dir, run_dir, cfg, resume=(changes or True) if resume else False, overwrite=overwrite,
                        log=_say(False))
-    from training.run_folder import stop_text
+    from training.run_records import stop_text
 
     why = stop_text(result.stop_reason)
     click.echo(f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "
@@ -515,16 +416,15 @@ def _report_split(shards_dir: str, val_split: str) -> str | None:
 @click.option("--split", default="test", show_default=True, metavar="NAME[,NAME]|all",
               help="train, val or test; several scored together (val,test); or all, every split: for a dataset "
                    "the model never trained on (CK+, JAFFE), whose own split is no test set for it.")
-@click.option("--tta-flip/--no-tta-flip", default=None,
-              help="Average the predictions of each face and its mirror image [default: as the model's card "
-                   "says: on for the shipped fer2013 model, off for your own runs].")
+@tta_flip_option("Average the predictions of each face and its mirror image [default: as the model's card "
+                 "says: on for the shipped fer2013 model, off for your own runs].")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Where metrics.json and the confusion matrix go [default: the run folder; for a shipped "
                    "model, SHARDS_DIR-eval-MODEL-SPLIT beside SHARDS_DIR].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@device_option()
 @click.option("--allow-mismatch", is_flag=True,
               help="Evaluate even if the shards' blocks were cut with other margins, rotation or padding.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@json_option("Print the metrics as JSON.")
 def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch, as_json):
     """Accuracy, macro-F1, per-class scores, confusion matrix and region attention on a split.
 
@@ -551,10 +451,14 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
     click.echo(f"metrics.json, confusion.json and confusion.png in {Path(metrics['files']['metrics.json']).parent}")
 
 
+# The cut settings predict may take from the command line instead of the model's.
+_PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_look")
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per face and image (or frame), one per line.")
+@json_option("One JSON object per face and image (or frame), one per line.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="Also write every face as a CSV row (path, frame, time, box, label, probabilities, regions); "
                    "- writes them to standard output (and the other lines to standard error).")
@@ -562,23 +466,20 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
               help="Draw boxes, landmarks, blocks and labels: a folder for images, a .mp4 file for a video.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1),
               help="Videos: predict on every Nth frame.")
-@click.option("--min-quality", default=0.1, show_default=True, type=click.FloatRange(0, 1),
-              help="Give no label to a face whose landmark quality is below this (its blocks are likely "
-                   "misplaced); an image left without a face says so.")
-@click.option("--strict", is_flag=True, help="Exit non-zero when any input gave no prediction (without it, only "
-              "when none did).")
-@click.option("--tta-flip/--no-tta-flip", default=None,
-              help="Average each face's prediction with its mirror image's [default: as the model's card says: "
-                   "on for the shipped fer2013 model, off for your own runs].")
+@min_quality_option(0.1, "Give no label to a face whose landmark quality is below this (its blocks are likely "
+                        "misplaced); an image left without a face says so.")
+@strict_option("Exit non-zero when any input gave no prediction (without it, only when none did).")
+@tta_flip_option("Average each face's prediction with its mirror image's [default: as the model's card says: "
+                 "on for the shipped fer2013 model, off for your own runs].")
 @settings_options(*_preprocess_classes(), skip=tuple(n for n in ("format", "dataset", "shard_size", "val_frac",
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
                   "chunk_size", "work_max_side", "max_megapixels", "image_root")),
-                  overrides=("face", "detector", "min_face", "min_face_frac", "second_look"))
+                  overrides=_PREDICT_OVERRIDES)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Faces per forward pass.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@device_option()
+@quiet_option()
 def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality, strict, tta_flip, batch_size, device,
             quiet, **params):
     """Classify every face in images, folders, glob patterns or videos (INPUT...).
@@ -596,12 +497,12 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
       faceblocks predict fer2013 group.jpg --annotate annotated/
       faceblocks predict fer2013 clip.mp4 --every 5 --csv clip.csv --annotate clip-labelled.mp4
     """
-    from training.predict import PredictOptions, predict as predict_run
+    from inference.predict import PredictOptions, predict as predict_run
 
     if as_json and csv_path == "-":
         raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
     given = _given(click.get_current_context())
-    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look") if k in given}
+    overrides = {k: params[k] for k in _PREDICT_OVERRIDES if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
                           device=device, landmark_model=params.get("landmark_model"), annotate=annotate_path,
                           min_quality=min_quality, csv=csv_path, tta_flip=tta_flip,
@@ -646,7 +547,7 @@ def _echo_prediction(r, err: bool = False) -> None:
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--json", "as_json", is_flag=True, help="The model cards as one JSON object.")
+@json_option("The model cards as one JSON object.")
 def models(as_json):
     """The models shipped with faceblocks, with their model cards.
 
@@ -678,11 +579,10 @@ def models(as_json):
 @click.argument("config", required=False, type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=str),
               help="Output folder (default: the config's run.out, relative to the config file).")
-@click.option("--overwrite", is_flag=True,
-              help="The config changed: redo the stages that depend on the changed tables.")
-@click.option("-j", "--jobs", default=None, type=click.IntRange(-1, 4096), help="Preprocessing workers (default: data.jobs).")
+@overwrite_option("The config changed: redo the stages that depend on the changed tables.")
+@setting_option(_preprocess_classes()[1], "jobs", required_none=True, help="Preprocessing workers (default: data.jobs).")
 @click.option("--template", is_flag=True, help="Print a commented config with every key and its default.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage messages.")
+@quiet_option("No progress bars or stage messages.")
 def run_cmd(config, out_dir, overwrite, jobs, template, quiet):
     """Preprocess, train, evaluate and preview from one TOML CONFIG, into one folder.
 
@@ -731,10 +631,9 @@ def run_cmd(config, out_dir, overwrite, jobs, template, quiet):
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=str), default="demo-out")
 @click.option("--per-class", default=60, show_default=True, type=click.IntRange(4, 10_000),
               help="Synthetic images per expression.")
-@click.option("--epochs", default=15, show_default=True, type=click.IntRange(1), help="Training epochs.")
-@click.option("-j", "--jobs", default=-1, show_default=True, type=click.IntRange(-1, 4096),
-              help="Worker processes; -1 = all cores.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@setting_option(_train_class(), "epochs", default=15, help="Training epochs.")
+@setting_option(_preprocess_classes()[1], "jobs")
+@quiet_option("No progress bars.")
 def demo(out_dir, per_class, epochs, jobs, quiet):
     """The first run, no download needed: the shipped model on a photo, then sample, preprocess,
     train, evaluate and preview on a synthetic sample.
@@ -768,7 +667,7 @@ def demo(out_dir, per_class, epochs, jobs, quiet):
               help="onnx: for onnxruntime and other ONNX runtimes (needs faceblocks[onnx]); torchscript: "
                    "for torch.jit.load, in Python or C++ (libtorch).")
 @click.option("--opset", default=None, type=click.IntRange(13, 23), help="ONNX opset (default 17). ONNX only.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option("Replace OUT if it exists.")
 @click.option("--no-check", is_flag=True,
               help="Skip the check of the written file (onnx.checker, onnxruntime or torch.jit.load "
                    "against the torch model).")
@@ -789,7 +688,7 @@ def export_model(model, out, fmt, opset, overwrite, no_check):
       faceblocks export-model runs/fer2013/best.pt fer2013.pt --format torchscript
       faceblocks export-model runs/fer2013 fer2013.onnx --opset 13 --overwrite
     """
-    from training.export_model import export_model as export_checkpoint
+    from inference.export_model import export_model as export_checkpoint
 
     exported = export_checkpoint(model, out, fmt=fmt, opset=opset, overwrite=overwrite, check=not no_check)
     for line in exported.summary_lines():

@@ -1,6 +1,6 @@
 """The names of the registered networks, importable without torch (for option choices and checks).
 
-`architectures.registry` checks at import that exactly these names are registered.
+`architectures.registry.register_model` refuses a name not listed here.
 """
 
 MODEL_NAMES = ("two-branch", "two-branch-face", "two-branch-concat", "face-cnn")

@@ -1,4 +1,7 @@
-"""Model registry: every network is registered by name and built by one ``create_model``."""
+"""Model registry: every network is registered by name and built by one ``create_model``.
+
+A leaf: it imports no network (each registers itself here; `architectures` imports them all).
+"""
 
 from __future__ import annotations
 
@@ -82,8 +85,3 @@ def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
-
-# The networks register themselves on import; imported here, after the registry exists, so that
-# `create_model` knows every name in architectures.names.MODEL_NAMES.
-from architectures import face_cnn as _face_cnn  # noqa: E402,F401
-from architectures import two_branch as _two_branch  # noqa: E402,F401

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def timed(inputs: list[str], face: str, jobs: int, batch_size: int) -> tuple[float, int]:
     """(seconds, faces) for one `predict` over ``inputs``."""
-    from training.predict import PredictOptions, predict
+    from inference.predict import PredictOptions, predict
 
     t0 = time.perf_counter()
     faces = sum(len(r.faces) for r in predict("fer2013", inputs, PredictOptions(

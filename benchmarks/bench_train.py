@@ -188,7 +188,7 @@ def holdout_accuracy(folder: Path, shards: str, tta_flip: bool) -> float:
     from training.checkpoint import build_model_from_checkpoint, load_checkpoint
     from training.config import TrainConfig
     from training.data import Batches, SplitSamples, holdout_rows
-    from training.evaluate import predict_batches
+    from training.batch_predictions import predict_batches
 
     ckpt = load_checkpoint(folder / "best.pt")
     cfg = TrainConfig.from_dict(ckpt["config"])

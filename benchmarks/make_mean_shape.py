@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prepro.image_io import read_gray  # noqa: E402
-from prepro.landmarks import FaceModel, find_predictor  # noqa: E402
+from prepro.landmarks import LandmarkModelFile, predict_landmarks  # noqa: E402
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:
@@ -73,20 +73,20 @@ def main() -> None:
         raise SystemExit(f"no */*.jpg under {args.train_dir}")
     step = max(1, len(files) // args.n)
     files = files[::step][: args.n]
-    model = FaceModel(find_predictor(None), face_mode="detect")
+    import dlib
+
+    detector = dlib.get_frontal_face_detector()
+    shape_model = LandmarkModelFile.find().load()
     detected, whole = [], []
     t0 = time.perf_counter()
     for f in files:
         gray, _ = read_gray(f)
-        dets = model._detect(gray)
+        dets = detector(gray, 1)  # HOG with one upsample, as the shipped mean shape was made
         if len(dets) == 1:
-            import dlib
-
-            l, t, r, b, _score = dets[0]
-            rect = dlib.rectangle(round(l), round(t), round(r) - 1, round(b) - 1)
-            detected.append(model._landmarks(gray, rect, 1.0).astype(np.float64))
+            d = dets[0]  # dlib's corners are inclusive; boxes here have exclusive right and bottom edges
+            detected.append(predict_landmarks(shape_model, gray, (d.left(), d.top(), d.right() + 1, d.bottom() + 1)))
         elif not dets:
-            whole.append(model._landmarks(gray, _whole_rect(gray), 1.0).astype(np.float64))
+            whole.append(predict_landmarks(shape_model, gray, _whole_box(gray)))
     print(f"{len(files)} images in {time.perf_counter() - t0:.1f} s: {len(detected)} with one face, "
           f"{len(whole)} without a detection")
     mean = generalized_procrustes(detected)
@@ -99,8 +99,11 @@ def main() -> None:
     print("Procrustes RMS residual (inter-ocular units): p5 / p25 / median / p75 / p95 / p99")
     groups = {"detected faces": detected, "no detection, whole image": whole}
     for name, imgs in junk.items():
-        groups[name] = [model._landmarks(g, _whole_rect(g), 1.0).astype(np.float64) for g in imgs]
+        groups[name] = [predict_landmarks(shape_model, g, _whole_box(g)) for g in imgs]
     for name, shapes in groups.items():
+        if not shapes:  # e.g. every sampled image had a detection: no percentiles to give
+            print(f"  {name:28s} n=    0")
+            continue
         r = np.array([rms_to(mean, p) for p in shapes])
         pct = " / ".join(f"{v:.3f}" for v in np.percentile(r, [5, 25, 50, 75, 95, 99]))
         print(f"  {name:28s} n={len(r):5d}  {pct}")
@@ -117,10 +120,9 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _whole_rect(gray: np.ndarray):
-    import dlib
-
-    return dlib.rectangle(0, 0, gray.shape[1] - 1, gray.shape[0] - 1)
+def _whole_box(gray: np.ndarray) -> tuple[int, int, int, int]:
+    """The whole image as a face box (left, top, right, bottom; right and bottom exclusive)."""
+    return 0, 0, gray.shape[1], gray.shape[0]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """faceblocks' public API under one name; the repository keeps its packages (`prepro`, `training`,
-`architectures`), and each name here is theirs, imported on first use so that ``import faceblocks``
-loads no torch, OpenCV or dlib::
+`inference`, `architectures`), and each name here is theirs, imported on first use so that
+``import faceblocks`` loads no torch, OpenCV or dlib::
 
     import faceblocks
     summary = faceblocks.preprocess("data/fer2013", "out/fer2013", dataset="fer2013", face="aligned")
@@ -22,8 +22,8 @@ _WHERE = {
     "preprocess": "prepro", "ShardReader": "prepro.shards", "FaceCutter": "prepro.faces",
     "export_blocks": "prepro.export", "FaceblocksError": "prepro.errors",
     "TrainConfig": "training.config", "train": "training.train", "evaluate": "training.evaluate",
-    "predict": "training.predict", "Classifier": "training.predict", "PredictOptions": "training.predict",
-    "export_model": "training.export_model", "run_chain": "training.chain", "create_model": "architectures",
+    "predict": "inference.predict", "Classifier": "inference.classifier", "PredictOptions": "inference.predictions",
+    "export_model": "inference.export_model", "run_chain": "training.chain", "create_model": "architectures",
 }
 
 __all__ = sorted(_WHERE) + ["__version__"]

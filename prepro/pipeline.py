@@ -27,8 +27,9 @@ from prepro.config import PreprocessConfig, PreprocessRun
 from prepro.errors import OutputError
 from prepro.inputs import is_inside
 from prepro.outputs import is_empty_but_for_us, new_writer_id, output_lock, remove_own_temp_files
-from prepro.readers import Failure, RawItem
+from prepro.readers import Failure, RawItem, count_mismatches, list_source
 from prepro.shards import MANIFEST, SHARD_DIR, Manifest, check_shard, shard_writer_id
+from prepro.splits import assign_splits, order_key
 
 Log = Callable[[str], None]
 
@@ -75,7 +76,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
                    progress: bool = True, log: Log = lambda msg: None) -> RunSummary:
     """Turn ``source`` into shards in ``out_dir`` (see the module doc for resume, growth, overwrite)."""
     from prepro.landmarks import LandmarkModelFile
-    from prepro.readers import count_mismatches, list_source
     from prepro.specs import load_spec
 
     t0 = time.perf_counter()
@@ -274,8 +274,6 @@ def _accounted(out: Path, m: Manifest) -> dict[str, tuple[str | None, str | None
 
 
 def _plan(out: Path, m: Manifest, listing, cfg: PreprocessConfig, retry_failed: bool) -> _Plan:
-    from prepro.readers import assign_splits, order_key
-
     items = listing.items
     fingerprint = _fingerprint(items)
     if retry_failed:

@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 from PIL import Image
 
-from training.predict import FacePrediction, ImagePrediction, _Annotator, block_rects, draw, label_places
+from inference.annotate import Annotator
+from inference.drawing import block_rects, draw, label_places
+from inference.predictions import FacePrediction, ImagePrediction
 
 
 def _face(left: float, top: float, size: float):
@@ -70,7 +72,7 @@ def test_the_annotator_reads_the_photo_in_colour(tmp_path):
     Image.fromarray(image[..., ::-1]).save(path)  # saved as RGB
     cut.gray = image.mean(2).astype(np.uint8)
     pred.path = str(path)
-    with _Annotator(str(tmp_path / "ann")) as annotator:
+    with Annotator(str(tmp_path / "ann")) as annotator:
         written = annotator.add(pred, cut)
     out = np.asarray(Image.open(written).convert("RGB"))
     assert tuple(out[395, 5]) == (10, 60, 200)  # RGB of the blue background

@@ -23,7 +23,7 @@ from prepro.errors import FaceblocksError, InputError, OutputError
 from training.checkpoint import make_checkpoint, save_checkpoint
 from training.data import normalize
 from training.errors import CheckpointError
-from training.export_model import METADATA_FILE, ExportCheckError, export_model, read_export_metadata
+from inference.export_model import METADATA_FILE, ExportCheckError, export_model, read_export_metadata
 
 CLASSES = ["happy", "sad", "surprise"]
 # Not the preprocess defaults, so the test sees that the checkpoint's sizes reach the graph.
@@ -292,7 +292,7 @@ def test_without_onnxruntime_only_the_checker_runs(run_dir, tmp_path, monkeypatc
 
 
 def test_a_file_failing_its_check_is_removed(run_dir, tmp_path, monkeypatch, onnx, onnxruntime):
-    import training.export_model as export_module
+    import inference.export_model as export_module
 
     run, _ = run_dir
     monkeypatch.setattr(export_module, "CHECK_TOLERANCE", -1.0)  # nothing can match now

@@ -667,7 +667,7 @@ def test_control_characters_in_names_reach_no_terminal(tmp_path: Path, tiny_mode
 
 
 def test_predict_in_python_yields_a_reason_for_a_missing_path(tmp_path: Path, tiny_model: Path) -> None:
-    from training.predict import PredictOptions, predict
+    from inference.predict import PredictOptions, predict
 
     out = list(predict(tiny_model, [str(tmp_path / "missing.jpg")], PredictOptions()))
     assert len(out) == 1 and "no such file" in out[0].error

@@ -434,9 +434,9 @@ def test_an_allowed_pattern_over_long_crafted_names_finishes(tmp_path: Path) -> 
     assert time.perf_counter() - t0 < 10
     for name in ("jaffe", "ckplus"):
         load_spec(name)  # the shipped patterns pass
-    from prepro.readers import _subject_from_name
+    from prepro.readers.names import subject_from_name
 
-    assert "longer than 255" in _subject_from_name("3" * 300 + ".png", load_spec(str(spec)))[1]
+    assert "longer than 255" in subject_from_name("3" * 300 + ".png", load_spec(str(spec)))[1]
 
 
 # ---------------------------------------------------------------------------------------------

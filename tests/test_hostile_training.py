@@ -33,7 +33,7 @@ def _bgr_face() -> np.ndarray:
 
 
 def _aligned():
-    from training.predict import PredictOptions
+    from inference.predictions import PredictOptions
 
     return PredictOptions(overrides={"face": "aligned"})
 
@@ -56,7 +56,7 @@ def _checkpoint(tiny_model: Path) -> dict:
 
 
 def test_one_path_or_one_frame_is_one_input(tmp_path: Path, tiny_model: Path) -> None:
-    from training.predict import predict
+    from inference.predict import predict
 
     face = _face_jpg(tmp_path / "face.png")
     for one in (str(face), face):
@@ -71,7 +71,7 @@ def test_one_path_or_one_frame_is_one_input(tmp_path: Path, tiny_model: Path) ->
 
 @pytest.mark.parametrize("bad", [None, b"/etc/passwd", 5, 2.5, {"a": 1}, [None], [str, "x"], [b"x"]])
 def test_inputs_of_other_types_are_one_clear_message(tiny_model: Path, bad) -> None:
-    from training.predict import predict
+    from inference.predict import predict
 
     with pytest.raises(InputError, match="inputs"):
         list(predict(tiny_model, bad, _aligned()))
@@ -81,7 +81,7 @@ def test_inputs_of_other_types_are_one_clear_message(tiny_model: Path, bad) -> N
                                    {"jobs": 0}, {"jobs": -7}, {"min_quality": float("nan")},
                                    {"min_quality": 2.0}, {"every": 1.5}, {"batch_size": True}])
 def test_out_of_range_predict_options_are_refused(field: dict) -> None:
-    from training.predict import PredictOptions
+    from inference.predictions import PredictOptions
 
     with pytest.raises(InputError):
         PredictOptions(**field)
@@ -118,7 +118,7 @@ def test_colour_arrays_are_read_in_opencv_order() -> None:
 
 
 def test_predictions_carry_the_68_landmarks(tmp_path: Path, tiny_model: Path) -> None:
-    from training.predict import predict
+    from inference.predict import predict
 
     face = _face_jpg(tmp_path / "face.png")
     [r] = predict(tiny_model, [str(face)], _aligned())
@@ -461,7 +461,7 @@ def test_forged_record_values_are_refused_never_raised(chain_project: Path) -> N
     from hypothesis import strategies as st
 
     from training.evaluate import metrics_problem
-    from training.run_folder import history_ok, result_problem
+    from training.run_records import history_ok, result_problem
 
     result = json.loads((chain_project / "out" / "run" / "result.json").read_text())
     metrics = json.loads((chain_project / "out" / "eval-test" / "metrics.json").read_text())

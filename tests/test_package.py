@@ -20,9 +20,9 @@ def test_import_is_cheap():
 
 @pytest.mark.parametrize("name, module", [
     ("preprocess", "prepro"), ("ShardReader", "prepro.shards"), ("FaceCutter", "prepro.faces"),
-    ("export_blocks", "prepro.export"), ("predict", "training.predict"), ("Classifier", "training.predict"),
-    ("PredictOptions", "training.predict"), ("train", "training.train"), ("TrainConfig", "training.config"),
-    ("evaluate", "training.evaluate"), ("export_model", "training.export_model"),
+    ("export_blocks", "prepro.export"), ("predict", "inference.predict"), ("Classifier", "inference.classifier"),
+    ("PredictOptions", "inference.predictions"), ("train", "training.train"), ("TrainConfig", "training.config"),
+    ("evaluate", "training.evaluate"), ("export_model", "inference.export_model"),
     ("run_chain", "training.chain"), ("create_model", "architectures"), ("FaceblocksError", "prepro.errors")])
 def test_every_public_name_is_the_library_object(name, module):
     import importlib

@@ -17,7 +17,7 @@ from prepro.errors import InputError
 from prepro.pipeline import run_preprocess
 from prepro.synthetic import make_sample
 from training.config import TrainConfig
-from training.predict import PredictOptions, predict
+from inference.predict import PredictOptions, predict
 from training.train import train
 
 
@@ -77,7 +77,7 @@ def test_predict_video_frames_and_csv(trained, tmp_path):
 
     import cv2
 
-    from training.predict import prediction_csv
+    from inference.tables import prediction_csv
 
     frames = [np.array(Image.open(p)) for p in sorted((trained / "sample" / "happy").glob("*.png"))[:3]]
     video = tmp_path / "clip.avi"
@@ -102,7 +102,7 @@ def test_predict_video_frames_and_csv(trained, tmp_path):
 
 
 def test_classifier_loads_what_the_shards_recorded(trained):
-    from training.predict import Classifier
+    from inference.classifier import Classifier
 
     c = Classifier.load(trained / "run", device="cpu")
     assert c.class_names == ["happy", "sad", "surprise"] and c.blocks.eyes_size == (16, 48)
@@ -129,10 +129,10 @@ def test_predict_cli(trained, tmp_path):
 
 
 def test_cli_min_quality_default_is_the_library_default():
-    """The flag's default is written in cli.py (importing training.predict there would load numpy
+    """The flag's default is written in cli.py (importing inference.predict there would load numpy
     for every command): it must stay the library's."""
     from cli import main
-    from training.predict import PredictOptions
+    from inference.predictions import PredictOptions
 
     (opt,) = [p for p in main.commands["predict"].params if p.name == "min_quality"]
     assert opt.default == PredictOptions.min_quality

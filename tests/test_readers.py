@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from prepro import readers
+from prepro.readers import walker
 from prepro.errors import InputError, SampleError
 from prepro.readers import (BadPixelsError, RawItem, SourceNotFoundError, assign_splits, count_mismatches,
                             detect_format, find_classes, list_source, parse_pixels, read_csv_pixels)
@@ -95,7 +96,7 @@ def test_unreadable_subfolder(class_tree, monkeypatch):
             raise PermissionError(13, "Permission denied", blocked)
         return real(path)
 
-    monkeypatch.setattr(readers.os, "scandir", fake)
+    monkeypatch.setattr(walker.os, "scandir", fake)
     listing = list_source(str(class_tree), "folder")
     fails = _fail_ids(listing)
     assert fails["anger/"] == "unreadable folder (Permission denied)"

@@ -40,7 +40,8 @@ def test_predict_on_a_real_photograph(tmp_path):
     import cv2
     from skimage import data
 
-    from training.predict import Classifier, PredictOptions, predict
+    from inference.classifier import Classifier
+    from inference.predict import PredictOptions, predict
 
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))

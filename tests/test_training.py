@@ -365,7 +365,7 @@ def test_time_budget_stops_after_validating(shards, tmp_path):
 
 def test_resolve_checkpoint_and_shipped_models(trained, shards, tmp_path, monkeypatch):
     import training.zoo as zoo
-    from training.checkpoint import resolve_checkpoint
+    from training.model_names import resolve_checkpoint
 
     assert resolve_checkpoint(trained)[0] == trained / "best.pt"
     assert resolve_checkpoint(trained / "last.pt")[1]["epoch"] == 10

@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 from prepro.errors import FaceblocksError, InputError, OutputError
 from prepro.settings import check, from_mapping, options, setting
-from training.run_folder import RunFolder, stop_text
+from training.run_folder import RunFolder
+from training.run_records import stop_text
 
 if sys.version_info >= (3, 11):
     import tomllib

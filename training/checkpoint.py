@@ -220,7 +220,7 @@ def _resume_checks(ckpt: dict[str, Any], is_int) -> list[tuple[str, bool]]:
     traceback, or stop best.pt from ever being updated)."""
     import math
 
-    from training.run_folder import history_ok
+    from training.run_records import history_ok
 
     epoch = ckpt["epoch"] if is_int(ckpt["epoch"]) else -1
     checks = [(k, isinstance(ckpt[k], dict)) for k in ("optimizer", "scheduler", "rng")]
@@ -232,36 +232,6 @@ def _resume_checks(ckpt: dict[str, Any], is_int) -> list[tuple[str, bool]]:
                 and -1 <= ckpt["best_metric"] <= 1),
                ("history", history_ok(ckpt["history"], epoch))]
     return checks
-
-
-def resolve_checkpoint(ref: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """(path, loaded checkpoint) for a run folder (its best.pt), a .pt file, or the name of a
-    model shipped with faceblocks; an existing path of that name wins over a shipped model."""
-    p = Path(ref)
-    if p.is_dir():
-        from training.run_folder import RunFolder
-
-        folder = RunFolder(p)
-        if not folder.best.is_file():
-            raise CheckpointError(f"{p} holds no best.pt: pass a run folder written by `faceblocks train` or a .pt file")
-        if not folder.finished():
-            import warnings
-
-            warnings.warn(f"{p} holds a run that did not finish (stopped or killed; no result.json): using its "
-                          "best epoch so far", stacklevel=2)
-        p = folder.best
-    elif not p.exists() and _is_bare_name(ref):
-        from training.zoo import shipped_model_path
-
-        p = shipped_model_path(str(ref))
-    return p, load_checkpoint(p)  # a missing path: "no checkpoint at PATH"
-
-
-def _is_bare_name(ref: str | os.PathLike) -> bool:
-    """True when ``ref`` can name a shipped model: no folder part and no .pt suffix (a missing
-    ``runs/x/best.pt`` is a missing checkpoint, not an unknown model)."""
-    text = os.fspath(ref)
-    return os.sep not in text and "/" not in text and not text.endswith(".pt")
 
 
 def require_finite_outputs(path: str | os.PathLike, *outputs: np.ndarray) -> None:

@@ -22,7 +22,7 @@ def photo_prediction(out: Path, echo: Callable[[str], None]) -> None:
     import cv2
     from skimage import data
 
-    from training.predict import PredictOptions, predict
+    from inference.predict import PredictOptions, predict
     from training.zoo import shipped_names
 
     if "fer2013" not in shipped_names():

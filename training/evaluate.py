@@ -1,8 +1,7 @@
 """Evaluation: a checkpoint on one split of a shard folder (the same or another dataset).
 
 ``evaluate`` writes ``metrics.json`` (accuracy, macro-F1, per class, region attention),
-``confusion.json`` and ``confusion.png``; the helpers here (device, scores, batched prediction,
-block checks) are shared with training.
+``confusion.json`` and ``confusion.png``.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,106 +17,9 @@ from torch import nn
 
 from prepro.errors import InputError, MismatchError
 from prepro.outputs import atomic_write, atomic_write_text, sha256_file
-
-# Block geometry that changes what a block shows (sizes are checked separately, by region).
-_GEOMETRY_FLAGS = {"eyes_margin": "--eyes-margin", "mouth_margin": "--mouth-margin", "face_margin": "--face-margin",
-                   "rotate": "--rotate/--no-rotate", "pad": "--pad"}
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this process's CUDA device if there is one, else CPU."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for but CUDA is not available: use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
-    return dev
-
-
-def amp_context(device: torch.device, enabled: bool) -> tuple[Callable[[], Any], Any]:
-    """Autocast factory and grad scaler: bf16 where supported, fp16 + scaler otherwise; off on CPU."""
-    import contextlib
-
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext, None
-    if torch.cuda.is_bf16_supported():
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16), None
-    return lambda: torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
-
-
-def scores(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    """Accuracy and macro-F1 over the classes present in ``y`` or ``p`` (scikit-learn)."""
-    from sklearn.metrics import f1_score
-
-    if len(y) == 0:
-        return float("nan"), float("nan")
-    return float((y == p).mean()), float(f1_score(y, p, average="macro", zero_division=0))
-
-
-def check_block_sizes(shard_sizes: dict[str, Sequence[int]], ckpt_sizes: dict[str, Sequence[int]],
-                      regions: Sequence[str], shards_dir: str | os.PathLike) -> None:
-    for r in regions:
-        have, want = list(shard_sizes.get(r, [])), list(ckpt_sizes.get(r, []))
-        if have != want:
-            h = "x".join(map(str, have)) or "no"
-            w = "x".join(map(str, want))
-            raise MismatchError(f"{shards_dir} has {r} blocks of {h} pixels but the model was trained on {w}: "
-                                f"preprocess with --{r}-size {w} (or train a new model on these shards)")
-
-
-def preprocessing_differences(shard_params: dict[str, Any], ckpt_params: dict[str, Any],
-                              regions: Sequence[str]) -> list[str]:
-    """How the shards' block geometry differs from the one a checkpoint was trained on, one line each.
-
-    The face mode may differ (evaluating on another dataset); margins, rotation and padding of the
-    blocks the model reads may not, since they change what the model sees.
-    """
-    have, want = shard_params.get("blocks") or {}, ckpt_params.get("blocks") or {}
-    if not want:
-        return []
-    keys = ["rotate", "pad"] + [f"{r}_margin" for r in regions]
-    return [f"{_GEOMETRY_FLAGS[k]} {want.get(k)!r} in training, {have.get(k)!r} here" for k in keys
-            if have.get(k) != want.get(k)]
-
-
-@torch.no_grad()
-def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: torch.device,
-                    autocast: Callable[[], Any], memory_format: torch.memory_format,
-                    tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, region weights, labels) over every sample of ``batches`` (this process's part, in
-    order); TTA averages each face's and its mirror image's probabilities."""
-    from training.data import flip_batch, normalize, to_float
-
-    model.eval()
-    n = len(batches)
-    order = np.arange(batches.rank, n, batches.world)
-    logits, weights, labels = [], [], []
-    for batch in batches.iterate(order, drop_last=False):
-        x = normalize(to_float(batch, regions, device, memory_format), regions)
-        with autocast():
-            out = model(x)
-            lg, w = out.logits.float(), out.region_weights.float()
-            if tta_flip:
-                out2 = model(flip_batch(x, regions))
-                # Averaged probabilities, kept as log-probabilities so callers can treat them as logits.
-                lg = torch.log((lg.softmax(1) + out2.logits.float().softmax(1)) / 2)
-                w = (w + out2.region_weights.float()) / 2
-        logits.append(lg.cpu().numpy())
-        weights.append(w.cpu().numpy())
-        labels.append(batch["label"].cpu().numpy())
-    cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32)  # noqa: E731
-    return cat(logits, (0, 0)), cat(weights, (0, 0)), cat(labels, (0,)).astype(np.int64)
-
-
-def model_tta_flip(ckpt: dict[str, Any]) -> bool:
-    """Whether a checkpoint's predictions average each face with its mirror image by default: its
-    model card says so (set when it paid on the holdout that chose the epoch)."""
-    return bool((ckpt.get("card") or {}).get("tta_flip", False))
+from training.batch_predictions import model_tta_flip, predict_batches
+from training.devices import amp_context, resolve_device
+from training.shard_fit import check_block_sizes, preprocessing_differences
 
 
 def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike,
@@ -136,7 +38,8 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     ``tta_flip`` None follows the model (`model_tta_flip`).
     """
     from prepro.shards import Manifest
-    from training.checkpoint import build_model_from_checkpoint, require_finite_outputs, resolve_checkpoint
+    from training.checkpoint import build_model_from_checkpoint, require_finite_outputs
+    from training.model_names import resolve_checkpoint
 
     ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
     manifest = Manifest.load(shards_dir)
@@ -255,7 +158,7 @@ def _metrics(pred: np.ndarray, y: np.ndarray, region_w: np.ndarray, class_names:
 def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
     """A metrics.json that `evaluate` wrote, checked (`metrics_problem`); None when it is missing,
     unreadable or not such a record, so that a caller evaluates again instead of trusting it."""
-    from training.run_folder import finite_json
+    from training.run_records import finite_json
 
     try:
         metrics = finite_json(Path(path).read_text(encoding="utf-8"))

@@ -15,60 +15,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 from prepro.errors import OutputError
+from training.run_records import LOG_FIELDS, RESULT_KEYS, finite_json, result_problem
 
 LAST, BEST, LOG, CURVES, RESULT = "last.pt", "best.pt", "log.csv", "curves.png", "result.json"
 RUN_FILES = (LAST, BEST, LOG, CURVES, RESULT)
-LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc", "val_macro_f1",
-              "seconds", "partial")
 CURVES_SOFTWARE = "faceblocks train"  # the PNG text tag curves.png carries
-RESULT_KEYS = {"run_dir", "epochs_done", "best_epoch", "best_val_macro_f1", "stop_reason", "last"}
-
-
-STOP_REASONS = ("epochs", "early stopping", "time budget")
-
-
-def _is_finite_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _log_row_ok(row: object, epoch: int) -> bool:
-    return (isinstance(row, dict) and set(LOG_FIELDS) <= set(row) and row["epoch"] == epoch
-            and all(_is_finite_number(row[k]) for k in LOG_FIELDS))
-
-
-def history_ok(history: object, epochs: int) -> bool:
-    """True when ``history`` holds one log row per epoch done, in order, every value a finite
-    number (what a resumed run continues, log.csv and curves.png are written from)."""
-    return (isinstance(history, list) and len(history) == epochs
-            and all(_log_row_ok(r, i + 1) for i, r in enumerate(history)))
-
-
-def result_problem(result: object) -> str | None:
-    """What is wrong with a result.json record (None when nothing): its keys, their types, a
-    number that is not finite, counts that disagree."""
-    if not isinstance(result, dict) or set(result) != RESULT_KEYS:
-        return f"not a table of {', '.join(sorted(RESULT_KEYS))}"
-    def count(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    done = result["epochs_done"] if count(result["epochs_done"]) else -1
-    checks = {"run_dir": isinstance(result["run_dir"], str), "epochs_done": done >= 0,
-              "best_epoch": count(result["best_epoch"]) and result["best_epoch"] <= done,
-              "best_val_macro_f1": _is_finite_number(result["best_val_macro_f1"])
-              and -1 <= result["best_val_macro_f1"] <= 1,
-              "stop_reason": isinstance(result["stop_reason"], str) and result["stop_reason"] in STOP_REASONS,
-              "last": result["last"] == {} or _log_row_ok(result["last"], done)}
-    bad = [k for k, ok in checks.items() if not ok]
-    return f"bad {', '.join(bad)}" if bad else None
-
-
-def stop_text(reason: str) -> str:
-    """Why a run ended, for people: "all epochs done", "early stopping", "time budget"."""
-    return {"epochs": "all epochs done"}.get(reason, reason)
 
 
 class RunFolder:
@@ -137,14 +91,6 @@ class RunFolder:
             if (p.exists() or p.is_symlink()) and not _is_own(p, name):
                 raise OutputError(f"{p} was not written by faceblocks train (or was changed since): --overwrite "
                                   "replaces only a run's own files; move it away or pick another run folder")
-
-
-def finite_json(text: str) -> object:
-    """``json.loads`` that refuses NaN and Infinity (ValueError): no record of faceblocks' holds them."""
-    def refuse(name: str) -> None:
-        raise ValueError(f"{name} is not a finite number")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def _is_own(p: Path, name: str) -> bool:

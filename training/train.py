@@ -29,13 +29,16 @@ from torch import nn
 from prepro.errors import DivergedError, FaceblocksError, InputError
 from prepro.outputs import atomic_write_text, output_lock
 from prepro.shards import Manifest
+from training.batch_predictions import predict_batches
 from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import TrainConfig, differing_fields
 from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, holdout_rows,
                            normalize, to_float)
-from training.evaluate import amp_context, check_block_sizes, predict_batches, resolve_device, scores
-
-from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, LOG_FIELDS, RunFolder
+from training.devices import amp_context, resolve_device
+from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
+from training.run_records import LOG_FIELDS
+from training.scores import scores
+from training.shard_fit import check_block_sizes
 
 
 @dataclass

@@ -23,10 +23,11 @@ def package_dirs() -> list[Path]:
     writes there (a shipped model's folder is no run folder)."""
     import architectures
     import faceblocks
+    import inference
     import prepro
     import training
 
-    packages = (faceblocks, prepro, training, architectures)
+    packages = (faceblocks, prepro, training, inference, architectures)
     return [Path(m.__file__).resolve().parent for m in packages] + [MODELS_DIR]
 
 
@@ -83,7 +84,7 @@ def _shipped_entries() -> dict[str, dict[str, Any]]:
 
 def parameter_count(ckpt: dict[str, Any]) -> int:
     """The parameters of a checkpoint's network, counted on torch's meta device (no weights loaded)."""
-    from architectures.registry import check_model_arguments
+    from architectures import check_model_arguments
 
     return check_model_arguments(ckpt["arch"], ckpt["num_classes"], ckpt["model_kwargs"])
 

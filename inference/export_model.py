@@ -160,7 +160,8 @@ def export_model(checkpoint: str | os.PathLike, out_path: str | os.PathLike, fmt
 
 def _load_model(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], nn.Module]:
     """The checkpoint (loaded with weights_only=True) and its model in eval mode, on the CPU."""
-    from training.checkpoint import build_model_from_checkpoint, resolve_checkpoint
+    from training.checkpoint import build_model_from_checkpoint
+    from training.model_names import resolve_checkpoint
 
     _path, ckpt = resolve_checkpoint(checkpoint)
     try:

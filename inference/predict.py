@@ -1,0 +1,173 @@
+"""Predictions on new images and videos, cut exactly as a model's training shards were.
+
+``predict(model, inputs, PredictOptions())`` yields one `ImagePrediction` per image (or sampled
+video frame), in input order: every face found (largest first) with its box, label, class
+probabilities and per-region attention weights, or the reason there is none. Faces are found in
+parallel (``jobs`` processes, the `prepro.faces.FaceCutter` every command shares) and classified
+in batches of ``batch_size`` faces across images and frames.
+
+    from inference.predict import Classifier, PredictOptions, predict
+    for result in predict("fer2013", ["photo.jpg"]):           # a shipped model, by name
+        print(result.path, [(f.label, f.box) for f in result.faces])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from inference.annotate import Annotator
+from inference.classifier import Classifier
+from inference.frames import frame_sources, input_list, listed_inputs
+from inference.predictions import FacePrediction, ImagePrediction, PredictOptions
+from inference.tables import prediction_csv
+from prepro.errors import InputError, OutputError
+from prepro.inputs import is_inside, is_video_file, printable
+
+
+def predict(model: str | os.PathLike, inputs: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray],
+            opts: PredictOptions = PredictOptions()) -> Iterator[ImagePrediction]:
+    """Classify every face of every input image or sampled video frame, in input order.
+
+    ``inputs`` is one input or a list of them: a path to an image or a video, a folder, a glob
+    pattern, or an image as a numpy uint8 array: HxW grey, or HxWx3 / HxWx4 in OpenCV's BGR /
+    BGRA channel order (what ``cv2.imread`` and ``cv2.VideoCapture`` give; convert an RGB array
+    with ``rgb[..., ::-1]``). An array's predictions are named ``<array K>``, K its place."""
+    from joblib import delayed
+    from tqdm import tqdm
+
+    from prepro.distributor import run_in_order
+    from prepro.faces import FaceCutter
+    from prepro.landmarks import LandmarkModelFile
+
+    inputs = input_list(inputs)
+    classifier = Classifier(model, opts.device, opts.tta_flip)  # a wrong model is the first thing said
+    listed = listed_inputs(inputs)
+    if not listed:
+        raise InputError("no image or video files among the inputs" if inputs else "no inputs given")
+    check_outputs_apart(inputs, listed, opts)
+    landmark = LandmarkModelFile.find(opts.landmark_model)
+    landmark.load()  # a file that is no landmark model is one clear error before any work
+    cutter = FaceCutter(classifier.cut_settings(opts.overrides), landmark)
+    tasks = (delayed(_cut_chunk)(cutter, chunk, opts.annotate is not None)
+             for chunk in _chunked(frame_sources(listed, opts.every), 8))
+    cuts = (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
+    with (Annotator(opts.annotate, opts.every) as annotator, prediction_csv(opts.csv, classifier.class_names, classifier.regions) as table,
+          tqdm(unit="img", disable=not opts.progress) as bar):
+        for batch in _face_batches(cuts, opts.batch_size):
+            for pred, cut in _classify(classifier, batch, opts.min_quality):
+                if annotator.active and cut is not None and cut.gray is not None:
+                    pred.annotated = annotator.add(pred, cut)
+                table(pred)
+                bar.update(1)
+                yield pred
+
+
+def _cut_chunk(cutter, chunk: list, keep: bool) -> list:
+    """Worker task: cut every face of each (path, frame, time, image) of ``chunk``."""
+    out = []
+    for path, frame, t, image in chunk:
+        if isinstance(image, Exception):
+            out.append((path, frame, t, None, str(image)))
+        else:
+            out.append((path, frame, t, cutter.cut(image, all_faces=True, keep_image=keep), None))
+    return out
+
+
+def _chunked(it: Iterator, n: int) -> Iterator[list]:
+    chunk: list = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _jobs_for(listed: list[tuple[str, str | None, np.ndarray | None]], jobs: int) -> int:
+    """No more worker processes than chunks of work: each one loads the landmark model (about a
+    second), so one photo is found in this process's time, not that of idle workers starting."""
+    from prepro.distributor import worker_count
+
+    if any(reason is None and array is None and is_video_file(p) for p, reason, array in listed):
+        return jobs  # a video's frames are many chunks
+    return min(worker_count(jobs), max(1, math.ceil(len(listed) / 8)))
+
+
+def _face_batches(cuts: Iterator, batch_size: int) -> Iterator[list]:
+    """Groups of consecutive cuts holding about ``batch_size`` faces together."""
+    batch, faces = [], 0
+    for c in cuts:
+        batch.append(c)
+        faces += len(c[3].faces) if c[3] is not None else 0
+        if faces >= batch_size:
+            yield batch
+            batch, faces = [], 0
+    if batch:
+        yield batch
+
+
+def _gate(cut, min_quality: float):
+    """``cut`` with only the faces whose landmark quality is at least ``min_quality``; a cut left
+    with none becomes a failure that says so (a label on misplaced blocks would be a guess)."""
+    from dataclasses import replace
+
+    if cut is None or cut.failure or min_quality <= 0:
+        return cut
+    kept = [fc for fc in cut.faces if fc.face.quality >= min_quality]
+    if kept:
+        return replace(cut, faces=kept)
+    best = max(fc.face.quality for fc in cut.faces)
+    return replace(cut, faces=[], failure=f"no face with landmark quality at least {min_quality:g} "
+                                           f"({len(cut.faces)} doubtful, best {best:.2f})")
+
+
+def _classify(classifier: Classifier, batch: list, min_quality: float = 0.0) -> list[tuple[ImagePrediction, Any]]:
+    batch = [(path, frame, t, _gate(cut, min_quality), err) for path, frame, t, cut, err in batch]
+    blocks = [fc.blocks for _p, _f, _t, cut, _e in batch if cut is not None for fc in cut.faces]
+    probs, weights = classifier.classify(blocks) if blocks else (np.zeros((0, 0)), np.zeros((0, 0)))
+    out, k = [], 0
+    for path, frame, t, cut, err in batch:
+        pred = ImagePrediction(path=path, frame=frame, time=None if t is None else round(t, 3))
+        if cut is None or cut.failure:
+            pred.error = err or (cut.failure if cut is not None else "unreadable")
+            out.append((pred, cut))
+            continue
+        for fc in cut.faces:
+            p, w = probs[k], weights[k]
+            k += 1
+            pred.faces.append(FacePrediction(
+                box=[round(float(v), 1) for v in fc.face.box], box_method=fc.face.method,
+                quality=round(float(fc.face.quality), 4), label=classifier.class_names[int(p.argmax())],
+                probabilities={c: round(float(x), 4) for c, x in zip(classifier.class_names, p)},
+                region_weights={r: round(float(x), 4) for r, x in zip(classifier.regions, w)},
+                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in fc.face.landmarks]))
+        out.append((pred, cut))
+    return out
+
+
+def check_outputs_apart(inputs: list[str | np.ndarray], listed: list[tuple[str, str | None, np.ndarray | None]],
+                        opts: PredictOptions) -> None:
+    """Refuse an output file that is one of the inputs (it would be replaced while it is read), or
+    an annotation folder inside an input folder (its pictures would become inputs next time)."""
+    for flag, target in (("--csv", opts.csv), ("--annotate", opts.annotate)):
+        if target is not None and any(_same_file(target, p) for p, reason, array in listed
+                                      if reason is None and array is None):
+            raise OutputError(f"{flag} {printable(target)} is one of the inputs: choose another file")
+    if opts.annotate is None or is_video_file(opts.annotate):
+        return
+    for folder in (i for i in inputs if isinstance(i, str) and os.path.isdir(i)):
+        if is_inside(opts.annotate, folder):
+            raise OutputError(f"--annotate {printable(opts.annotate)} is inside an input folder: its pictures "
+                              "would be read as inputs next time; choose a folder outside the inputs")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -1,0 +1,41 @@
+"""Whether a shard folder fits a checkpoint: the block sizes it reads, and the block geometry it
+was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from prepro.errors import MismatchError
+
+
+# Block geometry that changes what a block shows (sizes are checked separately, by region).
+_GEOMETRY_FLAGS = {"eyes_margin": "--eyes-margin", "mouth_margin": "--mouth-margin", "face_margin": "--face-margin",
+                   "rotate": "--rotate/--no-rotate", "pad": "--pad"}
+
+
+def check_block_sizes(shard_sizes: dict[str, Sequence[int]], ckpt_sizes: dict[str, Sequence[int]],
+                      regions: Sequence[str], shards_dir: str | os.PathLike) -> None:
+    for r in regions:
+        have, want = list(shard_sizes.get(r, [])), list(ckpt_sizes.get(r, []))
+        if have != want:
+            h = "x".join(map(str, have)) or "no"
+            w = "x".join(map(str, want))
+            raise MismatchError(f"{shards_dir} has {r} blocks of {h} pixels but the model was trained on {w}: "
+                                f"preprocess with --{r}-size {w} (or train a new model on these shards)")
+
+
+def preprocessing_differences(shard_params: dict[str, Any], ckpt_params: dict[str, Any],
+                              regions: Sequence[str]) -> list[str]:
+    """How the shards' block geometry differs from the one a checkpoint was trained on, one line each.
+
+    The face mode may differ (evaluating on another dataset); margins, rotation and padding of the
+    blocks the model reads may not, since they change what the model sees.
+    """
+    have, want = shard_params.get("blocks") or {}, ckpt_params.get("blocks") or {}
+    if not want:
+        return []
+    keys = ["rotate", "pad"] + [f"{r}_margin" for r in regions]
+    return [f"{_GEOMETRY_FLAGS[k]} {want.get(k)!r} in training, {have.get(k)!r} here" for k in keys
+            if have.get(k) != want.get(k)]
