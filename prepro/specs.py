@@ -26,7 +26,9 @@ ENV_VAR = "FACEBLOCKS_DATASETS"
 SPLITS = ("train", "val", "test")
 
 # Reader formats (see prepro.readers); "auto" detects one of the others.
-FORMATS = ("auto", "folder", "fer2013-csv", "ferg", "jaffe", "flat", "labels")
+# "ferplus" is the FER2013 CSV labelled by the FER+ vote file beside it (never detected: it needs --dataset
+# ferplus or --format ferplus).
+FORMATS = ("auto", "folder", "fer2013-csv", "ferg", "jaffe", "flat", "labels", "ferplus")
 
 # Column roles a label file's `columns` table may name.
 LABEL_FILE_COLUMNS = ("path", "label", "split", "subject")
