@@ -26,6 +26,13 @@ OPTIONAL_FIELDS: dict[str, tuple[str, tuple[int, ...], str]] = {
 }
 
 
+def drop_single_votes(votes: np.ndarray) -> np.ndarray:
+    """Vote counts with every count of one (or less) set to 0: FER+'s reference code takes a lone
+    tagger's vote for an outlier, both for the majority label and for the vote distribution."""
+    votes = np.asarray(votes, dtype=np.float64)
+    return np.where(votes > 1, votes, 0.0)
+
+
 def valid_values(name: str, a: np.ndarray) -> np.ndarray:
     """A boolean per value of the optional array ``name``: can a reader use it?"""
     if name == "votes":

@@ -18,7 +18,7 @@ from prepro.errors import InputError
 from prepro.readers.fer2013_csv import list_csv
 from prepro.readers.records import Failure, RawItem
 from prepro.readers.text_files import READ_ERRORS, open_binary, read_problem
-from prepro.sample_values import VOTE_COLUMNS
+from prepro.sample_values import VOTE_COLUMNS, drop_single_votes
 from prepro.specs import DatasetSpec
 
 # fer2013new.csv's columns, lower case, in its order
@@ -41,10 +41,10 @@ def majority_label(votes: Sequence[float]) -> str:
     half of the remaining votes wins; when none does (a tie, a spread vote, nothing left) the face
     is "unknown". Unknown and "not_face" win like any other column.
     """
-    kept = [v if v > 1 else 0 for v in votes]
-    best = max(kept)
-    if best > sum(kept) / 2:
-        return VOTE_COLUMNS[kept.index(best)]
+    kept = drop_single_votes(votes)
+    best = kept.max()
+    if best > kept.sum() / 2:
+        return VOTE_COLUMNS[int(kept.argmax())]
     return "unknown"
 
 
