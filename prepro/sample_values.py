@@ -62,6 +62,21 @@ def arrays_for(sources: list[str], table: Mapping[str, Mapping[str, Any]]) -> di
     return out
 
 
+def summary_of(parts: Mapping[str, list[np.ndarray]]) -> dict[str, dict[str, Any]]:
+    """What `faceblocks inspect` says of the optional arrays read (name -> one array per shard):
+    per name, the samples that have a value, and the least, mean and largest value (votes: per
+    sample, the total)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, arrays in parts.items():
+        a = np.concatenate(arrays).astype(np.float64)
+        a = a.sum(axis=1) if a.ndim > 1 else a
+        given = a[~np.isnan(a)]
+        out[name] = {"given": int(given.size), "missing": int(a.size - given.size)}
+        if given.size:
+            out[name].update(min=float(given.min()), mean=float(given.mean()), max=float(given.max()))
+    return out
+
+
 def held_fields(files: Iterable[Any]) -> tuple[str, ...]:
     """The optional fields every one of the open shard ``files`` holds (none for no file)."""
     files = list(files)

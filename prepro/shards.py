@@ -42,7 +42,7 @@ from prepro.errors import DataError, InputError, OutputError
 from prepro.inputs import is_inside, printable
 from prepro.outputs import (append_lines, atomic_write, atomic_write_text, is_writer_id, read_own_prefix, sha256_file,
                             temp_name)
-from prepro.sample_values import OPTIONAL_FIELDS, arrays_for, held_fields, valid_values
+from prepro.sample_values import OPTIONAL_FIELDS, arrays_for, held_fields, summary_of, valid_values
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -585,13 +585,15 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
     m = Manifest.load(out)
     splits: dict[str, dict[str, int]] = {}
     methods: dict[str, int] = {}
-    qualities, damaged = [], []
+    qualities, damaged, optional = [], [], {}
     for rec in m.shards:
         why = check_shard(out, rec, m)
         try:
             if why is None:
                 with h5py.File(out / rec.file, "r") as f:
                     lab, met, q = f["label"][()], f["box_method"][()], f["quality"][()]
+                    for name in held_fields([f]):
+                        optional.setdefault(name, []).append(f[name][()])
         except HDF5_READ_ERRORS as e:
             why = f"unreadable ({str(e)[:100]})"
         if why:
@@ -609,7 +611,8 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
         "out_dir": str(out), "complete": m.complete, "samples": m.n_samples, "failed": len(m.all_failures),
         "items": m.n_samples + len(m.all_failures), "shards": len(m.shards), "damaged": damaged,
         "splits": {s: dict(sorted(splits[s].items())) for s in m.split_names if s in splits},
-        "box_methods": methods, "quality": _quality_summary(qualities), "failures": m.all_failures,
+        "box_methods": methods, "quality": _quality_summary(qualities), "sample_values": summary_of(optional),
+        "failures": m.all_failures,
         "missing": m.missing, "source": m.source, "params": m.params, "landmark_model": m.landmark_model,
         "format_version": m.format_version, "faceblocks_version": m.faceblocks_version,
     }
