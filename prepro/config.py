@@ -83,6 +83,10 @@ class PreprocessRun:
     image_root: str | None = setting(None, "label files: the folder their image paths are relative to, absolute "
                                      "ones inside it allowed (default: the label file's folder)", "str",
                                      optional=True)
+    # Like image_root, a path that may move: not in the manifest's parameters (the labels and votes
+    # it gives are in the listing's fingerprint).
+    votes_file: str | None = setting(None, "FER+ (--dataset ferplus): its vote file (default: fer2013new.csv beside "
+                                     "the CSV)", "str", optional=True)
 
     def __post_init__(self) -> None:
         check(self)

@@ -17,7 +17,8 @@ Formats (``fmt``):
     exported image region (uint8 (N, H, W)), ``landmarks`` plus the three affines and ``image_size``
     when landmarks are exported, ``labels`` (int64, -1 when unlabelled), ``label_names`` (index
     ``labels`` with it), ``ids``, ``sources``, ``subjects``, ``box_method`` (names), ``quality``,
-    ``det_score``. Strings are fixed-width unicode arrays, never objects.
+    ``det_score``, and ``votes``, ``valence``, ``arousal`` where the shards keep them (FER+,
+    AffectNet: see `prepro.sample_values`). Strings are fixed-width unicode arrays, never objects.
 ``hdf5``
     ``OUT/blocks.h5``: one file in the shard format (every dataset and root attribute of a shard,
     whatever ``regions`` says), holding the samples that pass the filters. ``shard_split`` is the
@@ -60,6 +61,7 @@ from prepro.errors import DataError, InputError, OutputError
 from prepro.faces import BOX_METHODS
 from prepro.inputs import is_inside
 from prepro.outputs import atomic_write, atomic_write_text, is_empty_but_for_us, output_lock, sha256_file
+from prepro.sample_values import OPTIONAL_FIELDS, held_fields
 from prepro.shards import (BLOCK_FIELDS, HDF5_READ_ERRORS, STRING_FIELDS, Manifest, check_shard, shard_attrs,
                            warn_if_unfinished)
 
@@ -499,10 +501,13 @@ def _export_npz(out: _Out, m: Manifest, parts: list[_Part], regions, label_of, b
                 acc["box_method"] += [_method_name(m, i) for i in _read_rows(f, "box_method", rows)]
                 acc["quality"].append(_read_rows(f, "quality", rows).astype(np.float32))
                 acc["det_score"].append(_read_rows(f, "det_score", rows).astype(np.float32))
+                for name in held_fields([f]):  # FER+ votes, valence, arousal: where the source gave them
+                    acc.setdefault(name, []).append(_read_rows(f, name, rows))
             acc["labels"].append(q.label.astype(np.int64))
             acc["ids"] += _ids(m, q, sources, label_of)
             bar.update(len(rows))
-        arrays = {k: np.concatenate(acc[k]) for k in fields + ["labels", "quality", "det_score"]}
+        optional = [k for k in OPTIONAL_FIELDS if len(acc.get(k, ())) == len(mine)]
+        arrays = {k: np.concatenate(acc[k]) for k in fields + ["labels", "quality", "det_score"] + optional}
         for k in ("ids", "sources", "subjects", "box_method"):
             arrays[k] = np.array(acc[k], dtype=str)
         arrays["label_names"] = np.array(m.label_names, dtype=str)

@@ -87,7 +87,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         # one is loaded by the workers only: loading it here too would cost a second a run.)
         landmark.load()
     spec = load_spec(cfg.dataset) if cfg.dataset else None
-    listing = list_source(source, cfg.format, spec=spec, image_root=run.image_root)
+    listing = list_source(source, cfg.format, spec=spec, image_root=run.image_root, votes_file=run.votes_file)
     for message in count_mismatches(listing.items, listing.spec):
         log(f"note: {message} (a partial copy of the dataset?)")
     if run.scheduler:
@@ -96,6 +96,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         connect_dask(run.scheduler)
     with output_lock(out):
         manifest = _open_folder(out, _fresh_manifest(cfg, listing, landmark), overwrite, log)
+        manifest.sample_values = {it.source_id: dict(it.annotations) for it in listing.items if it.annotations}
         plan = _plan(out, manifest, listing, cfg, retry_failed)
         _report_plan(plan, manifest, log)
         manifest.source = {**manifest.source, "path": str(Path(source).resolve()), "n_items": len(listing.items),
@@ -252,7 +253,9 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _fingerprint(items: list[RawItem]) -> str:
     h = hashlib.sha256()
     for it in items:
-        h.update(f"{it.source_id}\t{it.label}\t{it.split}\t{it.subject}\t{it.box}\n".encode("utf-8"))
+        # annotations only when there are some, so that the fingerprints of other sources stay as they were
+        extra = f"\t{it.annotations}" if it.annotations else ""
+        h.update(f"{it.source_id}\t{it.label}\t{it.split}\t{it.subject}\t{it.box}{extra}\n".encode("utf-8"))
     return h.hexdigest()
 
 

@@ -42,6 +42,7 @@ from prepro.errors import DataError, InputError, OutputError
 from prepro.inputs import is_inside, printable
 from prepro.outputs import (append_lines, atomic_write, atomic_write_text, is_writer_id, read_own_prefix, sha256_file,
                             temp_name)
+from prepro.sample_values import OPTIONAL_FIELDS, arrays_for, held_fields, summary_of, valid_values
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -67,6 +68,8 @@ _FIXED_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
 BLOCK_FIELDS = ("eyes", "mouth", "face")
 STRING_FIELDS = ("source", "subject")
 _SHARD_ARRAYS = (*BLOCK_FIELDS, *_FIXED_FIELDS, *STRING_FIELDS)  # every member a shard holds
+# ... and those only the shards of some sources hold (`prepro.sample_values`: FER+ votes, valence, arousal)
+_ALL_ARRAYS = (*_SHARD_ARRAYS, *OPTIONAL_FIELDS)
 # What h5py raises for a damaged file: OSError for most, KeyError for a missing member, and
 # ValueError, TypeError, AttributeError or RuntimeError for damaged metadata (links, types, B-trees).
 HDF5_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError)
@@ -185,6 +188,10 @@ def _fill_shard(f: Any, samples: Sequence[Sample], attrs: dict[str, Any]) -> Non
     str_dt = h5py.string_dtype("utf-8")
     for name in STRING_FIELDS:
         f.create_dataset(name, data=[getattr(s, name) for s in samples], dtype=str_dt, track_times=False)
+    table = getattr(attrs, "sample_values", {})
+    for name, arr in arrays_for([s.source for s in samples], table).items():
+        f.create_dataset(name, data=arr, chunks=(min(n, 1024),) + arr.shape[1:], compression="gzip",
+                         compression_opts=4, track_times=False)
     for key, value in attrs.items():
         f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
     f.attrs["n_samples"] = n
@@ -222,6 +229,9 @@ class Manifest:
     faceblocks_version: str = __version__
     # failure list -> (id of the list as last saved, its entries then, bytes of its file then)
     _stored: dict[str, tuple[int, int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # source id -> {optional field: value} of the current listing (FER+ votes, valence, arousal): what
+    # the shards written now keep per sample; never saved (the shards hold it)
+    sample_values: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -238,6 +248,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("_stored")
+        d.pop("sample_values")
         d["n_samples"] = self.n_samples
         return d
 
@@ -377,9 +388,17 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
+class ShardAttrs(dict):
+    """A shard's root attributes, carrying the manifest's `sample_values` to the shard writer: the
+    worker and writer hand on only the samples and these attributes, and a sample does not carry
+    its source's optional values (the attributes themselves are all that is stored as attributes)."""
+
+    sample_values: dict[str, dict[str, Any]]
+
+
 def shard_attrs(manifest: Manifest, split: str, index: int) -> dict[str, Any]:
     """Root attributes stored in every shard: enough to use a shard found on its own."""
-    return {
+    attrs = ShardAttrs({
         "format_version": manifest.format_version,
         "faceblocks_version": manifest.faceblocks_version,
         "label_names": manifest.label_names,
@@ -391,7 +410,9 @@ def shard_attrs(manifest: Manifest, split: str, index: int) -> dict[str, Any]:
         "writer_id": manifest.writer_id,
         "shard_split": split,
         "shard_index": index,
-    }
+    })
+    attrs.sample_values = manifest.sample_values
+    return attrs
 
 
 def shard_writer_id(path: Path) -> str | None:
@@ -471,7 +492,7 @@ def _member_problem(f: Any) -> str | None:
         link = f.get(name, getlink=True)
         if not isinstance(link, h5py.HardLink):
             return f"its member {printable(name)!r} is an HDF5 {type(link).__name__} (data kept elsewhere)"
-        if name not in _SHARD_ARRAYS:
+        if name not in _ALL_ARRAYS:
             return f"it holds a member {printable(name)!r} that faceblocks never writes"
         obj = f[name]
         if not isinstance(obj, h5py.Dataset) or obj.is_virtual or obj.external:
@@ -505,6 +526,9 @@ def _disagreement(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
     for name in STRING_FIELDS:
         if len(f[name]) != n or h5py.check_string_dtype(f[name].dtype) is None:
             return f"its {name} array holds {len(f[name])} {f[name].dtype} entries, not {n} strings"
+    for name, (dtype, shape, _) in OPTIONAL_FIELDS.items():
+        if name in f and (tuple(f[name].shape) != (n, *shape) or f[name].dtype != np.dtype(dtype)):
+            return f"its {name} array is {tuple(f[name].shape)} {f[name].dtype}, not {(n, *shape)} {dtype}"
     return None
 
 
@@ -524,7 +548,10 @@ _VALID_VALUES: dict[str, tuple[Callable[[np.ndarray, ShardRecord, Manifest], np.
 
 def _bad_value(f: Any, rec: ShardRecord, m: Manifest) -> str | None:
     """The first value of an open shard (of the right shapes and dtypes) that no reader can use."""
-    for name, (valid, expected) in _VALID_VALUES.items():
+    checks = [(name, valid, expected) for name, (valid, expected) in _VALID_VALUES.items()]
+    checks += [(name, lambda a, r, m, name=name: valid_values(name, a), "not " + OPTIONAL_FIELDS[name][2])
+               for name in held_fields([f])]
+    for name, valid, expected in checks:
         a = f[name][()]
         ok = valid(a, rec, m).reshape(len(a), -1).all(axis=1)
         if not ok.all():
@@ -558,13 +585,15 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
     m = Manifest.load(out)
     splits: dict[str, dict[str, int]] = {}
     methods: dict[str, int] = {}
-    qualities, damaged = [], []
+    qualities, damaged, optional = [], [], {}
     for rec in m.shards:
         why = check_shard(out, rec, m)
         try:
             if why is None:
                 with h5py.File(out / rec.file, "r") as f:
                     lab, met, q = f["label"][()], f["box_method"][()], f["quality"][()]
+                    for name in held_fields([f]):
+                        optional.setdefault(name, []).append(f[name][()])
         except HDF5_READ_ERRORS as e:
             why = f"unreadable ({str(e)[:100]})"
         if why:
@@ -582,7 +611,8 @@ def summarize(out_dir: str | os.PathLike) -> dict[str, Any]:
         "out_dir": str(out), "complete": m.complete, "samples": m.n_samples, "failed": len(m.all_failures),
         "items": m.n_samples + len(m.all_failures), "shards": len(m.shards), "damaged": damaged,
         "splits": {s: dict(sorted(splits[s].items())) for s in m.split_names if s in splits},
-        "box_methods": methods, "quality": _quality_summary(qualities), "failures": m.all_failures,
+        "box_methods": methods, "quality": _quality_summary(qualities), "sample_values": summary_of(optional),
+        "failures": m.all_failures,
         "missing": m.missing, "source": m.source, "params": m.params, "landmark_model": m.landmark_model,
         "format_version": m.format_version, "faceblocks_version": m.faceblocks_version,
     }
@@ -638,8 +668,10 @@ class ShardReader:
         self.block_sizes = {k: tuple(v) for k, v in m.block_sizes.items()}
         self.files: list[Path] = []
         rows_shard, rows_row, rows_label = [], [], []
+        held: list[tuple[str, ...]] = []
         for rec in m.shards_of(split):
-            lab = self._labels_of(rec, verify_files)
+            lab, optional = self._labels_of(rec, verify_files)
+            held.append(optional)
             rows = np.arange(len(lab)) if keep is None else np.flatnonzero(np.isin(lab, keep))
             rows_shard.append(np.full(len(rows), len(self.files), dtype=np.int32))
             rows_row.append(rows.astype(np.int32))
@@ -649,10 +681,13 @@ class ShardReader:
         self.index_shard = cat(rows_shard, np.int32)
         self.index_row = cat(rows_row, np.int32)
         self.labels = cat(rows_label, np.int64)
+        # the optional arrays (`prepro.sample_values`) every shard of this view holds
+        self.optional_fields = tuple(n for n in OPTIONAL_FIELDS if held and all(n in h for h in held))
         self._handles: dict[int, Any] = {}
         self._pid: int | None = None
 
-    def _labels_of(self, rec: ShardRecord, verify_files: bool) -> np.ndarray:
+    def _labels_of(self, rec: ShardRecord, verify_files: bool) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The shard's labels and the optional arrays it holds."""
         import h5py
 
         if verify_files:
@@ -663,13 +698,14 @@ class ShardReader:
         try:
             with h5py.File(self.root / rec.file, "r") as f:
                 lab = f["label"][()].astype(np.int64)
+                optional = held_fields([f])
         except HDF5_READ_ERRORS as e:
             raise DataError(f"shard {rec.file} of {self.root} is unreadable ({str(e)[:100]}): run "
                             f"`faceblocks verify {self.root}`") from None
         if len(lab) != rec.n_samples:
             raise DataError(f"shard {rec.file} of {self.root} holds {len(lab)} labels, the manifest says "
                             f"{rec.n_samples}: preprocess again")
-        return lab
+        return lab, optional
 
     def __len__(self) -> int:
         return len(self.index_row)
@@ -695,7 +731,7 @@ class ShardReader:
     def get(self, i: int, fields: Sequence[str] | str = ("eyes", "mouth", "face", "label")) -> dict[str, Any]:
         """Sample ``i`` of this view as a dict of numpy arrays / scalars / strings; ``fields`` names
         the arrays (one name, or a sequence of them)."""
-        fields = _field_names(fields)
+        fields = _field_names(fields, self)
         try:
             f = self._file(int(self.index_shard[i]))
             r = int(self.index_row[i])
@@ -710,7 +746,7 @@ class ShardReader:
 
     def load_all(self, fields: Sequence[str] | str = ("eyes", "mouth", "face", "label")) -> dict[str, np.ndarray]:
         """Every sample of this view in memory (for a dataset that fits); ``fields`` as in `get`."""
-        fields = _field_names(fields)
+        fields = _field_names(fields, self)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in fields}
         for k in range(len(self.files)):
             rows = self.index_row[self.index_shard == k]
@@ -731,11 +767,16 @@ class ShardReader:
         self._handles = {}
 
 
-def _field_names(fields: Sequence[str] | str) -> tuple[str, ...]:
+def _field_names(fields: Sequence[str] | str, reader: ShardReader) -> tuple[str, ...]:
     """``fields`` as a tuple of shard array names: a single name is one field (iterating the string
-    would ask for its letters); a name no shard holds is an InputError listing the allowed ones."""
+    would ask for its letters); a name no shard holds is an InputError listing the allowed ones, an
+    optional array (`prepro.sample_values`) that not every shard of ``reader`` holds one saying so."""
     names = (fields,) if isinstance(fields, str) else tuple(fields)
-    unknown = [n for n in names if n not in _SHARD_ARRAYS]
+    unknown = [n for n in names if n not in _ALL_ARRAYS]
     if unknown:
-        raise InputError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(_SHARD_ARRAYS)}")
+        raise InputError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(_ALL_ARRAYS)}")
+    absent = [n for n in names if n in OPTIONAL_FIELDS and n not in reader.optional_fields]
+    if absent:
+        raise InputError(f"the shards of {reader.root} hold no {' or '.join(absent)} (only a source that gives "
+                         "them keeps them: FER+ its votes, AffectNet valence and arousal)")
     return names

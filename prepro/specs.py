@@ -26,10 +26,15 @@ ENV_VAR = "FACEBLOCKS_DATASETS"
 SPLITS = ("train", "val", "test")
 
 # Reader formats (see prepro.readers); "auto" detects one of the others.
-FORMATS = ("auto", "folder", "fer2013-csv", "ferg", "jaffe", "flat", "labels")
+# "ferplus" is the FER2013 CSV labelled by the FER+ vote file beside it (never detected: it needs --dataset
+# ferplus or --format ferplus).
+FORMATS = ("auto", "folder", "fer2013-csv", "ferg", "jaffe", "flat", "labels", "ferplus")
 
 # Column roles a label file's `columns` table may name.
-LABEL_FILE_COLUMNS = ("path", "label", "split", "subject")
+# valence and arousal (AffectNet) are kept per sample in the shards (`prepro.sample_values`), NaN
+# where a row's cell is empty
+VALUE_COLUMNS = ("valence", "arousal")
+LABEL_FILE_COLUMNS = ("path", "label", "split", "subject", *VALUE_COLUMNS)
 
 # Field separators of a label file: "auto" detects one, "whitespace" is any run of spaces and tabs.
 DELIMITERS = ("auto", ",", ";", "\t", "|", "whitespace")

@@ -37,15 +37,26 @@ def _blocks(label: int, n_classes: int, sizes: dict[str, tuple[int, int]], rng: 
     return clip(eyes), clip(mouth), clip(face)
 
 
+def _votes(labels: Sequence[str], cls: int, share: float) -> np.ndarray:
+    from prepro.sample_values import VOTE_COLUMNS
+
+    v = np.zeros(len(VOTE_COLUMNS), np.float32)
+    v[VOTE_COLUMNS.index(labels[cls])] = round(10 * share)
+    v[VOTE_COLUMNS.index(labels[(cls + 1) % len(labels)])] += 10 - round(10 * share)
+    return v
+
+
 def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", "surprise"),
                      per_class: dict[str, int] | None = None, eyes_size: tuple[int, int] = (16, 48),
                      mouth_size: tuple[int, int] = (16, 32), face_size: tuple[int, int] = (32, 32),
                      shard_size: int = 32, label_names: Sequence[str] = ALL_LABELS, unlabelled: int = 0,
-                     seed: int = 0, quality: float = 1.0) -> Path:
+                     seed: int = 0, quality: float = 1.0, votes: float | None = None) -> Path:
     """Write a shard folder with ``per_class[split]`` samples of each label in ``labels`` per split.
 
     ``label_names`` is the manifest's label list (the preprocessing pipeline stores all canonical
-    labels); ``unlabelled`` adds that many label -1 samples to the test split. Returns ``root``.
+    labels); ``unlabelled`` adds that many label -1 samples to the test split; ``votes`` (a share) gives
+    every sample ten FER+-like votes: that share for its label, the rest for the next of ``labels``
+    (below one half the votes disagree with the label). Returns ``root``.
     """
     root = Path(root)
     (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -85,6 +96,8 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
                                   split=split_names.index(split), source=f"fake/{split}/{item + len(samples)}",
                                   subject="", box_method=2, det_score=float("nan"), quality=quality,
                                   image_size=(48, 48)))
+            if votes is not None:
+                manifest.sample_values[samples[-1].source] = {"votes": _votes(labels, cls, votes)}
         for i in range(0, len(samples), shard_size):
             chunk = samples[i:i + shard_size]
             index = i // shard_size

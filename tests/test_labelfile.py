@@ -204,7 +204,7 @@ def test_affectnet_listing(affectnet):
     assert fails["9/missing.jpg"].startswith("image file not found: Manually_Annotated_Images/9/missing.jpg")
     assert fails[f"{train_csv}:line=13"].startswith("missing image path")
     assert fails["1/a.jpg"] == f"listed twice: first at {train_csv} line 2 ({train_csv} line 14)"
-    assert fails[f"{train_csv}:line=15"].startswith("too few columns: 3, expected at least 7")
+    assert fails[f"{train_csv}:line=15"].startswith("too few columns: 3, expected at least 9")
     # a path listed again is a failure even when its first listing failed (here: an unknown code)
     v1 = sorted(f.reason for f in listing.failures if f.source == "4/v1.jpg")
     assert v1[0].startswith("listed twice") and "validation.csv line 2" in v1[0]

@@ -70,6 +70,15 @@ def _world(root: Path) -> None:
             Image.fromarray(a).save(folder / f"{prefix}_{k}.jpg")
             lines.append(f"{c},{' '.join(map(str, a.ravel()))},{prefix}")
     (root / "fer2013.csv.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    (root / "fer2013.csv").write_text("\n".join(lines) + "\n")
+    ferplus = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+    header = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    columns = header.split(",")[2:]
+    votes = [header] + [f"{line.rsplit(',', 1)[1]},fer{k}.png," + ",".join(
+        "10" if c == ferplus[int(line.split(",", 1)[0])] else "0" for c in columns) for k, line in enumerate(lines[1:])]
+    (root / "fer2013new.csv").write_text("\n".join(votes) + "\n")
+    (root / "FERPlus").mkdir()
+    (root / "FERPlus" / "fer2013new.csv").write_text("\n".join(votes) + "\n")
     (root / "img").mkdir()
     (root / "images").mkdir()
     (root / "jaffe").mkdir()

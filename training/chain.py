@@ -157,7 +157,7 @@ def load_config(path: str | os.PathLike) -> ChainConfig:
     if not values["data"]["source"]:
         raise InputError(f"{path}: data.source is required (the raw images to preprocess)")
     base = path.resolve().parent
-    for key in ("source", "image_root"):
+    for key in ("source", "image_root", "votes_file"):
         if values["data"][key]:
             values["data"][key] = str((base / values["data"][key]).resolve())
     if values["run"]["out"]:
@@ -312,7 +312,8 @@ def _stage_preprocess(cfg: ChainConfig, pcfg, out: Path, changed: set[str], jobs
     t0 = time.monotonic()
     redo = "data" in changed
     log("[1/4] preprocess" + (" (config changed: redoing)" if redo else ""))
-    run = PreprocessRun(jobs=jobs if jobs is not None else cfg["data"]["jobs"], image_root=cfg["data"]["image_root"])
+    run = PreprocessRun(jobs=jobs if jobs is not None else cfg["data"]["jobs"], image_root=cfg["data"]["image_root"],
+                        votes_file=cfg["data"]["votes_file"])
     summary = run_preprocess(cfg["data"]["source"], str(out / "shards"), pcfg, run, overwrite=redo,
                              progress=progress, log=log)
     ran = summary.written_now > 0 or redo

@@ -42,6 +42,10 @@ class TrainConfig:
     min_lr_ratio: float = setting(0.01, "the cosine ends at lr times this", "float", low=0, high=1)
     label_smoothing: float = setting(0.1, "cross-entropy label smoothing", "float", low=0, high=0.99)
     grad_clip: float = setting(5.0, "maximum gradient norm; 0 turns clipping off", "float", low=0, high=1e6)
+    soft_labels: bool = setting(False, "learn from the taggers' vote distribution (FER+ shards: cross-entropy "
+                                "against the votes for the trained classes, single votes dropped, as the FER+ "
+                                "paper's best mode) instead of the majority label; validation and evaluation "
+                                "still score the majority label", "bool")
     mixup: float = setting(0.0, "mixup strength (Beta(a, a) mixing of pairs of samples and labels); 0 = off",
                            "float", low=0, high=10)
     # data

@@ -54,7 +54,7 @@ class SplitSamples:
     """
 
     def __init__(self, shards_dir: str, split: str, class_names: Sequence[str] | None = None,
-                 regions: Sequence[str] = REGIONS):
+                 regions: Sequence[str] = REGIONS, soft_labels: bool = False):
         bad = [r for r in regions if r not in REGIONS]
         if bad:
             raise InputError(f"unknown region(s) {', '.join(bad)}; allowed: {', '.join(REGIONS)}")
@@ -81,6 +81,10 @@ class SplitSamples:
         self.block_sizes = {r: tuple(int(v) for v in self.reader.block_sizes[r]) for r in REGIONS
                             if r in self.reader.block_sizes}
         self.manifest = self.reader.manifest
+        self.soft_labels = soft_labels
+        if soft_labels and "votes" not in self.reader.optional_fields:
+            raise InputError(f"soft labels need the taggers' votes, and the {split} shards of {shards_dir} hold none: "
+                             "preprocess FER+ (--dataset ferplus), or train on the labels without --soft-labels")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -111,7 +115,19 @@ class SplitSamples:
         out = {r: torch.from_numpy(np.ascontiguousarray(data[r][self.rows])).unsqueeze(1).to(device)
                for r in self.regions}
         out["label"] = torch.from_numpy(self.targets).to(device)
+        if self.soft_labels:
+            out["soft"] = torch.from_numpy(self.vote_distribution()).to(device)
         return out
+
+    def vote_distribution(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 (N, classes): each selected sample's votes for the classes trained on (single
+        votes dropped), summing to 1; the majority label's votes are always among them."""
+        from prepro.sample_values import VOTE_COLUMNS, drop_single_votes
+
+        rows = self.rows if rows is None else rows
+        votes = drop_single_votes(self.reader.load_all(fields=("votes",))["votes"][rows])
+        votes = votes[:, [VOTE_COLUMNS.index(n) for n in self.class_names]]
+        return (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
 
     def read_batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
         """One batch read from the shards (the lazy path): uint8 (B, 1, H, W) per region, ``label``."""
@@ -119,6 +135,8 @@ class SplitSamples:
         samples = [self.reader.get(int(self.rows[i]), fields=self.regions) for i in idx]
         out = {r: torch.from_numpy(np.stack([s[r] for s in samples])).unsqueeze(1) for r in self.regions}
         out["label"] = torch.from_numpy(self.targets[idx])
+        if self.soft_labels:
+            out["soft"] = torch.from_numpy(self.vote_distribution(self.rows[idx]))
         return out
 
 

@@ -146,7 +146,8 @@ def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: t
         bad = [x for x in cfg.labels if x not in manifest.label_names]
         if bad:
             raise InputError(f"unknown label(s) {', '.join(bad)}; the shards have: {', '.join(manifest.label_names)}")
-    train = SplitSamples(shards_dir, cfg.train_split, class_names=cfg.labels, regions=regions)
+    train = SplitSamples(shards_dir, cfg.train_split, class_names=cfg.labels, regions=regions,
+                         soft_labels=cfg.soft_labels)
     train.require_samples(f"split {cfg.train_split!r}")
     if cfg.val_split == "holdout":
         held = holdout_rows(train.targets, cfg.holdout_frac, cfg.seed)
@@ -261,18 +262,20 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
                desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (cfg.progress and run.rank == 0))
     for batch in bar:
         y = batch["label"].to(run.device, non_blocking=True)
+        # the target: the vote distribution with --soft-labels, else the label (accuracy is the label's)
+        target = batch["soft"].to(run.device, non_blocking=True) if "soft" in batch else y
         x = to_float(batch, run.regions, run.device, run.memory_format)
         if cfg.augment:
             x = augment(x, run.regions, g)
         x = normalize(x, run.regions)
-        y2, lam = y, 1.0
+        target2, lam = target, 1.0
         if cfg.mixup > 0:
-            x, y, y2, lam = _mixup(x, y, cfg.mixup, g)
+            x, target, target2, lam = _mixup(x, target, cfg.mixup, g)
         with run.autocast():
             out = run.train_model(x)
             logits = out.logits.float()
-            loss = lam * run.criterion(logits, y) + (1 - lam) * run.criterion(logits, y2) if lam < 1 \
-                else run.criterion(logits, y)
+            loss = lam * run.criterion(logits, target) + (1 - lam) * run.criterion(logits, target2) if lam < 1 \
+                else run.criterion(logits, target)
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {run.step + 1}: lower "
                                 f"lr (now {cfg.lr:g}) or keep grad_clip on; the last good checkpoints are kept")

@@ -13,6 +13,7 @@ from prepro.labels import UnknownLabelError, canonical_label, normalize_label_na
 from prepro.readers.class_folders import list_class_folders
 from prepro.readers.fer2013_csv import list_csv
 from prepro.readers.ferg import list_ferg
+from prepro.readers.ferplus import list_ferplus
 from prepro.readers.jaffe_and_flat import JAFFE_PATTERN, list_flat, list_jaffe
 from prepro.readers.label_columns import LABEL_FILE_SUFFIXES, looks_like_label_file
 from prepro.readers.label_files import list_label_files
@@ -116,13 +117,14 @@ def _looks_like_ferg_character(path: str, name: str) -> bool:
 
 
 def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None,
-                image_root: str | None = None) -> Listing:
+                image_root: str | None = None, votes_file: str | None = None) -> Listing:
     """List the items of the source at ``path`` in format ``fmt`` (one of `FORMATS`).
 
     A ``spec`` supplies label spellings, split names and the subject pattern (and, for label files,
     where the files, images and columns are); with ``fmt="auto"`` its format is used. Without a
     spec, the CSV format uses the builtin ``fer2013-csv`` description (its 0..6 emotion codes).
-    ``image_root`` is the folder a label file's image paths are relative to (label files only).
+    ``image_root`` is the folder a label file's image paths are relative to (label files only);
+    ``votes_file`` is FER+'s vote file (format ferplus only; default: fer2013new.csv beside the CSV).
     Raises `SourceNotFoundError` for a missing source and `InputError` for a source that cannot be
     listed (unknown or contradicting format, unreadable file, nothing usable in it).
     """
@@ -139,13 +141,15 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None,
                                      f"{spec.format!r}; leave the format on auto")
     if fmt == "auto":
         fmt = detect_format(src)
-    if spec is None and fmt == "fer2013-csv":
-        spec = load_spec("fer2013-csv")
+    if spec is None and fmt in ("fer2013-csv", "ferplus"):
+        spec = load_spec("fer2013-csv" if fmt == "fer2013-csv" else "ferplus")
     root = src.resolve()
     if image_root is not None and fmt != "labels":
         raise InputError(f"--image-root only applies to label files; {path} is read as format {fmt}")
+    if votes_file is not None and fmt != "ferplus":
+        raise InputError(f"--votes-file only applies to FER+ (--dataset ferplus); {path} is read as format {fmt}")
 
-    items, failures, looked_for = _list_in_format(fmt, root, path, spec, image_root)
+    items, failures, looked_for = _list_in_format(fmt, root, path, spec, image_root, votes_file)
     if not items:
         detail = ""
         if failures:
@@ -157,16 +161,19 @@ def list_source(path: str, fmt: str = "auto", spec: DatasetSpec | None = None,
     return Listing(format=fmt, root=str(root), items=items, failures=failures, spec=spec)
 
 
-def _list_in_format(fmt: str, root: Path, path: str, spec: DatasetSpec | None, image_root: str | None
-                    ) -> tuple[list[RawItem], list[Failure], str]:
+def _list_in_format(fmt: str, root: Path, path: str, spec: DatasetSpec | None, image_root: str | None,
+                    votes_file: str | None = None) -> tuple[list[RawItem], list[Failure], str]:
     """(items, failures, what was looked for, in words) of the resolved source ``root`` listed in
     the format ``fmt`` (``path``: the source as given, for messages)."""
     failures: list[Failure] = []
-    if fmt == "fer2013-csv":
+    if fmt in ("fer2013-csv", "ferplus"):
         if not root.is_file():
-            raise InputError(f"format fer2013-csv needs a .csv or .csv.gz file; {path} is a folder")
-        items = list_csv(str(root), spec, failures)
-        looked_for = "CSV rows emotion,pixels[,Usage]"
+            raise InputError(f"format {fmt} needs a .csv or .csv.gz file; {path} is a folder")
+        if fmt == "ferplus":
+            items = list_ferplus(str(root), spec, failures, votes_file)
+        else:
+            items = list_csv(str(root), spec, failures)
+        looked_for = "CSV rows emotion,pixels[,Usage]" + (" with a FER+ majority label" if fmt == "ferplus" else "")
     elif fmt == "labels":
         items = list_label_files(root, spec, failures, image_root)
         looked_for = "rows naming an existing image file (and its label) in the label file(s)"

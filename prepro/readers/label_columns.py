@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from prepro.errors import InputError
 from prepro.inputs import is_image_file, printable
 from prepro.labels import normalize_label_name
-from prepro.specs import DatasetSpec
+from prepro.specs import VALUE_COLUMNS, DatasetSpec
 
 
 LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
@@ -58,11 +58,12 @@ class LabelFileLayout:
     subject: int | None                     # column of the subject; None: no subject column
     box: tuple[int, int, int, int] | None   # face-box columns in `box_format` order; None: no box
     box_format: str                         # "xywh" | "ltrb"; "" without a box
+    values: tuple[tuple[str, int], ...] = ()  # (value name, column) of the `VALUE_COLUMNS` the description names
     min_fields: int = 0                     # fields a row needs so that every used column is there
 
     def __post_init__(self) -> None:
         """Compute `min_fields` from the columns (once, not per row)."""
-        used = [self.path, self.label, self.split, self.subject, *(self.box or ())]
+        used = [self.path, self.label, self.split, self.subject, *(self.box or ()), *(c for _, c in self.values)]
         object.__setattr__(self, "min_fields", max(i for i in used if i is not None) + 1)
 
 
@@ -200,4 +201,5 @@ def label_file_layout(first: str, spec: DatasetSpec | None, shown: str,
     if split_elsewhere:
         cols.pop("split", None)
     return LabelFileLayout(delimiter, header, cols["path"], cols.get("label"), cols.get("split"),
-                            cols.get("subject"), box, box_format)
+                            cols.get("subject"), box, box_format,
+                            tuple((name, cols[name]) for name in VALUE_COLUMNS if name in cols))

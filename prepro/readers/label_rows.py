@@ -89,6 +89,24 @@ def _parse_box(values: list[str], box_format: str
     return (a, b, c, d), None
 
 
+def _parse_values(cells: list[tuple[str, str]]) -> tuple[tuple[tuple[str, float], ...], str | None]:
+    """((name, value), ...) of a row's valence and arousal cells, NaN for an empty one (not given),
+    or ((), reason) for a cell that is no number in -1..1 (nan and inf are not numbers here)."""
+    values = []
+    for name, text in cells:
+        text = text.strip()
+        if not text:
+            values.append((name, math.nan))
+            continue
+        if _NUMBER.fullmatch(text) is None:
+            return (), f"bad {name}: {text[:20]!r} is not a number"
+        value = float(text)
+        if not -1 <= value <= 1:
+            return (), f"bad {name}: {value:g} is outside -1..1"
+        values.append((name, value))
+    return tuple(values), None
+
+
 class LabelFileLister:
     """Lists the rows of one or more label files against one image folder.
 
@@ -181,10 +199,13 @@ class LabelFileLister:
             box, why = _parse_box([fields[i] for i in layout.box], layout.box_format)
             if why is not None:
                 return self._fail(rel, f"{why} ({where})")
+        values, why = _parse_values([(name, fields[i]) for name, i in layout.values])
+        if why is not None:
+            return self._fail(rel, f"{why} ({where})")
         path, why = self.folder.file(rel)  # last: the only check that touches the disk
         if path is None:
             return self._fail(rel, f"{why} ({where})")
-        return RawItem(rel, path, label, split, subject, box=box)
+        return RawItem(rel, path, label, split, subject, box=box, annotations=values)
 
     def _fail(self, source: str, reason: str) -> None:
         """Record a failure; returns None for the caller to return."""

@@ -7,6 +7,7 @@ A leaf: the writer, the workers and the pipeline read these records without the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prepro.errors import InputError
 from prepro.specs import DatasetSpec
@@ -31,6 +32,10 @@ class RawItem:
     # face box given by the source (label files): left, top, right, bottom in original-image pixels,
     # right/bottom exclusive, finite, positive size; None when the face is to be found
     box: tuple[float, float, float, float] | None = None
+    # values the source gives beyond the label, kept per sample in the shards
+    # (`prepro.sample_values.OPTIONAL_FIELDS`): (("votes", (10 counts)),) for FER+,
+    # (("valence", v), ("arousal", a)) for AffectNet; empty for every other source
+    annotations: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
