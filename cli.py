@@ -270,6 +270,10 @@ _CUT_OPTIONS = ("face", "detector", "min_face", "min_face_frac", "eyes_size", "m
                 "second_look")
 
 
+# Run settings that only listing a dataset source uses: preview and predict take images as they are.
+_LISTING_ONLY = ("image_root", "votes_file")
+
+
 def _cut_skip() -> tuple[str, ...]:
     config_cls, _ = _preprocess_classes()
     return tuple(o.name for o in options(config_cls) if o.name not in _CUT_OPTIONS)
@@ -289,8 +293,8 @@ def _cut_skip() -> tuple[str, ...]:
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Seed of the random choice.")
 @click.option("--worst", default=None, type=click.IntRange(1, 400), metavar="N",
               help="Show the N lowest-quality samples instead (to find landmark failures).")
-@settings_options(*_preprocess_classes(), skip=_cut_skip() + ("jobs", "backend", "scheduler", "chunk_size",
-                                                                      "image_root"))
+@settings_options(*_preprocess_classes(), skip=_cut_skip() + ("jobs", "backend", "scheduler", "chunk_size")
+                  + _LISTING_ONLY)
 def preview(inputs, out_png, split, labels, count, seed, worst, **params):
     """A contact sheet PNG: aligned faces with landmarks and block boxes, beside the blocks.
 
@@ -474,7 +478,7 @@ _PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_l
 @settings_options(*_preprocess_classes(), skip=tuple(n for n in ("format", "dataset", "shard_size", "val_frac",
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
-                  "chunk_size", "work_max_side", "max_megapixels", "image_root")),
+                  "chunk_size", "work_max_side", "max_megapixels") + _LISTING_ONLY),
                   overrides=_PREDICT_OVERRIDES)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Faces per forward pass.")

@@ -96,7 +96,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         connect_dask(run.scheduler)
     with output_lock(out):
         manifest = _open_folder(out, _fresh_manifest(cfg, listing, landmark), overwrite, log)
-        manifest.sample_values = {it.source_id: dict(it.annotations) for it in listing.items if it.annotations}
         plan = _plan(out, manifest, listing, cfg, retry_failed)
         _report_plan(plan, manifest, log)
         manifest.source = {**manifest.source, "path": str(Path(source).resolve()), "n_items": len(listing.items),

@@ -107,6 +107,8 @@ class Sample:
     det_score: float
     quality: float
     image_size: tuple[int, int]
+    # what the source gives beyond the label (`prepro.sample_values`: FER+ votes, valence, arousal)
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def _fill_shard(f: Any, samples: Sequence[Sample], attrs: dict[str, Any]) -> Non
     str_dt = h5py.string_dtype("utf-8")
     for name in STRING_FIELDS:
         f.create_dataset(name, data=[getattr(s, name) for s in samples], dtype=str_dt, track_times=False)
-    table = getattr(attrs, "sample_values", {})
+    table = {s.source: s.values for s in samples if s.values}
     for name, arr in arrays_for([s.source for s in samples], table).items():
         f.create_dataset(name, data=arr, chunks=(min(n, 1024),) + arr.shape[1:], compression="gzip",
                          compression_opts=4, track_times=False)
@@ -229,9 +231,6 @@ class Manifest:
     faceblocks_version: str = __version__
     # failure list -> (id of the list as last saved, its entries then, bytes of its file then)
     _stored: dict[str, tuple[int, int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    # source id -> {optional field: value} of the current listing (FER+ votes, valence, arousal): what
-    # the shards written now keep per sample; never saved (the shards hold it)
-    sample_values: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -248,7 +247,6 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("_stored")
-        d.pop("sample_values")
         d["n_samples"] = self.n_samples
         return d
 
@@ -388,17 +386,9 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-class ShardAttrs(dict):
-    """A shard's root attributes, carrying the manifest's `sample_values` to the shard writer: the
-    worker and writer hand on only the samples and these attributes, and a sample does not carry
-    its source's optional values (the attributes themselves are all that is stored as attributes)."""
-
-    sample_values: dict[str, dict[str, Any]]
-
-
 def shard_attrs(manifest: Manifest, split: str, index: int) -> dict[str, Any]:
     """Root attributes stored in every shard: enough to use a shard found on its own."""
-    attrs = ShardAttrs({
+    return {
         "format_version": manifest.format_version,
         "faceblocks_version": manifest.faceblocks_version,
         "label_names": manifest.label_names,
@@ -410,9 +400,7 @@ def shard_attrs(manifest: Manifest, split: str, index: int) -> dict[str, Any]:
         "writer_id": manifest.writer_id,
         "shard_split": split,
         "shard_index": index,
-    })
-    attrs.sample_values = manifest.sample_values
-    return attrs
+    }
 
 
 def shard_writer_id(path: Path) -> str | None:

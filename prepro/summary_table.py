@@ -20,6 +20,9 @@ def format_summary(s: dict[str, Any], n_fail: int = 20) -> str:
     if q:
         lines.append(f"quality: min {q['min']:.2f}, 5% {q['p05']:.2f}, median {q['median']:.2f}, "
                      f"mean {q['mean']:.2f}, below 0.5: {q['below_0.5']}")
+    for name, v in s.get("sample_values", {}).items():  # FER+ votes, valence, arousal (per-sample totals for votes)
+        lines.append(f"{name}: given for {v['given']}, missing for {v['missing']}"
+                     + (f"; min {v['min']:.2f}, mean {v['mean']:.2f}, max {v['max']:.2f}" if v["given"] else ""))
     lines += [f"DAMAGED {d}" for d in s["damaged"]]
     if s["missing"]:
         lines.append(f"{len(s['missing'])} inputs of earlier runs are no longer in the source (e.g. {s['missing'][0]})")

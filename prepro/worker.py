@@ -88,7 +88,7 @@ def _sample(item: RawItem, cut: ImageCut | str) -> Sample | Failure:
         label=CANONICAL_LABELS.index(item.label) if item.label is not None else -1,
         split=SPLITS.index(item.split), source=item.source_id, subject=item.subject or "",
         box_method=BOX_METHODS.index(face.method), det_score=face.det_score,
-        quality=face.quality, image_size=cut.size,
+        quality=face.quality, image_size=cut.size, values=dict(item.annotations),
     )
 
 

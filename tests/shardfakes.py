@@ -97,7 +97,7 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
                                   subject="", box_method=2, det_score=float("nan"), quality=quality,
                                   image_size=(48, 48)))
             if votes is not None:
-                manifest.sample_values[samples[-1].source] = {"votes": _votes(labels, cls, votes)}
+                samples[-1].values["votes"] = _votes(labels, cls, votes)
         for i in range(0, len(samples), shard_size):
             chunk = samples[i:i + shard_size]
             index = i // shard_size
