@@ -24,6 +24,7 @@ from inference.classifier import Classifier
 from inference.frames import frame_sources, input_list, listed_inputs
 from inference.predictions import FacePrediction, ImagePrediction, PredictOptions
 from inference.tables import prediction_csv
+from inference.tracks import FaceTracker
 from prepro.errors import InputError, OutputError
 from prepro.inputs import is_inside, is_video_file, printable
 
@@ -55,10 +56,13 @@ def predict(model: str | os.PathLike, inputs: str | os.PathLike | np.ndarray | I
     tasks = (delayed(_cut_chunk)(cutter, chunk, opts.annotate is not None)
              for chunk in _chunked(frame_sources(listed, opts.every), 8))
     cuts = (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
-    with (Annotator(opts.annotate, opts.every) as annotator, prediction_csv(opts.csv, classifier.class_names, classifier.regions) as table,
+    tracker = FaceTracker(opts.smooth, opts.sequence)
+    with (Annotator(opts.annotate, opts.every) as annotator,
+          prediction_csv(opts.csv, classifier.class_names, classifier.regions, opts.smooth > 0) as table,
           tqdm(unit="img", disable=not opts.progress) as bar):
         for batch in _face_batches(cuts, opts.batch_size):
             for pred, cut in _classify(classifier, batch, opts.min_quality):
+                tracker.update(pred)
                 if annotator.active and cut is not None and cut.gray is not None:
                     pred.annotated = annotator.add(pred, cut)
                 table(pred)

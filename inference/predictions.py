@@ -36,6 +36,11 @@ class PredictOptions:
     csv: str | None = setting(None, "also write every face as a CSV row to this file (replaced when done), "
                               "into this pipe or device, or to standard output for -", "str", optional=True)
     progress: bool = setting(False, "show a progress bar", "bool")
+    smooth: float = setting(0.0, "videos and sequences: smooth each track's probabilities, s = a * s + (1 - a) * p "
+                            "with this a; 0 = off (the frame's own stay in raw_probabilities)", "float",
+                            low=0, high=0.99)
+    sequence: bool = setting(False, "the image inputs are the frames of one sequence, in order: their faces get "
+                             "tracks", "bool")
 
     def __post_init__(self) -> None:
         for name in ("landmark_model", "annotate", "csv"):  # a pathlib.Path is a path too
@@ -56,6 +61,8 @@ class FacePrediction:
     probabilities: dict[str, float]  # class -> probability
     region_weights: dict[str, float]  # region -> attention weight
     landmarks: list[list[float]] = field(default_factory=list)  # the 68 points [x, y], original-image pixels
+    track: int | None = None  # the face's track in a video or image sequence (`inference.tracks`)
+    raw_probabilities: dict[str, float] | None = None  # the frame's own, when ``probabilities`` are smoothed
 
 
 @dataclass
