@@ -21,6 +21,7 @@ import numpy as np
 
 from inference.annotate import Annotator
 from inference.classifier import Classifier
+from inference.colour_frames import ColourFrames
 from inference.frames import frame_sources, input_list, listed_inputs
 from inference.predictions import FacePrediction, ImagePrediction, PredictOptions
 from inference.tables import prediction_csv
@@ -53,17 +54,20 @@ def predict(model: str | os.PathLike, inputs: str | os.PathLike | np.ndarray | I
     landmark = LandmarkModelFile.find(opts.landmark_model)
     landmark.load()  # a file that is no landmark model is one clear error before any work
     cutter = FaceCutter(classifier.cut_settings(opts.overrides), landmark)
+    # An annotated video keeps every frame in colour until drawn: one sampled frame a task keeps
+    # few of them waiting (`inference.colour_frames`).
+    store = ColourFrames() if opts.annotate is not None and is_video_file(opts.annotate) else None
     tasks = (delayed(_cut_chunk)(cutter, chunk, opts.annotate is not None)
-             for chunk in _chunked(frame_sources(listed, opts.every), 8))
+             for chunk in _chunked(frame_sources(listed, opts.every, store), 8 if store is None else 1))
     cuts = (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
     tracker = FaceTracker(opts.smooth, opts.sequence)
-    with (Annotator(opts.annotate, opts.every) as annotator,
+    with (Annotator(opts.annotate, store) as annotator,
           prediction_csv(opts.csv, classifier.class_names, classifier.regions, opts.smooth > 0) as table,
           tqdm(unit="img", disable=not opts.progress) as bar):
         for batch in _face_batches(cuts, opts.batch_size):
             for pred, cut in _classify(classifier, batch, opts.min_quality):
                 tracker.update(pred)
-                if annotator.active and cut is not None and cut.gray is not None:
+                if annotator.active:
                     pred.annotated = annotator.add(pred, cut)
                 table(pred)
                 bar.update(1)
