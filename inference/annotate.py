@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 import numpy as np
 
 from inference.annotated_video import AnnotatedVideo
@@ -59,15 +60,18 @@ class Annotator:
     """Writes annotated images into a folder, or every annotated frame into one video file
     (`inference.annotated_video`; its colour frames come from ``store``)."""
 
-    def __init__(self, target: str | None, store: ColourFrames | None = None):
+    def __init__(self, target: str | None, store: ColourFrames | None = None,
+                 on_frame: Callable[[np.ndarray], None] | None = None):
         self.target = Path(target) if target else None
-        self.video = (AnnotatedVideo(self.target, store if store is not None else ColourFrames())
-                      if self.target is not None and is_video_file(self.target.name) else None)
+        as_video = self.target is not None and is_video_file(self.target.name)
+        self.video = (AnnotatedVideo(self.target if as_video else None,
+                                     store if store is not None else ColourFrames(), on_frame)
+                      if as_video or on_frame is not None else None)
         self.count = 0
 
     @property
     def active(self) -> bool:
-        return self.target is not None
+        return self.target is not None or self.video is not None
 
     def __enter__(self) -> "Annotator":
         if self.target is not None and self.video is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,10 +28,11 @@ class HeldFaces:
 
 
 class AnnotatedVideo:
-    """Writes ``target`` under a temporary name, renamed when `close` is called after success."""
+    """Writes ``target`` under a temporary name, renamed when `close` is called after success;
+    ``on_frame`` (a live window) gets every drawn frame too. Without a target, only ``on_frame``."""
 
-    def __init__(self, target: Path, store: ColourFrames):
-        self.target, self.store = target, store
+    def __init__(self, target: Path | None, store: ColourFrames, on_frame: Callable[[np.ndarray], None] | None = None):
+        self.target, self.store, self.on_frame = target, store, on_frame
         self.writer: Any = None
         self.tmp: Path | None = None
         self.size: tuple[int, int] = (0, 0)
@@ -45,7 +46,7 @@ class AnnotatedVideo:
             if cut is None or cut.gray is None:
                 return None
             self._write(draw(colour_picture(pred, cut), cut.scale, pred, cut), pred.path)
-            return str(self.target)
+            return self.written
         if pred.path != self.current:
             self._finish_video()
             self.current = pred.path
@@ -54,7 +55,11 @@ class AnnotatedVideo:
                 faces = cut.faces if cut is not None and pred.faces else []
                 self.held = (ImagePrediction(path=pred.path, faces=list(pred.faces)), HeldFaces(list(faces)))
             self._write(draw(frame.picture, frame.scale, *self.held), pred.path)
-        return str(self.target)
+        return self.written
+
+    @property
+    def written(self) -> str | None:
+        return None if self.target is None else str(self.target)
 
     def _finish_video(self) -> None:
         """The current video's frames after its last sample, with that sample's faces held."""
@@ -66,6 +71,10 @@ class AnnotatedVideo:
     def _write(self, img: np.ndarray, source: str) -> None:
         import cv2
 
+        if self.on_frame is not None:
+            self.on_frame(img)
+        if self.target is None:
+            return
         if self.writer is None:
             self._open(img, self.store.fps.get(source, STILL_FPS))
         if (img.shape[1], img.shape[0]) != self.size:
