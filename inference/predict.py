@@ -30,7 +30,7 @@ from prepro.errors import InputError, OutputError
 from prepro.inputs import is_inside, is_video_file, printable
 
 
-def predict(model: str | os.PathLike,
+def predict(model: str | os.PathLike | Classifier,
             inputs: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray] = (),
             opts: PredictOptions = PredictOptions()) -> Iterator[ImagePrediction]:
     """Classify every face of every input image or sampled video frame, in input order.
@@ -39,7 +39,8 @@ def predict(model: str | os.PathLike,
     pattern, or an image as a numpy uint8 array: HxW grey, or HxWx3 / HxWx4 in OpenCV's BGR /
     BGRA channel order (what ``cv2.imread`` and ``cv2.VideoCapture`` give; convert an RGB array
     with ``rgb[..., ::-1]``). An array's predictions are named ``<array K>``, K its place.
-    With ``opts.camera`` there are no inputs: the camera's (or stream's) frames are read until it
+    ``model``: a run folder, a .pt file, a shipped model's name, or a loaded `Classifier` (its
+    own device and flip test-time augmentation). With ``opts.camera`` there are no inputs: the camera's (or stream's) frames are read until it
     ends or Ctrl-C, each predicted as it comes (`inference.live`)."""
     from tqdm import tqdm
 
@@ -48,7 +49,8 @@ def predict(model: str | os.PathLike,
     inputs, live = input_list(inputs), opts.camera is not None
     if live and inputs:
         raise InputError(f"predict reads the camera or stream {printable(opts.camera)} or inputs, not both")
-    classifier = Classifier(model, opts.device, opts.tta_flip)  # a wrong model is the first thing said
+    # A wrong model is the first thing said; a loaded Classifier is used as it is.
+    classifier = model if isinstance(model, Classifier) else Classifier(model, opts.device, opts.tta_flip)
     listed = [] if live else listed_inputs(inputs)
     if not live and not listed:
         raise InputError("no image or video files among the inputs" if inputs else "no inputs given")
