@@ -23,6 +23,7 @@ _WHERE = {
     "export_blocks": "prepro.export", "FaceblocksError": "prepro.errors",
     "TrainConfig": "training.config", "train": "training.train", "evaluate": "training.evaluate",
     "predict": "inference.predict", "Classifier": "inference.classifier", "PredictOptions": "inference.predictions",
+    "predict_table": "inference.dataframe", "to_dataframe": "inference.dataframe",
     "export_model": "inference.export_model", "run_chain": "training.chain", "create_model": "architectures",
 }
 

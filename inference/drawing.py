@@ -18,9 +18,9 @@ def draw(picture: np.ndarray, scale: float, pred: ImagePrediction, cut) -> np.nd
 
     img = cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR) if picture.ndim == 2 else picture.copy()
     thick = _line_width(img.shape)
-    for fc in cut.faces:
+    for fc, fp in zip(cut.faces, pred.faces):
         l, t, r, b = (v * scale for v in fc.face.box)
-        cv2.rectangle(img, (int(l), int(t)), (int(r), int(b)), (0, 255, 255), thick)
+        cv2.rectangle(img, (int(l), int(t)), (int(r), int(b)), track_colour(fp.track), thick)
         for x, y in (fc.face.landmarks + 0.5) * scale - 0.5:
             cv2.circle(img, (int(round(x)), int(round(y))), thick, (0, 255, 0), -1)
         for name, colour in (("eyes", (255, 128, 0)), ("mouth", (0, 0, 255))):
@@ -28,8 +28,18 @@ def draw(picture: np.ndarray, scale: float, pred: ImagePrediction, cut) -> np.nd
     for fp, (x0, y0, x1, y1) in zip(pred.faces, label_places(img.shape, scale, pred, cut)):
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), -1)  # dark ground: readable on any photo
         cv2.putText(img, _label_text(fp), (x0 + _PAD, y1 - _PAD - _baseline(thick)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thick, (0, 255, 255), thick, cv2.LINE_AA)
+                    0.4 * thick, track_colour(fp.track), thick, cv2.LINE_AA)
     return img
+
+
+# BGR, bright on the dark label ground and apart from the green landmarks and the block outlines.
+_TRACK_COLOURS = ((0, 255, 255), (255, 0, 255), (0, 165, 255), (255, 255, 0), (180, 105, 255), (255, 144, 30),
+                  (0, 215, 160), (203, 192, 255))
+
+
+def track_colour(track: int | None) -> tuple[int, int, int]:
+    """The colour of a face's box and label: one per track (yellow for an untracked face)."""
+    return _TRACK_COLOURS[0 if track is None else (track - 1) % len(_TRACK_COLOURS)]
 
 
 _PAD = 2  # pixels between a label's text and its ground
@@ -72,14 +82,17 @@ def block_rects(fc, scale: float) -> list[tuple[int, int, int, int]]:
 def label_places(shape: tuple[int, ...], scale: float, pred: ImagePrediction, cut) -> list[tuple[int, int, int, int]]:
     """Where each face's label goes (x0, y0, x1, y1), largest face first: the first of above, below,
     right of, left of or inside the top of its box (then higher above it) that lies in the picture
-    and covers no block of any face and no label placed before; failing all, the least covered."""
+    and covers no block of any face, no other face's box and no label placed before; failing all,
+    the least covered."""
     import cv2
 
     thick = _line_width(shape)
     height, width = shape[:2]
     taken = [r for fc in cut.faces for r in block_rects(fc, scale)]
+    boxes = [tuple(int(round(v * scale)) for v in fc.face.box) for fc in cut.faces]
     places = []
-    for fc, fp in zip(cut.faces, pred.faces):
+    for n, (fc, fp) in enumerate(zip(cut.faces, pred.faces)):
+        avoid = taken + [q for m, q in enumerate(boxes) if m != n]
         (tw, th), base = cv2.getTextSize(_label_text(fp), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thick, thick)
         w, h = tw + 2 * _PAD, th + base + 2 * _PAD
         l, t, r, b = (int(round(v * scale)) for v in fc.face.box)
@@ -87,8 +100,8 @@ def label_places(shape: tuple[int, ...], scale: float, pred: ImagePrediction, cu
         corners += [(l, t - k * (h + 1)) for k in range(2, 6)]
         rects = [(x, y, x + w, y + h) for x, y in corners]
         inside = [q for q in rects if q[0] >= 0 and q[1] >= 0 and q[2] <= width and q[3] <= height]
-        free = [q for q in inside if not any(_covers(q, o) for o in taken)]
-        best = free[0] if free else min(inside or rects, key=lambda q: sum(_covers(q, o) for o in taken))
+        free = [q for q in inside if not any(_covers(q, o) for o in avoid)]
+        best = free[0] if free else min(inside or rects, key=lambda q: sum(_covers(q, o) for o in avoid))
         best = _pulled_in(best, width, height)
         places.append(best)
         taken.append(best)

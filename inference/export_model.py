@@ -251,8 +251,8 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
     """How to feed the exported model, in a few sentences."""
     feeds = ", ".join(f"{r} (N, 1, {shapes[r][0]}, {shapes[r][1]})" for r in regions)
     return (f"Inputs, one per region: {feeds}; float32 grey pixel values 0..255, not normalised (the "
-            "graph divides by 255 and normalises). Cut the blocks as `faceblocks preprocess` does with the "
-            "settings in 'preprocessing'. Outputs: logits (N, classes) and probabilities (N, classes) in "
+            "graph divides by 255 and normalises). Cut the blocks from 68 landmarks as 'geometry' says (the "
+            "settings in 'preprocessing'). Outputs: logits (N, classes) and probabilities (N, classes) in "
             "'class_names' order, region_weights (N, regions) in 'regions' order.")
 
 
@@ -277,9 +277,19 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
         "normalization": {"scale": PIXEL_SCALE, "mean": mean, "std": std, "in_graph": True},
         # Round-tripped through JSON so that the metadata holds exactly what a reader gets back.
         "preprocessing": json.loads(json.dumps(ckpt.get("preprocessing") or {}, default=str)),
+        "geometry": _geometry(ckpt),
         "epoch": ckpt.get("epoch"),
         "usage": usage_text(regions, shapes),
     }
+
+
+def _geometry(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """How the model's blocks are cut from 68 landmarks (`prepro.blocks.cutting_geometry`); None for
+    a checkpoint that records no block preprocessing."""
+    from prepro.blocks import BlockConfig, cutting_geometry
+
+    blocks = (ckpt.get("preprocessing") or {}).get("blocks")
+    return cutting_geometry(BlockConfig.from_dict(blocks)) if blocks else None
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:

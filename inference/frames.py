@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from inference.colour_frames import ColourFrames
 from prepro.errors import InputError
 from prepro.inputs import is_video_file, printable
 
@@ -50,22 +51,24 @@ def listed_inputs(items: list[str | np.ndarray]) -> list[tuple[str, str | None, 
     return out
 
 
-def frame_sources(listed: list[tuple[str, str | None, np.ndarray | None]], every: int
-             ) -> Iterator[tuple[str, int | None, float | None, Any]]:
+def frame_sources(listed: list[tuple[str, str | None, np.ndarray | None]], every: int,
+                  store: ColourFrames | None = None) -> Iterator[tuple[str, int | None, float | None, Any]]:
     """(path, frame, time, image) for every input: an image path or array, a video frame, or the
-    reason the input gives nothing (as an InputError in place of the image)."""
+    reason the input gives nothing (as an InputError in place of the image). With ``store``,
+    every frame of every video is kept there in colour for its annotation."""
     for path, reason, array in listed:
         if array is not None:
             yield path, None, None, array
         elif reason is not None:
             yield path, None, None, InputError(reason)
         elif is_video_file(path):
-            yield from _video_frames(path, every)
+            yield from _video_frames(path, every, store)
         else:
             yield path, None, None, path
 
 
-def _video_frames(path: str, every: int) -> Iterator[tuple[str, int | None, float | None, Any]]:
+def _video_frames(path: str, every: int, store: ColourFrames | None
+                  ) -> Iterator[tuple[str, int | None, float | None, Any]]:
     import cv2
 
     cap = cv2.VideoCapture(path)
@@ -73,18 +76,34 @@ def _video_frames(path: str, every: int) -> Iterator[tuple[str, int | None, floa
         yield path, None, None, InputError(f"OpenCV cannot read {printable(path)} as a video")
         return
     fps = video_fps(cap)
-    k = decoded = 0
     try:
-        while cap.grab():
-            if k % every == 0:
-                ok, frame = cap.retrieve()
-                if ok and frame is not None:
-                    decoded += 1
-                    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                    yield path, k, k / fps, np.ascontiguousarray(gray)
-            k += 1
+        yield from capture_frames(cap, path, every, store, fps, lambda k: k / fps)
     finally:
         cap.release()
+
+
+def capture_frames(cap, path: str, every: int, store: ColourFrames | None, fps: float,
+                   time_of: Callable[[int], float], stop: Callable[[], bool] = lambda: False
+                   ) -> Iterator[tuple[str, int | None, float | None, Any]]:
+    """The frame loop of a video or a live capture: (path, k, time, grey frame) for every
+    ``every``-th frame k, each frame kept in ``store`` when given, until the capture ends or
+    ``stop()`` says so; a capture that gives no frame is accounted for with its reason."""
+    import cv2
+
+    if store is not None:
+        store.fps[path] = fps
+    k = decoded = 0
+    while not stop() and cap.grab():
+        if k % every == 0 or store is not None:
+            ok, frame = cap.retrieve()
+            if ok and frame is not None:
+                if store is not None:
+                    store.add(path, k, frame)
+                if k % every == 0:
+                    decoded += 1
+                    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+                    yield path, k, time_of(k), np.ascontiguousarray(gray)
+        k += 1
     if not decoded:  # a video that opens but gives nothing must still be accounted for
         yield path, None, None, InputError(f"no decodable frame in {k} frame(s) of the video")
 

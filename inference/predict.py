@@ -21,49 +21,89 @@ import numpy as np
 
 from inference.annotate import Annotator
 from inference.classifier import Classifier
+from inference.colour_frames import ColourFrames
 from inference.frames import frame_sources, input_list, listed_inputs
 from inference.predictions import FacePrediction, ImagePrediction, PredictOptions
 from inference.tables import prediction_csv
+from inference.tracks import FaceTracker
 from prepro.errors import InputError, OutputError
 from prepro.inputs import is_inside, is_video_file, printable
 
 
-def predict(model: str | os.PathLike, inputs: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray],
+def predict(model: str | os.PathLike | Classifier,
+            inputs: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray] = (),
             opts: PredictOptions = PredictOptions()) -> Iterator[ImagePrediction]:
     """Classify every face of every input image or sampled video frame, in input order.
 
     ``inputs`` is one input or a list of them: a path to an image or a video, a folder, a glob
     pattern, or an image as a numpy uint8 array: HxW grey, or HxWx3 / HxWx4 in OpenCV's BGR /
     BGRA channel order (what ``cv2.imread`` and ``cv2.VideoCapture`` give; convert an RGB array
-    with ``rgb[..., ::-1]``). An array's predictions are named ``<array K>``, K its place."""
-    from joblib import delayed
+    with ``rgb[..., ::-1]``). An array's predictions are named ``<array K>``, K its place.
+    ``model``: a run folder, a .pt file, a shipped model's name, or a loaded `Classifier` (its
+    own device and flip test-time augmentation). With ``opts.camera`` there are no inputs: the camera's (or stream's) frames are read until it
+    ends or Ctrl-C, each predicted as it comes (`inference.live`)."""
     from tqdm import tqdm
 
-    from prepro.distributor import run_in_order
+    from inference.live import live_window, stop_on_interrupt
+
+    inputs, live = input_list(inputs), opts.camera is not None
+    if live and inputs:
+        raise InputError(f"predict reads the camera or stream {printable(opts.camera)} or inputs, not both")
+    # A wrong model is the first thing said; a loaded Classifier is used as it is.
+    classifier = model if isinstance(model, Classifier) else Classifier(model, opts.device, opts.tta_flip)
+    listed = [] if live else listed_inputs(inputs)
+    if not live and not listed:
+        raise InputError("no image or video files among the inputs" if inputs else "no inputs given")
+    check_outputs_apart(inputs, listed, opts)
+    cutter = _face_cutter(classifier, opts)
+    tracker = FaceTracker(opts.smooth, opts.sequence)
+    with (stop_on_interrupt(live) as stop, live_window(live and opts.show, stop) as window,
+          prediction_csv(opts.csv, classifier.class_names, classifier.regions, opts.smooth > 0) as table,
+          tqdm(unit="img", disable=not opts.progress) as bar):
+        # An annotated video keeps every frame in colour until drawn (`inference.colour_frames`).
+        as_video = window is not None or (opts.annotate is not None and is_video_file(opts.annotate))
+        store = ColourFrames() if as_video else None
+        with Annotator(opts.annotate, store, window) as annotator:
+            cuts = _live_cuts(cutter, opts, store, stop) if live else _file_cuts(cutter, listed, opts, store)
+            for batch in _face_batches(cuts, 1 if live else opts.batch_size):  # live: each frame as it comes
+                for pred, cut in _classify(classifier, batch, opts.min_quality):
+                    tracker.update(pred)
+                    if annotator.active:
+                        pred.annotated = annotator.add(pred, cut)
+                    table(pred)
+                    bar.update(1)
+                    yield pred
+
+
+def _face_cutter(classifier: Classifier, opts: PredictOptions):
+    """The face cutter that cuts as ``classifier``'s training shards were (with the overrides)."""
     from prepro.faces import FaceCutter
     from prepro.landmarks import LandmarkModelFile
 
-    inputs = input_list(inputs)
-    classifier = Classifier(model, opts.device, opts.tta_flip)  # a wrong model is the first thing said
-    listed = listed_inputs(inputs)
-    if not listed:
-        raise InputError("no image or video files among the inputs" if inputs else "no inputs given")
-    check_outputs_apart(inputs, listed, opts)
     landmark = LandmarkModelFile.find(opts.landmark_model)
     landmark.load()  # a file that is no landmark model is one clear error before any work
-    cutter = FaceCutter(classifier.cut_settings(opts.overrides), landmark)
+    return FaceCutter(classifier.cut_settings(opts.overrides), landmark)
+
+
+def _file_cuts(cutter, listed: list, opts: PredictOptions, store: ColourFrames | None) -> Iterator:
+    """The cuts of every image and sampled video frame of ``listed``, in order, found in parallel.
+    While frames wait in ``store`` for their annotation, a task is one frame so few of them wait."""
+    from joblib import delayed
+
+    from prepro.distributor import run_in_order
+
     tasks = (delayed(_cut_chunk)(cutter, chunk, opts.annotate is not None)
-             for chunk in _chunked(frame_sources(listed, opts.every), 8))
-    cuts = (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
-    with (Annotator(opts.annotate, opts.every) as annotator, prediction_csv(opts.csv, classifier.class_names, classifier.regions) as table,
-          tqdm(unit="img", disable=not opts.progress) as bar):
-        for batch in _face_batches(cuts, opts.batch_size):
-            for pred, cut in _classify(classifier, batch, opts.min_quality):
-                if annotator.active and cut is not None and cut.gray is not None:
-                    pred.annotated = annotator.add(pred, cut)
-                table(pred)
-                bar.update(1)
-                yield pred
+             for chunk in _chunked(frame_sources(listed, opts.every, store), 8 if store is None else 1))
+    return (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
+
+
+def _live_cuts(cutter, opts: PredictOptions, store: ColourFrames | None, stop) -> Iterator:
+    """The cuts of the live source's sampled frames, each cut here as it is read (no worker queue
+    between the camera and its predictions)."""
+    from inference.live import live_frames
+
+    for item in live_frames(opts.camera, opts.every, store, stop):
+        yield from _cut_chunk(cutter, [item], opts.annotate is not None)
 
 
 def _cut_chunk(cutter, chunk: list, keep: bool) -> list:

@@ -36,8 +36,19 @@ class PredictOptions:
     csv: str | None = setting(None, "also write every face as a CSV row to this file (replaced when done), "
                               "into this pipe or device, or to standard output for -", "str", optional=True)
     progress: bool = setting(False, "show a progress bar", "bool")
+    smooth: float = setting(0.0, "videos and sequences: smooth each track's probabilities, s = a * s + (1 - a) * p "
+                            "with this a; 0 = off (the frame's own stay in raw_probabilities)", "float",
+                            low=0, high=0.99)
+    camera: str | None = setting(None, "read live frames from this camera index (0, 1, ...) or stream URL "
+                                 "instead of inputs, until it ends or Ctrl-C", "str", optional=True)
+    show: bool | None = setting(None, "live: show the annotated frames in a window; none = when a display "
+                                "exists", "bool", optional=True)
+    sequence: bool = setting(False, "the image inputs are the frames of one sequence, in order: their faces get "
+                             "tracks", "bool")
 
     def __post_init__(self) -> None:
+        if isinstance(self.camera, int) and not isinstance(self.camera, bool):
+            self.camera = str(self.camera)  # camera=0 is camera "0"
         for name in ("landmark_model", "annotate", "csv"):  # a pathlib.Path is a path too
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
@@ -56,6 +67,8 @@ class FacePrediction:
     probabilities: dict[str, float]  # class -> probability
     region_weights: dict[str, float]  # region -> attention weight
     landmarks: list[list[float]] = field(default_factory=list)  # the 68 points [x, y], original-image pixels
+    track: int | None = None  # the face's track in a video or image sequence (`inference.tracks`)
+    raw_probabilities: dict[str, float] | None = None  # the frame's own, when ``probabilities`` are smoothed
 
 
 @dataclass

@@ -14,34 +14,47 @@ from prepro.errors import OutputError
 from prepro.inputs import printable
 
 
-CSV_HEADER = ("path", "frame", "time", "face", "left", "top", "right", "bottom", "box_method", "quality", "label")
+CSV_HEADER = ("path", "frame", "time", "face", "track", "left", "top", "right", "bottom", "box_method", "quality",
+              "label")
+
+
+def table_columns(class_names: list[str], regions: list[str], smoothed: bool = False) -> list[str]:
+    """The columns of the predictions table: `CSV_HEADER`, one per class probability (``p_<class>``)
+    and region weight (``w_<region>``), the frame's own probabilities (``raw_p_<class>``) when they
+    are smoothed, and the reason an image has no face (``error``)."""
+    raw = [f"raw_p_{c}" for c in class_names] if smoothed else []
+    return [*CSV_HEADER, *(f"p_{c}" for c in class_names), *(f"w_{r}" for r in regions), *raw, "error"]
+
+
+def table_rows(pred: ImagePrediction, columns: list[str]) -> list[list]:
+    """``pred`` as rows of `table_columns`: one per face (numbered from 1), or one (face 0) with
+    the reason when it has none."""
+    where = [printable(pred.path), pred.frame, pred.time]
+    smoothed = any(c.startswith("raw_p_") for c in columns)
+    if not pred.faces:
+        return [where + [0] + [""] * (len(columns) - 5) + [pred.error or ""]]
+    rows = []
+    for k, f in enumerate(pred.faces):
+        raw = list((f.raw_probabilities or f.probabilities).values()) if smoothed else []
+        rows.append(where + [k + 1, "" if f.track is None else f.track, *f.box, f.box_method, f.quality, f.label,
+                             *f.probabilities.values(), *f.region_weights.values(), *raw, ""])
+    return rows
 
 
 @contextmanager
-def prediction_csv(path: str | None, class_names: list[str], regions: list[str]):
-    """A sink writing one CSV row per face (or one per image without a face, with the reason), with
-    one column per class probability (``p_<class>``) and per region weight (``w_<region>``). A
+def prediction_csv(path: str | None, class_names: list[str], regions: list[str], smoothed: bool = False):
+    """A sink writing the `table_rows` of each prediction under the `table_columns` header. A
     regular file is written under a temporary name and takes its place when every row is in; ``-``
     is standard output, and a pipe or a character device (or a link to one: /dev/stdout) is
     written into, never replaced. A no-op without a path."""
     if path is None:
         yield lambda _pred: None
         return
+    columns = table_columns(class_names, regions, smoothed)
     with _csv_stream(path) as fh:
         writer = csv.writer(fh)
-        extra = [f"p_{c}" for c in class_names] + [f"w_{r}" for r in regions]
-        empty = [""] * (len(CSV_HEADER) - 4 + len(extra))
-
-        def sink(pred: ImagePrediction) -> None:
-            where = [printable(pred.path), pred.frame, pred.time]
-            if not pred.faces:
-                writer.writerow(where + [0] + empty + [pred.error or ""])
-            for k, f in enumerate(pred.faces):
-                writer.writerow(where + [k + 1, *f.box, f.box_method, f.quality, f.label,
-                                         *f.probabilities.values(), *f.region_weights.values(), ""])
-
-        writer.writerow([*CSV_HEADER, *extra, "error"])
-        yield sink
+        writer.writerow(columns)
+        yield lambda pred: writer.writerows(table_rows(pred, columns))
 
 
 @contextmanager

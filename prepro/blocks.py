@@ -80,6 +80,37 @@ class Blocks:
     face_affine: np.ndarray
 
 
+def cutting_geometry(cfg: BlockConfig) -> dict[str, Any]:
+    """Everything needed to cut the blocks of ``cfg`` without faceblocks (`cut_blocks` in words
+    and numbers), JSON-ready: written into exported models' metadata."""
+    return {
+        "landmarks": "dlib's 68 points, iBUG 300-W order, 0-based, [x, y] in original-image pixels with "
+                     "pixel centres at integers",
+        "box": "left, top, right, bottom in original-image pixels, right and bottom exclusive",
+        "eye_centres": {"right": list(range(36, 42)), "left": list(range(42, 48))},
+        "regions": {"eyes": {"landmarks": [int(i) for i in EYES_BLOCK_IDX], "margin": cfg.eyes_margin,
+                             "size": list(cfg.eyes_size)},
+                    "mouth": {"landmarks": [int(i) for i in MOUTH_BLOCK_IDX], "margin": cfg.mouth_margin,
+                              "size": list(cfg.mouth_size)},
+                    "face": {"landmarks": list(range(68)), "margin": cfg.face_margin, "size": list(cfg.face_size)}},
+        "size_order": "height, width",
+        "rotate": cfg.rotate,
+        "rotation": "about the midpoint c of the eye centres, by the angle of the right-to-left eye vector, so the "
+                    "eyes are level: q = R (p - c), R = [[cos, sin], [-sin, cos]]" if cfg.rotate else "none",
+        "margin_unit": "the inter-ocular distance (between the eye centres)",
+        "extent": "the region's landmarks' bounding box in the levelled frame, grown by margin on every side, then "
+                  "grown about its centre (never shrunk) along one axis to the output aspect ratio",
+        "pixels": "block pixel (i, j) has its centre at levelled (x0 + (i + 0.5) / k, y0 + (j + 0.5) / k), k = "
+                  "output width / extent width",
+        "interpolation": f"bilinear (cv2.warpAffine INTER_LINEAR); below {_AREA_PREFILTER_BELOW} block pixels per "
+                         "source pixel, the source region is first reduced by the integer n = int(1 / that) with "
+                         "cv2.INTER_AREA",
+        "pad": cfg.pad,
+        "pad_opencv": "cv2.BORDER_REPLICATE" if cfg.pad == "replicate" else "cv2.BORDER_CONSTANT, value 0",
+        "grey": "cv2.cvtColor(BGR, cv2.COLOR_BGR2GRAY), uint8",
+    }
+
+
 def cut_blocks(gray: np.ndarray, landmarks: np.ndarray, cfg: BlockConfig, scale: float = 1.0) -> Blocks:
     """Cut the three blocks from ``gray``, a decode of the original image at ``scale`` (decoded
     size / original size), using 68 ``landmarks`` in original-image coordinates."""

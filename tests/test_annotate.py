@@ -76,3 +76,27 @@ def test_the_annotator_reads_the_photo_in_colour(tmp_path):
         written = annotator.add(pred, cut)
     out = np.asarray(Image.open(written).convert("RGB"))
     assert tuple(out[395, 5]) == (10, 60, 200)  # RGB of the blue background
+
+
+def test_a_label_covers_no_other_face():
+    """Face 2's place above its box would lie on face 1's box (clear of its blocks): it goes below."""
+    image = np.zeros((400, 400, 3), np.uint8)
+    cut = SimpleNamespace(faces=[_face(40, 40, 120), _face(150, 130, 120)], size=(400, 400), scale=1.0)
+    pred = ImagePrediction(path="two.png", faces=[
+        FacePrediction(box=list(fc.face.box), box_method="hog", quality=0.9, label="happy",
+                       probabilities={"happy": 0.9}, region_weights={}) for fc in cut.faces])
+    first, second = label_places(image.shape, 1.0, pred, cut)
+    assert not _overlap(second, cut.faces[0].face.box) and not _overlap(first, cut.faces[1].face.box)
+    assert second[1] > cut.faces[1].face.box[3]  # below its face
+
+
+def test_each_track_has_its_colour():
+    from inference.drawing import track_colour
+
+    image, cut, pred = _picture()
+    pred.faces[0].track, pred.faces[1].track = 1, 2
+    drawn = draw(image, 1.0, pred, cut)
+    for fc, fp in zip(cut.faces, pred.faces):
+        left, top = (int(v) for v in fc.face.box[:2])
+        assert tuple(drawn[top + 30, left]) == track_colour(fp.track)  # the left edge of its box
+    assert track_colour(1) != track_colour(2)

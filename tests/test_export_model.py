@@ -152,6 +152,10 @@ def test_onnx_metadata_describes_the_model(run_dir, tmp_path, onnx, onnxruntime)
     assert meta["inputs"] == {"eyes": ["N", 1, 16, 48], "mouth": ["N", 1, 16, 32]}
     assert meta["normalization"] == {"scale": 1 / 255, "mean": 0.5, "std": 0.25, "in_graph": True}
     assert "0..255" in meta["usage"] and "eyes (N, 1, 16, 48)" in meta["usage"]
+    geometry = meta["geometry"]  # enough to cut the blocks without faceblocks
+    assert geometry["regions"]["eyes"]["landmarks"] == list(range(17, 27)) + list(range(36, 48))
+    assert geometry["regions"]["mouth"] == {"landmarks": list(range(48, 68)), "margin": 0.2, "size": [16, 32]}
+    assert geometry["rotate"] is True and geometry["pad"] == "replicate"
     assert read_export_metadata(out) == meta
     # What a consumer with onnxruntime alone sees.
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])

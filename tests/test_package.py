@@ -23,7 +23,8 @@ def test_import_is_cheap():
     ("export_blocks", "prepro.export"), ("predict", "inference.predict"), ("Classifier", "inference.classifier"),
     ("PredictOptions", "inference.predictions"), ("train", "training.train"), ("TrainConfig", "training.config"),
     ("evaluate", "training.evaluate"), ("export_model", "inference.export_model"),
-    ("run_chain", "training.chain"), ("create_model", "architectures"), ("FaceblocksError", "prepro.errors")])
+    ("run_chain", "training.chain"), ("create_model", "architectures"), ("FaceblocksError", "prepro.errors"),
+    ("predict_table", "inference.dataframe"), ("to_dataframe", "inference.dataframe")])
 def test_every_public_name_is_the_library_object(name, module):
     import importlib
 
