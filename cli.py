@@ -461,7 +461,7 @@ _PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_l
 
 @main.command(context_settings=CONTEXT)
 @click.argument("model", metavar="MODEL")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
 @json_option("One JSON object per face and image (or frame), one per line.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
               help="Also write every face as a CSV row (path, frame, time, box, label, probabilities, regions); "
@@ -470,6 +470,16 @@ _PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_l
               help="Draw boxes, landmarks, blocks and labels: a folder for images, a .mp4 file for a video.")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(1),
               help="Videos: predict on every Nth frame.")
+@click.option("--camera", default=None, metavar="N|URL",
+              help="Live frames from this camera index or stream URL instead of INPUTs, until it ends or Ctrl-C "
+                   "(everything so far is written).")
+@click.option("--show/--no-show", default=None,
+              help="With --camera: show the annotated frames in a window [default: when a display exists].")
+@click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 0.99),
+              help="Videos and sequences: smooth each face track's probabilities (exponential moving average "
+                   "with this weight on the past; the frame's own stay in raw_probabilities).")
+@click.option("--sequence", is_flag=True,
+              help="The image INPUTs are the frames of one sequence, in order: their faces get track ids.")
 @min_quality_option(0.1, "Give no label to a face whose landmark quality is below this (its blocks are likely "
                         "misplaced); an image left without a face says so.")
 @strict_option("Exit non-zero when any input gave no prediction (without it, only when none did).")
@@ -484,8 +494,8 @@ _PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_l
               help="Faces per forward pass.")
 @device_option()
 @quiet_option()
-def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality, strict, tta_flip, batch_size, device,
-            quiet, **params):
+def predict(model, inputs, as_json, csv_path, annotate_path, every, camera, show, smooth, sequence, min_quality, strict,
+            tta_flip, batch_size, device, quiet, **params):
     """Classify every face in images, folders, glob patterns or videos (INPUT...).
 
     MODEL is a run folder, a .pt checkpoint or the name of a shipped model (`faceblocks models`;
@@ -500,17 +510,21 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
       faceblocks predict runs/fer2013/best.pt 'photos/**/*.jpg' --json > predictions.jsonl
       faceblocks predict fer2013 group.jpg --annotate annotated/
       faceblocks predict fer2013 clip.mp4 --every 5 --csv clip.csv --annotate clip-labelled.mp4
+      faceblocks predict fer2013 --camera 0 --csv live.csv --smooth 0.8
     """
     from inference.predict import PredictOptions, predict as predict_run
 
     if as_json and csv_path == "-":
         raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
+    if bool(inputs) == (camera is not None):
+        raise click.UsageError("give INPUT... or --camera, one of the two")
     given = _given(click.get_current_context())
     overrides = {k: params[k] for k in _PREDICT_OVERRIDES if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
                           device=device, landmark_model=params.get("landmark_model"), annotate=annotate_path,
                           min_quality=min_quality, csv=csv_path, tta_flip=tta_flip,
-                          progress=not quiet and not as_json)
+                          progress=not quiet and not as_json and camera is None, camera=camera, show=show,
+                          smooth=smooth, sequence=sequence)
     n_images = n_faces = n_bad = 0
     annotated = False
     to_stderr = as_json or csv_path == "-"  # standard output carries the JSON lines or the CSV alone
@@ -564,11 +578,13 @@ def models(as_json):
       faceblocks models --json | jq .fer2013.publictest
       faceblocks predict fer2013 photo.jpg
     """
-    from training.zoo import format_card, shipped_cards, shipped_parameters
+    from training.zoo import format_card, shipped_cards, shipped_geometry, shipped_parameters
 
     cards, parameters = shipped_cards(), shipped_parameters()
     if as_json:
-        shown = {name: {**card, "parameters": parameters[name]} for name, card in cards.items()}
+        geometry = shipped_geometry()
+        shown = {name: {**card, "parameters": parameters[name], "geometry": geometry[name]}
+                 for name, card in cards.items()}
         click.echo(json.dumps(shown, indent=1, ensure_ascii=False, allow_nan=False))
         return
     for name, card in cards.items():

@@ -91,3 +91,22 @@ def test_camera_errors_are_clear(camera, tmp_path, monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(InputError, match="no window can be shown"):
         list(predict("fer2013", opts=PredictOptions(camera=0, show=True)))
+
+
+def test_cli_camera_smooth_and_the_input_rule(camera, tmp_path):
+    """`faceblocks predict MODEL --camera 0 --csv F --smooth A`: the same loop from the command line;
+    INPUT and --camera are one or the other."""
+    from click.testing import CliRunner
+
+    from cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["predict", "fer2013", "--camera", "0", "--every", "5", "--no-show", "--smooth", "0.8",
+                             "--csv", str(tmp_path / "live.csv")])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "live.csv", newline="", encoding="utf-8")))
+    assert len(rows) == 8 and {row["track"] for row in rows} and "raw_p_happy" in rows[0]
+    assert any(row[k] != row["raw_" + k] for row in rows for k in rows[0] if k.startswith("p_"))  # smoothed
+    for args in (["predict", "fer2013"], ["predict", "fer2013", "x.jpg", "--camera", "0"]):
+        r = runner.invoke(main, args)
+        assert r.exit_code == 2 and "INPUT... or --camera" in r.output, r.output

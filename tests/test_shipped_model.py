@@ -64,7 +64,10 @@ def test_models_command_prints_the_card():
     n = count_params(build_model_from_checkpoint(load_checkpoint(MODELS_DIR / "fer2013.pt")), trainable_only=False)
     r = CliRunner().invoke(cli, ["models", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["fer2013"] == {**shipped_cards()["fer2013"], "parameters": n}
+    shown = json.loads(r.output)["fer2013"]
+    geometry = shown.pop("geometry")
+    assert shown == {**shipped_cards()["fer2013"], "parameters": n}
+    assert geometry["regions"]["mouth"]["size"] == [16, 32] and geometry["regions"]["eyes"]["landmarks"][0] == 17
     r = CliRunner().invoke(cli, ["models"])
     assert r.exit_code == 0 and "fer2013: two-branch on FER2013" in r.output and "publictest: accuracy" in r.output
     assert f"{n:,} parameters" in r.output
@@ -93,11 +96,13 @@ def test_card_figure_is_what_the_model_scores_on_publictest(tmp_path):
 def test_card_json_is_the_checkpoints_card():
     """`faceblocks models` and `--version` read the card's JSON copy (no torch): it must be the same."""
     from prepro.outputs import sha256_file
-    from training.zoo import card_path, parameter_count
+    from training.zoo import card_path, checkpoint_geometry, parameter_count
 
     for name in shipped_names():
         copy = json.loads(card_path(name).read_text())
         ckpt = torch.load(MODELS_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
         assert copy["card"] == ckpt["card"] and copy["weights_sha256"] == sha256_file(MODELS_DIR / f"{name}.pt")
         assert copy["parameters"] == parameter_count(ckpt)
+        assert copy["geometry"] == checkpoint_geometry(ckpt)
+        assert copy["geometry"]["regions"]["eyes"]["size"] == list(ckpt["block_sizes"]["eyes"])
     assert ckpt["card"]["tta_flip"] is True  # it paid on the holdout (BENCHMARKS.md)

@@ -66,20 +66,34 @@ def shipped_parameters() -> dict[str, int]:
     return {name: entry["parameters"] for name, entry in _shipped_entries().items()}
 
 
+def shipped_geometry() -> dict[str, dict[str, Any]]:
+    """name -> the block-cutting geometry of every shipped model (`prepro.blocks.cutting_geometry`)."""
+    return {name: entry["geometry"] for name, entry in _shipped_entries().items()}
+
+
 def _shipped_entries() -> dict[str, dict[str, Any]]:
-    """name -> {"card", "parameters"} of every shipped model, from its JSON copy; from the
-    checkpoint if that is missing, unreadable or older than the parameter count."""
+    """name -> {"card", "parameters", "geometry"} of every shipped model, from its JSON copy; from
+    the checkpoint if that is missing, unreadable or older than one of them."""
     entries = {}
     for name in shipped_names():
         try:
             copy = json.loads(card_path(name).read_text(encoding="utf-8"))
-            entries[name] = {"card": copy["card"], "parameters": int(copy["parameters"])}
+            entries[name] = {"card": copy["card"], "parameters": int(copy["parameters"]),
+                             "geometry": dict(copy["geometry"])}
         except (OSError, ValueError, KeyError, TypeError):
             from training.checkpoint import load_checkpoint
 
             ck = load_checkpoint(MODELS_DIR / f"{name}.pt")
-            entries[name] = {"card": dict(ck.get("card") or {}), "parameters": parameter_count(ck)}
+            entries[name] = {"card": dict(ck.get("card") or {}), "parameters": parameter_count(ck),
+                             "geometry": checkpoint_geometry(ck)}
     return entries
+
+
+def checkpoint_geometry(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """How a checkpoint's blocks are cut from 68 landmarks, for users without faceblocks."""
+    from prepro.blocks import BlockConfig, cutting_geometry
+
+    return cutting_geometry(BlockConfig.from_dict(ckpt["preprocessing"]["blocks"]))
 
 
 def parameter_count(ckpt: dict[str, Any]) -> int:
@@ -128,6 +142,7 @@ def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Pa
     save_checkpoint(out, path)
     from prepro.outputs import atomic_write_text, sha256_file
 
-    copy = {"weights_sha256": sha256_file(path), "parameters": parameter_count(out), "card": card}
+    copy = {"weights_sha256": sha256_file(path), "parameters": parameter_count(out),
+            "geometry": checkpoint_geometry(out), "card": card}
     atomic_write_text(card_path(name, models_dir), json.dumps(copy, indent=1, allow_nan=False) + "\n")
     return path
