@@ -366,7 +366,7 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
 
 _CUT_OPTIONS = ("face", "detector", "min_face", "min_face_frac", "eyes_size", "mouth_size", "face_size",
                 "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "max_megapixels", "work_max_side",
-                "second_look")
+                "second_look", "landmarks")
 
 
 def _cut_skip() -> tuple[str, ...]:
@@ -574,7 +574,7 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
                   "test_frac", "split_seed", "split_by_subject", "limit", "eyes_size", "mouth_size", "face_size",
                   "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "backend", "scheduler",
                   "chunk_size", "work_max_side", "max_megapixels", "image_root")),
-                  overrides=("face", "detector", "min_face", "min_face_frac", "second_look"))
+                  overrides=("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks"))
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Faces per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -601,7 +601,7 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
     if as_json and csv_path == "-":
         raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
     given = _given(click.get_current_context())
-    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look") if k in given}
+    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks") if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
                           device=device, landmark_model=params.get("landmark_model"), annotate=annotate_path,
                           min_quality=min_quality, csv=csv_path, tta_flip=tta_flip,
