@@ -16,11 +16,17 @@ On FER2013 faces (the PublicTest half of Kaggle's test/ folder by default):
   precision of at least 60%;
 * **auto**: the share of faces that get a detector box with the default detector (hog), and with
   the CNN detector as the fallback for HOG's misses (hog+cnn);
+* **the landmark network** (``--net``: `--face aligned --landmarks net`): the same agreement
+  (with the mean error), how its quality flags the faces above 0.10 and 0.20 beside dlib's paths,
+  the landmark step's time per face (one thread, chunks of 64, the same crops) against dlib's
+  predictor, the peak memory of a worker cutting one chunk with each; ``--photos``: the network
+  against dlib from the detector's boxes on photographs;
 * contact sheets of the worst cases before and after (bench-out/sheets/landmarks-before.png,
   -after.png; they show FER2013 faces, so they stay out of the repository).
 
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split test --cnn
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split train --every 10
+    .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --net --photos ../shared/data/photos
 
 Prints a Markdown table (the one in BENCHMARKS.md) and writes the raw figures as JSON (--json).
 """
@@ -193,6 +199,21 @@ def worker_memory_mb(landmarks: str, paths: list[Path]) -> float:
     return float(res.stdout.split()[-1])
 
 
+def photo_agreement(photo_dir: Path) -> dict[str, float]:
+    """On photographs, every face the default detector finds: the network's landmarks from its box
+    (with the margin) against dlib's from the same box."""
+    model_file = L.LandmarkModelFile.default()
+    cutters = [FaceCutter(CutSettings(face_mode="detect", landmarks=k), model_file) for k in ("dlib", "net")]
+    errors = []
+    for path in sorted(p for p in photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+        dlib_cut, net_cut = (c.cut(path, all_faces=True) for c in cutters)
+        for a, b in zip(dlib_cut.faces, net_cut.faces):  # the same detector: the same boxes, in order
+            errors.append(L.landmark_error(b.face.landmarks, a.face.landmarks))
+    e = np.array(errors)
+    return {"faces": len(e), "median": float(np.median(e)), "p90": float(np.percentile(e, 90)),
+            "above_0.10": float((e > 0.10).mean()), "above_0.20": float((e > 0.20).mean()), "mean": float(e.mean())}
+
+
 def flag_markdown(rows: list[tuple[str, np.ndarray, np.ndarray]], above: float = 0.10) -> str:
     """How well ``quality < 0.5`` (and the quality as a ranking) finds the faces above ``above``."""
     lines = [f"| path | faces above {above:.2f} | quality < 0.5: recall | precision | ROC AUC | "
@@ -285,6 +306,8 @@ def main() -> None:
     ap.add_argument("--sheets", type=Path, default=ROOT / "bench-out" / "sheets",
                     help="where the contact sheets go (they show FER2013 faces: never commit them)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--photos", type=Path, default=None, help="with --net: also the network against dlib on the "
+                    "faces the detector finds in these photographs (e.g. ../shared/data/photos)")
     ap.add_argument("--net", action="store_true", help="also the landmark network (`--landmarks net`): agreement, "
                     "flags, the landmark step's speed against dlib's predictor, a worker's memory")
     args = ap.parse_args()
@@ -310,6 +333,9 @@ def main() -> None:
         contact_sheet(paths, r["aligned"], r["yard"], errs["aligned"], args.sheets / "landmarks-after.png",
                       "after: worst 24 (green: detector-box landmarks, red: shipped aligned)")
     net = net_report(paths, r, errs) if args.net else None
+    if args.net and args.photos:
+        net["photos"] = photo_agreement(args.photos)
+        print("photos, network against dlib from the detector's box: " + json.dumps(net["photos"]))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "auto": auto, "ms_per_image": r["ms_per_image"].tolist(),
                                          "images": len(paths), "split": args.split, "net": net}, indent=1))

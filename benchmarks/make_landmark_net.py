@@ -45,6 +45,7 @@ from prepro.landmarks import LEFT_EYE, LANDMARK_MODEL_TERMS, RIGHT_EYE, landmark
 SIDE = 40  # the network's input
 CHANNELS = (1, 16, 24, 48)  # three 3x3 stride-2 convolutions: 40 -> 20 -> 10 -> 5
 HIDDEN = 128
+AUGMENT = (0.14, 0.08, 0.04)  # standard deviations of the rotation (radians), log scale and shift (crop sides)
 HELD_BACK_EVERY = 5  # every 5th face (by file order) trains the error head, never the network
 BUSY_FLAG = Path("/tmp/cpu-busy")
 
@@ -65,8 +66,11 @@ def random_views(n: int, rng: np.random.Generator, identity: bool = False) -> np
     """N augmentation draws (mirror, rotation in radians, log scale, shift x, shift y in crop sides)."""
     if identity:
         return np.zeros((n, 5))
-    return np.stack([rng.random(n) < 0.5, rng.normal(0, 0.14, n).clip(-0.4, 0.4), rng.normal(0, 0.08, n).clip(-0.2, 0.2),
-                     rng.normal(0, 0.04, n).clip(-0.1, 0.1), rng.normal(0, 0.04, n).clip(-0.1, 0.1)], 1)
+    rot, scale, shift = AUGMENT
+    return np.stack([rng.random(n) < 0.5, rng.normal(0, rot, n).clip(-3 * rot, 3 * rot),
+                     rng.normal(0, scale, n).clip(-3 * scale, 3 * scale),
+                     rng.normal(0, shift, n).clip(-3 * shift, 3 * shift),
+                     rng.normal(0, shift, n).clip(-3 * shift, 3 * shift)], 1)
 
 
 def view_crops(imgs: np.ndarray, marks: np.ndarray, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +149,9 @@ def train_net(imgs: np.ndarray, marks: np.ndarray, work: Path, epochs: int, seed
         y = torch.from_numpy(to_unit(targets).reshape(len(imgs), -1).astype(np.float32))
         net.train()
         total = 0.0
-        for j in torch.randperm(len(imgs), generator=torch.Generator().manual_seed(epoch)).split(128):
+        for step, j in enumerate(torch.randperm(len(imgs), generator=torch.Generator().manual_seed(epoch)).split(128)):
+            if step % 20 == 0:  # a timed benchmark may start mid-epoch: pause for it
+                wait_while_busy()
             loss = point_loss(net(x[j]), y[j])
             opt.zero_grad()
             loss.backward()
@@ -211,23 +217,33 @@ def error_head(rows: dict[str, np.ndarray]) -> tuple[dict, np.ndarray, np.ndarra
     from make_landmark_models import as_perceptron, train_perceptron
     from sklearn.linear_model import LogisticRegression
 
-    y = np.log(np.clip(rows["error"], 0.005, 1.0))
+    y = np.clip(np.log(np.maximum(rows["error"], 1e-9)), *ln.LOG_ERROR_RANGE)
+    # Hidden units that never fire here carry nothing; standardised by a zero spread they would
+    # turn a rare activation elsewhere into an absurd estimate.
+    live = rows["x"].std(axis=0) > 1e-3
+    x = rows["x"][:, live]
     fold = rows["group"] % 2
     oof = np.zeros(len(y))
     for k in (0, 1):
-        p = as_perceptron(train_perceptron(rows["x"][fold != k], y[fold != k], (64,), "huber", epochs=30, seed=k))
-        oof[fold == k] = p(rows["x"][fold == k])[:, 0]
+        wait_while_busy()
+        p = as_perceptron(train_perceptron(x[fold != k], y[fold != k], (64,), "huber", epochs=30, seed=k))
+        oof[fold == k] = np.clip(p(x[fold == k])[:, 0], *ln.LOG_ERROR_RANGE)
     as_is = rows["view"] == 0  # the faces as the network meets them, and the junk
     fit = LogisticRegression(C=1.0).fit(oof[as_is, None], rows["error"][as_is] <= 0.20)
-    final = train_perceptron(rows["x"], y, (64,), "huber", epochs=30, seed=2)
-    return final, np.array([fit.coef_[0, 0], fit.intercept_[0]]), oof
+    final = train_perceptron(x, y, (64,), "huber", epochs=30, seed=2)
+    return head_layers(final, live), np.array([fit.coef_[0, 0], fit.intercept_[0]]), oof
 
 
-def head_layers(p: dict) -> tuple[list, tuple]:
-    """A trained perceptron as the network's error head: its output scaling folded into the last layer."""
+def head_layers(p: dict, live: np.ndarray) -> tuple[list, tuple]:
+    """A trained perceptron as the network's error head over all of `ln.head_input`: the columns
+    it did not read get zero weights, its output scaling is folded into the last layer."""
     w, b = list(p["weights"]), list(p["biases"])
     w[-1], b[-1] = w[-1] * p["y_std"], b[-1] * p["y_std"] + p["y_mean"]
-    return list(zip(w, b)), (p["x_mean"], p["x_std"])
+    first = np.zeros((len(live), w[0].shape[1]), np.float32)
+    first[live] = w[0]
+    mean, std = np.zeros(len(live), np.float32), np.ones(len(live), np.float32)
+    mean[live], std[live] = p["x_mean"], p["x_std"]
+    return list(zip([first] + w[1:], b)), (mean, std)
 
 
 def held_back_figures(rows: dict[str, np.ndarray], oof: np.ndarray, quality_ab: np.ndarray) -> dict:
@@ -279,8 +295,7 @@ def main() -> None:
     wait_while_busy()
     rows = head_rows(numpy_net(layers, margin), ys["imgs"][held], ys["marks"][held], args.views, len(held) // 10,
                      np.random.default_rng(1))
-    head, quality_ab, oof = error_head(rows)
-    layers["head"], head_scale = head_layers(head)
+    (layers["head"], head_scale), quality_ab, oof = error_head(rows)
     figures = held_back_figures(rows, oof, quality_ab)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     card = {"made_by": "benchmarks/make_landmark_net.py",

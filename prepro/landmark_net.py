@@ -32,6 +32,12 @@ from prepro.landmarks import JAW, LEFT_EYE, LEFT_EYEBROW, MOUTH_INNER, MOUTH_OUT
 
 NET_FILE = Path(__file__).with_name("landmark_net.npz")
 GREY_EPS = 8.0  # grey levels added to a crop's standard deviation: flat crops stay near zero
+# Batches are padded to at least this many crops: BLAS takes other code paths (other rounding) for
+# products of a few rows, and a face must get the same landmarks whatever chunk it came in.
+MIN_BATCH = 16
+# The error head's estimates are held to log(0.005)..log(1): below, the yardstick's own noise;
+# above, the landmarks are anywhere (a crop that holds no face).
+LOG_ERROR_RANGE = (math.log(0.005), 0.0)
 
 
 def mirror_permutation() -> np.ndarray:
@@ -79,9 +85,13 @@ class LandmarkNet:
             raise DataError(f"the landmark network takes N x {self.side} x {self.side} crops, got {crops.shape}")
         if not len(crops):
             return np.zeros((0, 68, 2)), np.zeros(0)
+        n = len(crops)
+        x = normalised(crops)
+        if n < MIN_BATCH:
+            x = np.concatenate([x, np.zeros((MIN_BATCH - n,) + x.shape[1:], x.dtype)])
         with threadpool_limits(1):  # one thread per worker: the workers are the parallelism
-            marks, hidden = self.forward(normalised(crops))
-            log_error = self.log_error(hidden, marks)
+            marks, hidden = self.forward(x)
+            marks, log_error = marks[:n], self.log_error(hidden, marks)[:n]
         quality = 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
         return (marks.astype(np.float64) + 1.0) * (self.side / 2) - 0.5, quality
 
@@ -103,7 +113,7 @@ class LandmarkNet:
             h = h @ w + b
             if k < len(self.head) - 1:
                 h = np.maximum(h, 0.0)
-        return h[:, 0].astype(np.float64)
+        return np.clip(h[:, 0].astype(np.float64), *LOG_ERROR_RANGE)
 
     def crop_box(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """The square crop the network reads for a face box (a detector's or a given one)."""
