@@ -211,6 +211,19 @@ def head_rows(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, views_pe
             "view": np.r_[view, np.zeros(n_junk, int)], "junk": np.r_[np.zeros(len(face), bool), np.ones(n_junk, bool)]}
 
 
+def cached_head_rows(cache: Path, net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray,
+                     views: int) -> dict[str, np.ndarray]:
+    """`head_rows` (a tenth as many junk images as faces), cached for this network's weights."""
+    key = np.array([float(np.sum([w.sum() for w, _ in net.convs + net.dense])), views])
+    if cache.is_file():
+        with np.load(cache) as z:
+            if np.array_equal(z["key"], key):
+                return {k: z[k] for k in z.files if k != "key"}
+    rows = head_rows(net, imgs, marks, views, len(imgs) // 10, np.random.default_rng(1))
+    np.savez(cache, key=key, **rows)
+    return rows
+
+
 def error_head(rows: dict[str, np.ndarray]) -> tuple[dict, np.ndarray, np.ndarray]:
     """The error head (final, all rows), the quality calibration (a, b) and the out-of-fold
     log-error estimates it was fitted on (two folds by face)."""
@@ -293,8 +306,8 @@ def main() -> None:
     net = train_net(ys["imgs"][taught], ys["marks"][taught], args.work, args.epochs)
     layers = exported_layers(net)
     wait_while_busy()
-    rows = head_rows(numpy_net(layers, margin), ys["imgs"][held], ys["marks"][held], args.views, len(held) // 10,
-                     np.random.default_rng(1))
+    rows = cached_head_rows(args.work / "head_rows.npz", numpy_net(layers, margin), ys["imgs"][held],
+                            ys["marks"][held], args.views)
     (layers["head"], head_scale), quality_ab, oof = error_head(rows)
     figures = held_back_figures(rows, oof, quality_ab)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
