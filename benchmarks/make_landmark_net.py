@@ -309,24 +309,29 @@ def main() -> None:
     rows = cached_head_rows(args.work / "head_rows.npz", numpy_net(layers, margin), ys["imgs"][held],
                             ys["marks"][held], args.views)
     (layers["head"], head_scale), quality_ab, oof = error_head(rows)
-    figures = held_back_figures(rows, oof, quality_ab)
-    cpu = resource.getrusage(resource.RUSAGE_SELF)
-    card = {"made_by": "benchmarks/make_landmark_net.py",
-            "command": "python benchmarks/make_landmark_net.py ../shared/data/fer2013/train --work bench-out/lmnet",
-            "date": time.strftime("%Y-%m-%d"),
-            "data": f"FER2013 Training ({len(files)} images; {len(found)} faces found by dlib's HOG detector as "
-                    f"`--face detect` runs it; targets: dlib's landmarks from its boxes; {len(taught)} faces teach "
-                    f"the network, {len(held)} held back teach the error head; PublicTest never read)",
-            "terms": f"research use only: learnt from FER2013 and from {LANDMARK_MODEL_TERMS}",
-            "architecture": {"input": SIDE, "conv3x3_stride2_channels": list(CHANNELS[1:]), "hidden": HIDDEN,
-                             "epochs": args.epochs},
-            "quality": "probability that the landmarks are within 0.20 inter-ocular distances of dlib's from the "
-                       "HOG box (logistic on the error head's log-error estimate)",
-            "held_back": figures, "build_minutes_this_run": round((time.perf_counter() - t0) / 60, 1),
-            "build_cpu_minutes_this_run": round((cpu.ru_utime + cpu.ru_stime) / 60, 1)}
+    card = card_of(len(files), len(found), len(taught), len(held), args.epochs,
+                   held_back_figures(rows, oof, quality_ab), time.perf_counter() - t0)
     ln.save_landmark_net(args.out, SIDE, margin, layers, head_scale, quality_ab, card)
     print(json.dumps(card, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.0f} s)")
+
+
+def card_of(images: int, found: int, taught: int, held: int, epochs: int, figures: dict, seconds: float) -> dict:
+    """The file's card: its data, recipe, terms, architecture and held-back figures."""
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    return {"made_by": "benchmarks/make_landmark_net.py",
+            "command": "python benchmarks/make_landmark_net.py ../shared/data/fer2013/train --work bench-out/lmnet",
+            "date": time.strftime("%Y-%m-%d"),
+            "data": f"FER2013 Training ({images} images; {found} faces found by dlib's HOG detector as "
+                    f"`--face detect` runs it; targets: dlib's landmarks from its boxes; {taught} faces teach "
+                    f"the network, {held} held back teach the error head; PublicTest never read)",
+            "terms": f"research use only: learnt from FER2013 and from {LANDMARK_MODEL_TERMS}",
+            "architecture": {"input": SIDE, "conv3x3_stride2_channels": list(CHANNELS[1:]), "hidden": HIDDEN,
+                             "epochs": epochs},
+            "quality": "probability that the landmarks are within 0.20 inter-ocular distances of dlib's from the "
+                       "HOG box (logistic on the error head's log-error estimate)",
+            "held_back": figures, "build_minutes_this_run": round(seconds / 60, 1),
+            "build_cpu_minutes_this_run": round((cpu.ru_utime + cpu.ru_stime) / 60, 1)}
 
 
 if __name__ == "__main__":
