@@ -601,7 +601,8 @@ def predict(model, inputs, as_json, csv_path, annotate_path, every, min_quality,
     if as_json and csv_path == "-":
         raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
     given = _given(click.get_current_context())
-    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks") if k in given}
+    overrides = {k: params[k] for k in ("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks")
+                 if k in given}
     opts = PredictOptions(overrides=overrides, jobs=params["jobs"], batch_size=batch_size, every=every,
                           device=device, landmark_model=params.get("landmark_model"), annotate=annotate_path,
                           min_quality=min_quality, csv=csv_path, tta_flip=tta_flip,

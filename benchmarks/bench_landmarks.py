@@ -141,7 +141,8 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
     e = err[np.isfinite(err)]
     return {"method": name, "faces_compared": int(len(e)), "median": float(np.median(e)),
             "p90": float(np.percentile(e, 90)), "above_0.10": float((e > 0.10).mean()),
-            "above_0.20": float((e > 0.20).mean()), "mean": float(e.mean()), "quality_below_0.5_all": float((quality < 0.5).mean()),
+            "above_0.20": float((e > 0.20).mean()), "mean": float(e.mean()),
+            "quality_below_0.5_all": float((quality < 0.5).mean()),
             **flagging(err, quality)}
 
 

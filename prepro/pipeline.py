@@ -157,7 +157,8 @@ def _open_folder(out: Path, fresh: Manifest, overwrite: bool, log: Log) -> Manif
     if (out / MANIFEST).exists():
         old = Manifest.load(out)  # a manifest faceblocks cannot read: it cannot tell what it wrote there
         _make_shard_folder(out)
-        diffs = _differences(old.params, fresh.params)
+        # Folders cut before `--landmarks` existed were cut by dlib's predictor.
+        diffs = _differences({"landmarks": "dlib", **old.params}, fresh.params)
         if old.landmark_model.get("sha256") != fresh.landmark_model["sha256"]:
             diffs.append("the landmark model file")
         if old.landmark_model.get("net") != fresh.landmark_model.get("net"):

@@ -193,3 +193,17 @@ def test_a_crop_gets_the_same_fit_whatever_batch_it_is_in() -> None:
     for n in (1, 3, 17):
         m, q = net.predict(crops[:n])
         assert (m == marks[:n]).all() and (q == quality[:n]).all()
+
+
+def test_a_folder_cut_before_the_option_existed_resumes_as_dlib(tmp_path: Path) -> None:
+    from tests.test_pipeline import make_source
+
+    make_source(tmp_path / "src", per_class=1, bad=False)
+    out = tmp_path / "out"
+    cfg = PreprocessConfig(face="aligned")
+    run_preprocess(str(tmp_path / "src"), str(out), cfg, PreprocessRun(jobs=1), progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["params"]["landmarks"]  # as written before --landmarks
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    again = run_preprocess(str(tmp_path / "src"), str(out), cfg, PreprocessRun(jobs=1), progress=False)
+    assert again.written_now == 0 and again.samples == 3
