@@ -267,7 +267,7 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
 
 _CUT_OPTIONS = ("face", "detector", "min_face", "min_face_frac", "eyes_size", "mouth_size", "face_size",
                 "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "max_megapixels", "work_max_side",
-                "second_look")
+                "second_look", "landmarks")
 
 
 # Run settings that only listing a dataset source uses: preview and predict take images as they are.
@@ -456,7 +456,7 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
 
 
 # The cut settings predict may take from the command line instead of the model's.
-_PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_look")
+_PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks")
 
 
 @main.command(context_settings=CONTEXT)

@@ -16,11 +16,17 @@ On FER2013 faces (the PublicTest half of Kaggle's test/ folder by default):
   precision of at least 60%;
 * **auto**: the share of faces that get a detector box with the default detector (hog), and with
   the CNN detector as the fallback for HOG's misses (hog+cnn);
+* **the landmark network** (``--net``: `--face aligned --landmarks net`): the same agreement
+  (with the mean error), how its quality flags the faces above 0.10 and 0.20 beside dlib's paths,
+  the landmark step's time per face (one thread, chunks of 64, the same crops) against dlib's
+  predictor, the peak memory of a worker cutting one chunk with each; ``--photos``: the network
+  against dlib from the detector's boxes on photographs;
 * contact sheets of the worst cases before and after (bench-out/sheets/landmarks-before.png,
   -after.png; they show FER2013 faces, so they stay out of the repository).
 
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split test --cnn
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split train --every 10
+    .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --net --photos ../shared/data/photos
 
 Prints a Markdown table (the one in BENCHMARKS.md) and writes the raw figures as JSON (--json).
 """
@@ -64,7 +70,8 @@ def measure(paths: list[Path], cnn: bool) -> dict[str, np.ndarray]:
     model_file = L.LandmarkModelFile.default()
     shape_model = model_file.load()
     detect = FaceCutter(CutSettings(face_mode="detect"), model_file)
-    aligned = FaceCutter(CutSettings(face_mode="aligned"), model_file)
+    # The second look has been off by default since 2026-11-30: ask for it, or this row repeats "first".
+    aligned = FaceCutter(CutSettings(face_mode="aligned", second_look=True), model_file)
     n = len(paths)
     out = {k: np.full((n, 68, 2), np.nan) for k in ("yard", "aligned", "first", "before")}
     out |= {k: np.full(n, np.nan) for k in ("q_aligned", "q_first", "q_before")}
@@ -112,14 +119,15 @@ def agreement(marks: np.ndarray, yard: np.ndarray) -> np.ndarray:
     return np.array([L.landmark_error(m, y) if f else np.nan for m, y, f in zip(marks, yard, found)])
 
 
-def flagging(err: np.ndarray, quality: np.ndarray) -> dict[str, float]:
+def flagging(err: np.ndarray, quality: np.ndarray, above: float = 0.20) -> dict[str, float]:
+    """How well ``quality < 0.5`` finds the faces whose error is above ``above``."""
     from sklearn.metrics import precision_recall_curve, roc_auc_score
 
     ok = np.isfinite(err)
-    bad, q = err[ok] > 0.20, quality[ok]
+    bad, q = err[ok] > above, quality[ok]
     flagged = q < 0.5
     tp = int((flagged & bad).sum())
-    res = {"faces_above_0.2": int(bad.sum()), "recall_at_0.5": tp / max(int(bad.sum()), 1),
+    res = {f"faces_above_{above:g}": int(bad.sum()), "recall_at_0.5": tp / max(int(bad.sum()), 1),
            "precision_at_0.5": tp / max(int(flagged.sum()), 1)}
     if 0 < bad.sum() < len(bad):
         res["roc_auc"] = float(roc_auc_score(bad, -q))
@@ -133,8 +141,116 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
     e = err[np.isfinite(err)]
     return {"method": name, "faces_compared": int(len(e)), "median": float(np.median(e)),
             "p90": float(np.percentile(e, 90)), "above_0.10": float((e > 0.10).mean()),
-            "above_0.20": float((e > 0.20).mean()), "quality_below_0.5_all": float((quality < 0.5).mean()),
+            "above_0.20": float((e > 0.20).mean()), "mean": float(e.mean()),
+            "quality_below_0.5_all": float((quality < 0.5).mean()),
             **flagging(err, quality)}
+
+
+def net_fits(grays: list[np.ndarray], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """`--face aligned --landmarks net`: the network's landmarks and quality of every crop, a
+    worker's chunk at a time."""
+    from prepro.landmark_net import fits_from_net, load_landmark_net
+
+    net = load_landmark_net()
+    fits = [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
+        grays[k:k + chunk]), net)]
+    return np.stack([f.landmarks for f in fits]), np.array([f.quality for f in fits])
+
+
+def landmark_step_ms(grays: list[np.ndarray], repeats: int = 3, chunk: int = 64) -> dict[str, float]:
+    """Milliseconds per face of the landmark step alone, one thread, the same crops in chunks of
+    ``chunk``: the network (crop, network, error head) against dlib's predictor from the
+    estimated start box (the predictor alone, and with its quality); best of ``repeats``."""
+    from threadpoolctl import threadpool_limits
+
+    from prepro.landmark_models import estimate_start_boxes, load_landmark_models
+    from prepro.landmark_net import fits_from_net, load_landmark_net
+
+    net, shape_model = load_landmark_net(), L.LandmarkModelFile.default().load()
+    chunks = [grays[k:k + chunk] for k in range(0, len(grays), chunk)]
+    starts = [estimate_start_boxes(c, load_landmark_models()) for c in chunks]
+    steps = {"net": lambda c, b: fits_from_net(c, [None] * len(c), net),
+             "dlib predictor": lambda c, b: L.predict_landmarks_many(shape_model, c, b),
+             "dlib predictor + quality": lambda c, b: L.fits_from_boxes(c, b, shape_model)}
+    out = {}
+    with threadpool_limits(1):
+        for name, step in steps.items():
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for c, b in zip(chunks, starts):
+                    step(c, b)
+                times.append(time.perf_counter() - t0)
+            out[name] = 1000 * min(times) / len(grays)
+    return out
+
+
+def worker_memory_mb(landmarks: str, paths: list[Path]) -> float:
+    """Peak resident memory (MB) of a fresh process that cuts 64 crops as a `preprocess --face
+    aligned` worker does with ``landmarks`` (models loaded, one chunk)."""
+    import subprocess
+
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it across exec).
+    code = ("import re, sys; from prepro.faces import CutSettings, FaceCutter; "
+            "from prepro.landmarks import LandmarkModelFile; "
+            f"c = FaceCutter(CutSettings(face_mode='aligned', landmarks={landmarks!r}), LandmarkModelFile.default()); "
+            "c.cut_many(sys.argv[1:]); "
+            "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024)")
+    res = subprocess.run([sys.executable, "-c", code, *map(str, paths[:64])], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    return float(res.stdout.split()[-1])
+
+
+def photo_agreement(photo_dir: Path) -> dict[str, float]:
+    """On photographs, every face the default detector finds: the network's landmarks from its box
+    (with the margin) against dlib's from the same box."""
+    model_file = L.LandmarkModelFile.default()
+    cutters = [FaceCutter(CutSettings(face_mode="detect", landmarks=k), model_file) for k in ("dlib", "net")]
+    errors = []
+    for path in sorted(p for p in photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+        dlib_cut, net_cut = (c.cut(path, all_faces=True) for c in cutters)
+        for a, b in zip(dlib_cut.faces, net_cut.faces):  # the same detector: the same boxes, in order
+            errors.append(L.landmark_error(b.face.landmarks, a.face.landmarks))
+    e = np.array(errors)
+    return {"faces": len(e), "median": float(np.median(e)), "p90": float(np.percentile(e, 90)),
+            "above_0.10": float((e > 0.10).mean()), "above_0.20": float((e > 0.20).mean()), "mean": float(e.mean())}
+
+
+def flag_markdown(rows: list[tuple[str, np.ndarray, np.ndarray]], above: float = 0.10) -> str:
+    """How well ``quality < 0.5`` (and the quality as a ranking) finds the faces above ``above``."""
+    lines = [f"| path | faces above {above:.2f} | quality < 0.5: recall | precision | ROC AUC | "
+             "best recall at 60% precision |", "|" + "---|" * 6]
+    for name, err, q in rows:
+        f = flagging(err, q, above)
+        lines.append(f"| {name} | {f[f'faces_above_{above:g}']} | {100 * f['recall_at_0.5']:.0f}% | "
+                     f"{100 * f['precision_at_0.5']:.0f}% | {f.get('roc_auc', float('nan')):.3f} | "
+                     f"{100 * f.get('best_recall_at_precision_0.6', float('nan')):.0f}% |")
+    return "\n".join(lines)
+
+
+def net_report(paths: list[Path], r: dict[str, np.ndarray], errs: dict[str, np.ndarray]) -> dict:
+    """The network against dlib on the same faces: agreement, flags (> 0.10 and > 0.20), the
+    landmark step's speed and a worker's memory; prints the Markdown tables."""
+    from prepro.image_io import decode_gray
+
+    grays = [decode_gray(p).gray for p in paths]
+    marks, quality = net_fits(grays)
+    err = agreement(marks, r["yard"])
+    named = [("net (`--landmarks net`, aligned)", err, quality),
+             ("dlib aligned (estimated start box, the default)", errs["first"], r["q_first"]),
+             ("dlib aligned + `--second-look`", errs["aligned"], r["q_aligned"])]
+    rows = [summary(n, e, q) for n, e, q in named]
+    print("\n" + markdown(rows, None))
+    for above in (0.10, 0.20):
+        print("\n" + flag_markdown(named, above))
+    speed = landmark_step_ms(grays)
+    memory = {k: worker_memory_mb(k, paths) for k in ("dlib", "net")}
+    print(f"\nlandmark step, ms a face (one thread, chunks of 64, {len(grays)} crops): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in speed.items())
+          + f"; the network {speed['dlib predictor'] / speed['net']:.1f}x dlib's predictor")
+    print("peak memory of a worker cutting one chunk: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
+    return {"rows": rows, "flags": {str(a): [flagging(e, q, a) for _, e, q in named] for a in (0.10, 0.20)},
+            "landmark_step_ms": speed, "worker_memory_mb": memory}
 
 
 def contact_sheet(paths: list[Path], marks: np.ndarray, yard: np.ndarray, err: np.ndarray, out: Path,
@@ -164,16 +280,18 @@ def contact_sheet(paths: list[Path], marks: np.ndarray, yard: np.ndarray, err: n
     cv2.imwrite(str(out), sheet)
 
 
-def markdown(rows: list[dict], auto: dict) -> str:
-    head = ("| path | faces | median | p90 | > 0.10 | > 0.20 | quality < 0.5 (all faces) | flags > 0.20: recall "
-            "| precision | ROC AUC | best recall at 60% precision |")
-    lines = [head, "|" + "---|" * 11]
+def markdown(rows: list[dict], auto: dict | None) -> str:
+    head = ("| path | faces | median | p90 | > 0.10 | > 0.20 | mean | quality < 0.5 (all faces) | flags > 0.20: "
+            "recall | precision | ROC AUC | best recall at 60% precision |")
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(f"| {r['method']} | {r['faces_compared']} | {r['median']:.3f} | {r['p90']:.3f} | "
-                     f"{100 * r['above_0.10']:.1f}% | {100 * r['above_0.20']:.1f}% | "
+                     f"{100 * r['above_0.10']:.1f}% | {100 * r['above_0.20']:.1f}% | {r['mean']:.3f} | "
                      f"{100 * r['quality_below_0.5_all']:.1f}% | {100 * r['recall_at_0.5']:.0f}% | "
                      f"{100 * r['precision_at_0.5']:.0f}% | {r.get('roc_auc', float('nan')):.3f} | "
                      f"{100 * r.get('best_recall_at_precision_0.6', float('nan')):.0f}% |")
+    if auto is None:
+        return "\n".join(lines)
     lines.append("")
     lines.append(f"auto: a detector box for {auto['hog']} of {auto['n']} faces ({100 * auto['hog'] / auto['n']:.1f}%) "
                  "with the default HOG detector" + (f"; {auto['hog+cnn']} ({100 * auto['hog+cnn'] / auto['n']:.1f}%) "
@@ -190,6 +308,10 @@ def main() -> None:
     ap.add_argument("--sheets", type=Path, default=ROOT / "bench-out" / "sheets",
                     help="where the contact sheets go (they show FER2013 faces: never commit them)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--photos", type=Path, default=None, help="with --net: also the network against dlib on the "
+                    "faces the detector finds in these photographs (e.g. ../shared/data/photos)")
+    ap.add_argument("--net", action="store_true", help="also the landmark network (`--landmarks net`): agreement, "
+                    "flags, the landmark step's speed against dlib's predictor, a worker's memory")
     args = ap.parse_args()
     paths = sorted(args.fer2013.glob(f"{args.split}/*/{SPLIT_PREFIX[args.split]}*.jpg"))[::args.every]
     if not paths:
@@ -199,7 +321,7 @@ def main() -> None:
     errs = {k: agreement(r[k], r["yard"]) for k in ("before", "first", "aligned")}
     rows = [summary("before: whole image as the box (previous release)", errs["before"], r["q_before"]),
             summary("estimated start box, no second look", errs["first"], r["q_first"]),
-            summary("estimated start box + second look (shipped `aligned`)", errs["aligned"], r["q_aligned"])]
+            summary("estimated start box + second look (`--second-look`)", errs["aligned"], r["q_aligned"])]
     found = int(np.isfinite(r["yard"][:, 0, 0]).sum())
     auto = {"n": len(paths), "hog": found}
     if args.cnn:
@@ -211,10 +333,14 @@ def main() -> None:
         contact_sheet(paths, r["before"], r["yard"], errs["before"], args.sheets / "landmarks-before.png",
                       "before: worst 24 (green: detector-box landmarks, red: whole-image box)")
         contact_sheet(paths, r["aligned"], r["yard"], errs["aligned"], args.sheets / "landmarks-after.png",
-                      "after: worst 24 (green: detector-box landmarks, red: shipped aligned)")
+                      "after: worst 24 (green: detector-box landmarks, red: aligned + second look)")
+    net = net_report(paths, r, errs) if args.net else None
+    if args.net and args.photos:
+        net["photos"] = photo_agreement(args.photos)
+        print("photos, network against dlib from the detector's box: " + json.dumps(net["photos"]))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "auto": auto, "ms_per_image": r["ms_per_image"].tolist(),
-                                         "images": len(paths), "split": args.split}, indent=1))
+                                         "images": len(paths), "split": args.split, "net": net}, indent=1))
 
 
 if __name__ == "__main__":

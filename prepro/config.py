@@ -9,7 +9,7 @@ from typing import Any
 
 from prepro.blocks import BlockConfig
 from prepro.detection import DetectorSettings
-from prepro.faces import FACE_MODES, CutSettings
+from prepro.faces import FACE_MODES, LANDMARK_MODELS, CutSettings
 from prepro.settings import check, from_dict, nested, setting, to_dict
 from prepro.specs import FORMATS
 
@@ -30,6 +30,9 @@ class PreprocessConfig:
     second_look: bool = setting(False, "fit the landmarks of a doubtful face crop again from two other starts and "
                                 "keep the best-scoring fit (slower; it did not lower the error on FER2013, see "
                                 "BENCHMARKS.md)", "bool")
+    landmarks: str = setting("dlib", "what fits the 68 landmarks: dlib (dlib's predictor, the reference) or net "
+                             "(the network distilled from it: batched, faster, its own quality; see BENCHMARKS.md)",
+                             "str", choices=LANDMARK_MODELS)
     blocks: BlockConfig = nested(BlockConfig)
     shard_size: int = setting(1024, "inputs per HDF5 shard: a shard holds the samples of up to this many inputs of "
                                 "one split", "int", low=1, high=1_000_000)
@@ -55,7 +58,7 @@ class PreprocessConfig:
         """The part that decides how one image becomes blocks."""
         return CutSettings(face_mode=self.face, detector=self.detection, blocks=self.blocks,
                            max_pixels=self.max_pixels, work_max_side=self.work_max_side, pre_cropped=pre_cropped,
-                           second_look=self.second_look)
+                           second_look=self.second_look, landmarks=self.landmarks)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

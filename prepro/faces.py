@@ -37,6 +37,9 @@ FACE_MODES = ("auto", "detect", "aligned")
 # How a face box was found; the position is the index stored in shards (only append).
 BOX_METHODS = ("hog", "cnn", "estimated", "estimated_fallback", "given")
 MIN_SIDE = 8  # pixels: a smaller image cannot hold a face worth cutting
+# What fits the 68 points: dlib's predictor (the yardstick), or the network distilled from it
+# (prepro.landmark_net: all faces of a chunk in one batch, quality from its error head).
+LANDMARK_MODELS = ("dlib", "net")
 
 
 def _cv2_error() -> type:
@@ -84,6 +87,7 @@ class CutSettings:
     work_max_side: int = 1024  # large JPEGs are decoded reduced, never below this longest side
     pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
     second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
+    landmarks: str = "dlib"  # one of LANDMARK_MODELS: dlib's predictor, or the network distilled from it
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class FaceCutter:
     def __init__(self, settings: CutSettings, landmark_model: LandmarkModelFile) -> None:
         if settings.face_mode not in FACE_MODES:  # a setting, not one image's problem
             raise InputError(f"face mode must be one of {', '.join(FACE_MODES)}, got {settings.face_mode!r}")
+        if settings.landmarks not in LANDMARK_MODELS:
+            raise InputError(f"landmarks must be one of {', '.join(LANDMARK_MODELS)}, got {settings.landmarks!r}")
         self.settings = settings
         self.landmark_model = landmark_model
 
@@ -219,6 +225,8 @@ class FaceCutter:
     def _fit_batch(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
         from prepro.landmarks import fit_crops, fits_from_boxes
 
+        if self.settings.landmarks == "net":
+            return self._fit_batch_net(grays, starts)
         shape_model = self.landmark_model.load()
         crops = [k for k, (_, st) in enumerate(starts) if st.box is None]
         given = [k for k, (_, st) in enumerate(starts) if st.box is not None]
@@ -230,6 +238,13 @@ class FaceCutter:
                                                  [starts[k][1].box for k in given], shape_model)):
             fits[k] = fit
         return fits
+
+    @staticmethod
+    def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]]) -> list:
+        """The network's fits: every start of the batch (crops and boxes alike) in one pass."""
+        from prepro.landmark_net import fits_from_net, load_landmark_net
+
+        return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net())
 
     @staticmethod
     def _face(fit: Fit, method: str, score: float, shape: tuple[int, int], scale: float) -> Face:

@@ -126,7 +126,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
 def _fresh_manifest(cfg: PreprocessConfig, listing, landmark) -> Manifest:
     from prepro.faces import BOX_METHODS
     from prepro.labels import CANONICAL_LABELS
-    from prepro.landmarks import LANDMARK_MODEL_TERMS
     from prepro.specs import SPLITS
 
     return Manifest(
@@ -137,9 +136,20 @@ def _fresh_manifest(cfg: PreprocessConfig, listing, landmark) -> Manifest:
         label_names=list(CANONICAL_LABELS), split_names=list(SPLITS), box_methods=list(BOX_METHODS),
         block_sizes={"eyes": list(cfg.blocks.eyes_size), "mouth": list(cfg.blocks.mouth_size),
                      "face": list(cfg.blocks.face_size)},
-        landmark_model={"file": landmark.path.name, "sha256": _cached_sha256(landmark.path),
-                        "terms": LANDMARK_MODEL_TERMS},
-        writer_id=new_writer_id())
+        landmark_model=_landmark_record(cfg, landmark), writer_id=new_writer_id())
+
+
+def _landmark_record(cfg: PreprocessConfig, landmark) -> dict:
+    """Which landmark model cuts the shards: dlib's file, and with `--landmarks net` the network
+    distilled from it (its terms are dlib's)."""
+    from prepro.landmarks import LANDMARK_MODEL_TERMS
+
+    record = {"file": landmark.path.name, "sha256": _cached_sha256(landmark.path), "terms": LANDMARK_MODEL_TERMS}
+    if cfg.landmarks == "net":
+        from prepro.landmark_net import NET_FILE
+
+        record["net"] = {"file": NET_FILE.name, "sha256": _cached_sha256(NET_FILE)}
+    return record
 
 
 def _open_folder(out: Path, fresh: Manifest, overwrite: bool, log: Log) -> Manifest:
@@ -147,9 +157,12 @@ def _open_folder(out: Path, fresh: Manifest, overwrite: bool, log: Log) -> Manif
     if (out / MANIFEST).exists():
         old = Manifest.load(out)  # a manifest faceblocks cannot read: it cannot tell what it wrote there
         _make_shard_folder(out)
-        diffs = _differences(old.params, fresh.params)
+        # Folders cut before `--landmarks` existed were cut by dlib's predictor.
+        diffs = _differences({"landmarks": "dlib", **old.params}, fresh.params)
         if old.landmark_model.get("sha256") != fresh.landmark_model["sha256"]:
             diffs.append("the landmark model file")
+        if old.landmark_model.get("net") != fresh.landmark_model.get("net"):
+            diffs.append("the landmark network file")
         if not diffs:
             _remove_leftovers(out, old)
             _drop_damaged(out, old, log)

@@ -1,0 +1,234 @@
+"""The landmark network (`--landmarks net`): 68 points and an estimate of their error for a whole
+batch of face crops at once, in numpy, one thread.
+
+A small convolutional network distilled from dlib's predictor (`benchmarks/make_landmark_net.py`):
+its targets are the landmarks dlib fits from the HOG detector's box on FER2013 Training faces, so
+it reproduces dlib's landmarks, not a human's; it learns from dlib's 300-W model, and the same
+research-only terms apply (the file's card says so). The **error head** reads the network's last
+hidden layer and predicts the fit's own error (inter-ocular units, `prepro.landmarks.landmark_error`),
+learnt on Training faces the network never saw; the **quality** is that estimate calibrated to the
+meaning it has everywhere: the probability that the landmarks lie within 0.20 inter-ocular
+distances of the detector-box ones.
+
+Input: a face crop, normalised to ``side`` x ``side`` pixels: the image itself for a face crop
+(`aligned`), the box with a margin for a detector's or a given box (`crop_box`). Each convolution is
+one im2col and one matrix product for the whole batch. The weights live in ``landmark_net.npz``
+beside this module, read without pickle; nothing is loaded until first used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from prepro.errors import DataError
+from prepro.landmarks import JAW, LEFT_EYE, LEFT_EYEBROW, MOUTH_INNER, MOUTH_OUTER, NOSE_BRIDGE, NOSE_TIP, \
+    RIGHT_EYE, RIGHT_EYEBROW, Fit
+
+NET_FILE = Path(__file__).with_name("landmark_net.npz")
+GREY_EPS = 8.0  # grey levels added to a crop's standard deviation: flat crops stay near zero
+# Batches are padded to at least this many crops: BLAS takes other code paths (other rounding) for
+# products of a few rows, and a face must get the same landmarks whatever chunk it came in.
+MIN_BATCH = 16
+# The error head's estimates are held to log(0.005)..log(1): below, the yardstick's own noise;
+# above, the landmarks are anywhere (a crop that holds no face).
+LOG_ERROR_RANGE = (math.log(0.005), 0.0)
+
+
+def mirror_permutation() -> np.ndarray:
+    """``p`` such that the landmarks of the mirrored face are ``mirrored[p]`` (iBUG 300-W order):
+    point i of a face seen in a mirror is where point ``p[i]`` of the face was. Each region maps
+    onto its partner walked the other way round (the contours are clockwise in the image)."""
+    p = np.arange(68)
+    p[JAW] = np.arange(16, -1, -1)
+    p[RIGHT_EYEBROW], p[LEFT_EYEBROW] = np.arange(26, 21, -1), np.arange(21, 16, -1)
+    p[NOSE_BRIDGE] = np.arange(27, 31)
+    p[NOSE_TIP] = np.arange(35, 30, -1)
+    # Eyes: 36 (outer corner of the right eye) <-> 45 (outer corner of the left), then on round.
+    p[RIGHT_EYE] = 42 + (3 - np.arange(6)) % 6
+    p[LEFT_EYE] = 36 + (3 - np.arange(6)) % 6
+    p[MOUTH_OUTER] = 48 + (6 - np.arange(12)) % 12  # 48 <-> 54, 51 and 57 stay
+    p[MOUTH_INNER] = 60 + (4 - np.arange(8)) % 8  # 60 <-> 64, 62 and 66 stay
+    return p
+
+
+def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
+    """The N x 68 x 2 landmarks of images ``width`` pixels wide, for the mirrored images."""
+    out = np.array(landmarks, dtype=np.float64)[:, mirror_permutation()]
+    out[..., 0] = (width - 1) - out[..., 0]
+    return out
+
+
+@dataclass(frozen=True)
+class LandmarkNet:
+    side: int  # crops are resampled to side x side pixels
+    margin: np.ndarray  # (dx, dy, scale): crop centre = box centre + (dx, dy) * box side, crop side = scale * box side
+    convs: tuple[tuple[np.ndarray, np.ndarray], ...]  # (9 cin x cout weights, cout biases), 3x3, stride 2, pad 1
+    dense: tuple[tuple[np.ndarray, np.ndarray], ...]  # hidden layer, then the 136 outputs
+    head: tuple[tuple[np.ndarray, np.ndarray], ...]  # error head: hidden + shape distance -> log error
+    head_scale: tuple[np.ndarray, np.ndarray]  # the error head's input mean and standard deviation
+    quality_ab: np.ndarray  # quality = sigmoid(a * predicted log error + b)
+    card: dict  # data, recipe, figures, terms
+
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N x 68 x 2, crop pixels, pixel centres at the integers) and quality (N,)
+        of N crops of ``side`` x ``side`` grey pixels (uint8 or float)."""
+        from threadpoolctl import threadpool_limits
+
+        crops = np.asarray(crops)
+        if crops.ndim != 3 or crops.shape[1:] != (self.side, self.side):
+            raise DataError(f"the landmark network takes N x {self.side} x {self.side} crops, got {crops.shape}")
+        if not len(crops):
+            return np.zeros((0, 68, 2)), np.zeros(0)
+        n = len(crops)
+        x = normalised(crops)
+        if n < MIN_BATCH:
+            x = np.concatenate([x, np.zeros((MIN_BATCH - n,) + x.shape[1:], x.dtype)])
+        with threadpool_limits(1):  # one thread per worker: the workers are the parallelism
+            marks, hidden = self.forward(x)
+            marks, log_error = marks[:n], self.log_error(hidden, marks)[:n]
+        quality = 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
+        return (marks.astype(np.float64) + 1.0) * (self.side / 2) - 0.5, quality
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (N x 68 x 2, -1..1 across the crop) and the last hidden layer of `normalised` crops."""
+        h = x[..., None]
+        for w, b in self.convs:
+            h = _conv3x3_stride2(h, w, b)
+        h = h.reshape(len(h), -1)
+        (w0, b0), (w1, b1) = self.dense
+        hidden = np.maximum(h @ w0 + b0, 0.0)
+        return (hidden @ w1 + b1).reshape(-1, 68, 2), hidden
+
+    def log_error(self, hidden: np.ndarray, marks: np.ndarray) -> np.ndarray:
+        """The error head's estimate of log(landmark error) for each crop, from `forward`'s outputs."""
+        mean, std = self.head_scale
+        h = (head_input(hidden, marks) - mean) / std
+        for k, (w, b) in enumerate(self.head):
+            h = h @ w + b
+            if k < len(self.head) - 1:
+                h = np.maximum(h, 0.0)
+        return np.clip(h[:, 0].astype(np.float64), *LOG_ERROR_RANGE)
+
+    def crop_box(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """The square crop the network reads for a face box (a detector's or a given one)."""
+        l, t, r, b = box
+        side = math.sqrt(max(r - l, 1e-6) * max(b - t, 1e-6))
+        dx, dy, scale = self.margin
+        cx, cy, half = (l + r) / 2 + dx * side, (t + b) / 2 + dy * side, scale * side / 2
+        return cx - half, cy - half, cx + half, cy + half
+
+
+def whole_image_box(gray: np.ndarray) -> tuple[float, float, float, float]:
+    """The square the network reads for a face crop: the image itself (centred, the longer side)."""
+    h, w = gray.shape
+    side = float(max(h, w))
+    return (w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2
+
+
+def head_input(hidden: np.ndarray, marks: np.ndarray) -> np.ndarray:
+    """What the error head reads: the last hidden layer and the landmarks' distance to the mean face."""
+    from prepro.landmark_models import procrustes_rms_many
+
+    rms = np.minimum(procrustes_rms_many(np.asarray(marks, np.float64)), 10.0)
+    return np.concatenate([hidden, rms[:, None].astype(np.float32)], axis=1)
+
+
+def normalised(crops: np.ndarray) -> np.ndarray:
+    """Crops as the network reads them: float32, each shifted to mean 0 and scaled by its spread."""
+    x = crops.astype(np.float32)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    return (x - mean) / (x.std(axis=(1, 2), keepdims=True) + GREY_EPS)
+
+
+def _conv3x3_stride2(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """3x3 convolution, stride 2, zero padding 1, then ReLU, on N x H x W x C: one matrix product
+    over the im2col patches of the whole batch."""
+    n, h, wd, c = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ho, wo = (h - 1) // 2 + 1, (wd - 1) // 2 + 1
+    s = xp.strides
+    patches = np.lib.stride_tricks.as_strided(xp, (n, ho, wo, 3, 3, c), (s[0], 2 * s[1], 2 * s[2], s[1], s[2], s[3]))
+    y = patches.reshape(n * ho * wo, 9 * c) @ w
+    y += b
+    return np.maximum(y, 0.0, out=y).reshape(n, ho, wo, -1)
+
+
+def cut_crop(gray: np.ndarray, box: tuple[float, float, float, float], side: int) -> np.ndarray:
+    """The square ``box`` of ``gray`` resampled to ``side`` x ``side`` (edge pixels repeated outside
+    the image); a much larger box is shrunk with an area filter first, so that it does not alias."""
+    import cv2
+
+    l, t, r, b = (float(v) for v in box)
+    k = (r - l) / side  # gray pixels per crop pixel
+    src = gray
+    x0 = y0 = 0
+    fx = fy = 1.0
+    if k > 1.5:
+        h, w = gray.shape
+        x0, y0 = min(max(int(math.floor(l)), 0), w - 1), min(max(int(math.floor(t)), 0), h - 1)
+        x1, y1 = max(min(int(math.ceil(r)), w), x0 + 1), max(min(int(math.ceil(b)), h), y0 + 1)
+        sub = gray[y0:y1, x0:x1]
+        size = (max(1, round(sub.shape[1] / k)), max(1, round(sub.shape[0] / k)))
+        src = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
+        fx, fy = size[0] / sub.shape[1], size[1] / sub.shape[0]
+    # crop pixel j's centre lies at gray's continuous x = l + (j + 0.5) k (pixel centres at +0.5)
+    sx, sy = (r - l) * fx / side, (b - t) * fy / side
+    ox, oy = (l - x0) * fx, (t - y0) * fy
+    m = np.array([[1 / sx, 0, (0.5 - ox) / sx - 0.5], [0, 1 / sy, (0.5 - oy) / sy - 0.5]])
+    return cv2.warpAffine(src, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet") -> list[Fit]:
+    """The network's fit of face i in ``grays[i]``: from ``boxes[i]`` (with the margin), or from the
+    whole image when it is None; landmarks in ``grays[i]``'s pixels. All faces in one batch. The
+    box of a crop's fit is the one its landmarks imply (where the detector would have put it)."""
+    from prepro.landmark_models import implied_boxes, load_landmark_models
+
+    if not len(grays):
+        return []
+    squares = [whole_image_box(g) if b is None else net.crop_box(b) for g, b in zip(grays, boxes)]
+    crops = np.stack([cut_crop(g, sq, net.side) for g, sq in zip(grays, squares)])
+    marks, quality = net.predict(crops)
+    sq = np.asarray(squares, np.float64)
+    scale = (sq[:, 2] - sq[:, 0]) / net.side
+    marks = (marks + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5
+    implied = implied_boxes(marks, load_landmark_models().implied_box)
+    return [Fit(tuple(float(v) for v in (implied[i] if b is None else b)), marks[i], float(quality[i]))
+            for i, b in enumerate(boxes)]
+
+
+@lru_cache(maxsize=2)
+def load_landmark_net(path: str | None = None) -> LandmarkNet:
+    """The shipped network (cached per process), read without pickle."""
+    path = Path(path) if path else NET_FILE
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            layers = lambda prefix: tuple((z[f"{prefix}{k}_w"].astype(np.float32),  # noqa: E731
+                                           z[f"{prefix}{k}_b"].astype(np.float32))
+                                          for k in range(int(z[f"{prefix}_count"])))
+            return LandmarkNet(side=int(z["side"]), margin=z["margin"].astype(np.float64), convs=layers("conv"),
+                               dense=layers("dense"), head=layers("head"),
+                               head_scale=(z["head_mean"].astype(np.float32), z["head_std"].astype(np.float32)),
+                               quality_ab=z["quality_ab"].astype(np.float64), card=json.loads(str(z["card"])))
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path} cannot be read as the landmark network ({e}): reinstall faceblocks") from None
+
+
+def save_landmark_net(path: Path, side: int, margin: np.ndarray, layers: dict[str, list], head_scale: tuple,
+                      quality_ab: np.ndarray, card: dict) -> None:
+    """Write the network in the format `load_landmark_net` reads (used by the making script);
+    ``layers``: {"conv": [(w, b), ...], "dense": [...], "head": [...]}."""
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, pairs in layers.items():
+        arrays[f"{prefix}_count"] = np.array(len(pairs))
+        for k, (w, b) in enumerate(pairs):
+            arrays[f"{prefix}{k}_w"], arrays[f"{prefix}{k}_b"] = np.asarray(w, np.float32), np.asarray(b, np.float32)
+    np.savez_compressed(path, side=np.array(side), margin=np.asarray(margin, np.float64),
+                        head_mean=np.asarray(head_scale[0], np.float32), head_std=np.asarray(head_scale[1], np.float32),
+                        quality_ab=np.asarray(quality_ab, np.float64), card=np.array(json.dumps(card)), **arrays)
