@@ -112,9 +112,10 @@ def test_symlink_outside_root_not_followed(tmp_path):
     (root / "sad").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (root / "happy" / "inside.png").symlink_to(root / "happy" / "a.png")
     listing = list_source(str(root))
-    assert sorted(_by_id(listing)) == ["happy/a.png", "happy/inside.png"]
+    assert sorted(_by_id(listing)) == ["happy/a.png"]  # inside.png names the same file: listed, not sampled
     fails = _fail_ids(listing)
     assert "outside the source" in fails["happy/b.png"] and "outside the source" in fails["sad"]
+    assert fails["happy/inside.png"].startswith("the same file as happy/a.png")
 
 
 def test_folder_with_spec_aliases(tmp_path):
@@ -523,3 +524,28 @@ def test_real_fer2013_csv():
     first = listing.items[0]
     assert first.source_id == "fer2013_head.csv:row=0" and first.split == "train"
     assert parse_pixels(read_csv_pixels(first.path, first.offset)).shape == (48, 48)
+
+
+def test_a_second_name_of_the_same_image_is_listed_not_sampled(tmp_path):
+    """A symbolic or hard link to an image already listed (here in another class folder) is a
+    failure naming the first name, never a second sample of the same pixels under another label."""
+    import os
+
+    from PIL import Image
+
+    from prepro.readers import list_source
+
+    for cls in ("happy", "sad", "angry"):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+    Image.new("L", (48, 48), 90).save(tmp_path / "src" / "happy" / "a.png")
+    Image.new("L", (48, 48), 30).save(tmp_path / "src" / "happy" / "b.png")
+    os.symlink("../happy/a.png", tmp_path / "src" / "sad" / "a-link.png")
+    os.link(tmp_path / "src" / "happy" / "b.png", tmp_path / "src" / "sad" / "b-hard.png")
+    # A hard link has no original: the first name in walk order (sorted folders, then files) wins.
+    os.link(tmp_path / "src" / "happy" / "a.png", tmp_path / "src" / "angry" / "a-hard.png")
+    listing = list_source(str(tmp_path / "src"), "folder")
+    assert sorted(it.source_id for it in listing.items) == ["angry/a-hard.png", "happy/b.png"]
+    reasons = {f.source: f.reason for f in listing.failures}
+    assert reasons["happy/a.png"].startswith("the same file as angry/a-hard.png")
+    assert reasons["sad/a-link.png"].startswith("the same file as angry/a-hard.png")
+    assert reasons["sad/b-hard.png"].startswith("the same file as happy/b.png")

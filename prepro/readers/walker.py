@@ -29,6 +29,7 @@ class Walker:
         self.root = root
         self._root_text = str(root)
         self.failures: list[Failure] = []
+        self._listed: dict[tuple[int, int], str] = {}  # (device, inode) -> the image's first name
 
     def rel(self, path: str) -> str:
         """``path`` relative to the root, POSIX, printable: the item's source id."""
@@ -104,13 +105,29 @@ class Walker:
         dirs, files = got
         for f in files:
             if is_image_file(f):
-                yield f
+                if self._first_name(f):
+                    yield f
             else:
                 ext = os.path.splitext(f)[1]
                 self.fail(f, f"not an image file (extension {ext})" if ext else
                           "not an image file (no extension)")
         for d in dirs:
             yield from self.images(d)
+
+    def _first_name(self, path: str) -> bool:
+        """True for the first name of an image file in walk order; a second name of the same file (a
+        symbolic or hard link, say in another class folder) is a failure naming the first, so that
+        the same pixels never become a second sample, perhaps under another label."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            self.fail(path, f"cannot be examined ({e.strerror or e})")
+            return False
+        first = self._listed.setdefault((st.st_dev, st.st_ino), self.rel(path))
+        if first != self.rel(path):
+            self.fail(path, f"the same file as {first} (a link): left out, so its pixels are not a second sample")
+            return False
+        return True
 
     def fail_all(self, folder: str, reason: str) -> None:
         """Every file below ``folder`` is a failure with ``reason``."""
