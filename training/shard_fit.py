@@ -31,11 +31,16 @@ def preprocessing_differences(shard_params: dict[str, Any], ckpt_params: dict[st
     """How the shards' block geometry differs from the one a checkpoint was trained on, one line each.
 
     The face mode may differ (evaluating on another dataset); margins, rotation and padding of the
-    blocks the model reads may not, since they change what the model sees.
+    blocks the model reads may not, since they change what the model sees, nor the landmark model
+    that placed them (shards and checkpoints from before `--landmarks` were cut by dlib).
     """
     have, want = shard_params.get("blocks") or {}, ckpt_params.get("blocks") or {}
     if not want:
         return []
     keys = ["rotate", "pad"] + [f"{r}_margin" for r in regions]
-    return [f"{_GEOMETRY_FLAGS[k]} {want.get(k)!r} in training, {have.get(k)!r} here" for k in keys
-            if have.get(k) != want.get(k)]
+    out = [f"{_GEOMETRY_FLAGS[k]} {want.get(k)!r} in training, {have.get(k)!r} here" for k in keys
+           if have.get(k) != want.get(k)]
+    cut_by, trained_on = shard_params.get("landmarks", "dlib"), ckpt_params.get("landmarks", "dlib")
+    if cut_by != trained_on:
+        out.append(f"--landmarks {trained_on!r} in training, {cut_by!r} here")
+    return out
