@@ -70,13 +70,3 @@ def test_shards_inspect_and_exports_keep_them(tmp_path):
     npz = np.load(tmp_path / "npz" / "train.npz", allow_pickle=False)
     assert sorted(np.round(npz["arousal"], 2)) == [-0.25, 0.75, 1.0]
 
-
-def test_inspect_text_names_the_sample_values(tmp_path) -> None:
-    """`faceblocks inspect` (text, not only --json) says what the optional values hold."""
-    from prepro.summary_table import format_summary
-
-    summary = {"out_dir": "x", "samples": 3, "shards": 1, "failed": 0, "items": 3, "complete": True,
-               "source": {}, "landmark_model": {}, "splits": {}, "box_methods": {}, "quality": None,
-               "damaged": [], "missing": [], "failures": [],
-               "sample_values": {"valence": {"given": 2, "missing": 1, "min": -0.5, "mean": 0.1, "max": 0.7}}}
-    assert "valence: given for 2, missing for 1; min -0.50, mean 0.10, max 0.70" in format_summary(summary)
