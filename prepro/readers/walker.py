@@ -125,7 +125,9 @@ class Walker:
             return False
         first = self._listed.setdefault((st.st_dev, st.st_ino), self.rel(path))
         if first != self.rel(path):
-            self.fail(path, f"the same file as {first} (a link): left out, so its pixels are not a second sample")
+            # The first name after the colon: the summary's category is the text before it.
+            self.fail(path, f"a second name of a listed image (a link; left out so that its pixels are not a second "
+                            f"sample): {first}")
             return False
         return True
 
