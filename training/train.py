@@ -35,6 +35,7 @@ from training.config import TrainConfig, differing_fields
 from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, holdout_rows,
                            normalize, to_float)
 from training.devices import amp_context, resolve_device
+from training.init_from import frozen_in, load_start_weights, set_branches_frozen, start_model
 from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
 from training.run_records import LOG_FIELDS
 from training.scores import scores
@@ -51,6 +52,7 @@ class TrainResult:
     best_val_macro_f1: float
     stop_reason: str  # "epochs", "early stopping" or "time budget"
     last: dict[str, float] = field(default_factory=dict)  # the last epoch's log row
+    init: dict[str, Any] | None = None  # the model it started from (`StartModel.record`); None: from scratch
 
 
 @dataclass
@@ -83,6 +85,7 @@ class _Run:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     say: Callable[[str], None] = print
+    init: dict[str, Any] | None = None  # where the run started (fine-tuning), else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,6 +179,9 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
 
     rank, world, local_rank = _dist_env()
     cfg, ckpt = _config(run_dir, cfg, resume, overwrite)
+    start = None
+    if ckpt is None and cfg.init is not None:  # a resumed run continues from its last.pt, not from init
+        cfg, start = start_model(cfg, shards_dir)
     device = resolve_device(cfg.device, local_rank)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -193,6 +199,8 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
                              "resume on the shards the run was started on")
     torch.manual_seed(cfg.seed)  # the same initial weights whatever was built above
     model = create_model(cfg.model, len(class_names), **cfg.model_kwargs)
+    if start is not None:
+        load_start_weights(model, start, class_names)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     steps = train.steps(len(train.epoch_order(0, cfg.balanced_sampler)), drop_last=True)
@@ -207,6 +215,9 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
                model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say)
     if ckpt is not None:
         _restore(run, ckpt)
+    elif start is not None:
+        run.init = start.record(class_names)
+        say(f"fine-tuning from {start.path} (new classes: {', '.join(run.init['new_classes']) or 'none'})")
     if world > 1:
         run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -230,6 +241,7 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     run.start_epoch, run.step = ckpt["epoch"], ckpt["step"]
     run.best_metric, run.best_epoch, run.bad_epochs = ckpt["best_metric"], ckpt["best_epoch"], ckpt["bad_epochs"]
     run.history = list(ckpt["history"])
+    run.init = ckpt.get("init")
     run.say(f"resuming {run.run_dir} after epoch {run.start_epoch} (best val macro-F1 {run.best_metric:.4f} "
             f"at epoch {run.best_epoch})")
 
@@ -256,6 +268,8 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
     g = torch.Generator(device=data_device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + run.rank)
     torch.manual_seed(cfg.seed * 1_000_033 + epoch * 104_729 + run.rank)  # dropout, mixup's Beta
     run.train_model.train()
+    if cfg.freeze_epochs:
+        set_branches_frozen(run.model, frozen_in(epoch, cfg.freeze_epochs))
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     n_seen, preds, labels, out_of_time = 0, [], [], False
     bar = tqdm(run.train.iterate(order, drop_last=True), total=run.train.steps(len(order), True),
@@ -408,7 +422,7 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
             run.say(f"early stopping: no better val macro-F1 for {cfg.patience} epochs")
             break
     result = TrainResult(run_dir=str(run.run_dir), epochs_done=len(run.history), best_epoch=run.best_epoch,
-                         best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row)
+                         best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row, init=run.init)
     if is_main:
         atomic_write_text(RunFolder(run.run_dir).result, json.dumps(result.__dict__, indent=1))
     return result
@@ -437,7 +451,7 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
         normalization={"mean": NORM_MEAN, "std": NORM_STD}, config=run.cfg.to_dict(),
         model_state=run.model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), step=run.step, best_metric=run.best_metric, best_epoch=run.best_epoch,
-        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row)
+        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row, init=run.init)
     folder = RunFolder(run.run_dir)
     if improved:
         save_checkpoint(ck, folder.best)
