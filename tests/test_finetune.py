@@ -55,13 +55,14 @@ def test_lower_default_lr_with_init_and_freeze_needs_init():
 def test_head_rebuilt_for_a_class_the_model_lacks(base_run, contempt_shards, tmp_path):
     """--init from a run folder: the body is the model's, the head has a row per shard class, and
     the rows of shared classes are the model's; the run records where it started."""
-    from training.init_from import _head_linear, load_start_weights, start_model
+    from training.init_from import _head_linear, load_start_weights, network, start_model
     from architectures import create_model
 
-    c, start = start_model(cfg(init=str(base_run)), str(contempt_shards))
-    assert (c.model, c.model_kwargs) == ("two-branch", TINY)
+    c = cfg(init=str(base_run))
+    start = start_model(c, str(contempt_shards))
+    assert network(c, start, None) == ("two-branch", TINY)
     names = ["happy", "surprise", "contempt"]  # the classes in the shards' label order (ALL_LABELS)
-    model = create_model(c.model, 3, **c.model_kwargs)
+    model = create_model("two-branch", 3, **TINY)
     load_start_weights(model, start, names)
     src = _ckpt(base_run / "best.pt")
     head, old = _head_linear(model), src["model"]
@@ -80,6 +81,10 @@ def test_head_rebuilt_for_a_class_the_model_lacks(base_run, contempt_shards, tmp
     best = _ckpt(tmp_path / "ft" / "best.pt")
     assert result["init"] == best["init"] == r.init and len(r.init["sha256"]) == 64
     assert best["config"]["init"] == str(base_run) and best["class_names"] == names
+    assert (best["arch"], best["model_kwargs"], best["config"]["model_kwargs"]) == ("two-branch", TINY, {})
+    # the stored config is the one given: resuming (or `faceblocks run` checking the stage) with it fits
+    again = train(contempt_shards, tmp_path / "ft", cfg(init=str(base_run), epochs=1), resume=True, log=None)
+    assert again.epochs_done == 1
 
 
 def test_branches_frozen_throughout_and_then_freed(base_run, contempt_shards, tmp_path):

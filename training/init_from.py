@@ -8,7 +8,7 @@ be frozen for the first epochs. The run records where it started (`StartModel.re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,9 @@ class StartModel:
                 "new_classes": [c for c in class_names if c not in known]}
 
 
-def start_model(cfg: TrainConfig, shards_dir: str) -> tuple[TrainConfig, StartModel]:
-    """The model ``cfg.init`` names, checked against the shards, and ``cfg`` with its network."""
+def start_model(cfg: TrainConfig, shards_dir: str) -> StartModel:
+    """The model ``cfg.init`` names, checked against the shards. Its network is the run's: ``cfg``
+    may name it (model, model_kwargs) or leave them at their defaults, and is stored as given."""
     from prepro.shards import Manifest
     from training.model_names import resolve_checkpoint
     from training.shard_fit import require_cut_like_model
@@ -54,7 +55,14 @@ def start_model(cfg: TrainConfig, shards_dir: str) -> tuple[TrainConfig, StartMo
             raise InputError(f"{key} {mine!r} differs from the {theirs!r} of init {cfg.init}: the network comes "
                              f"from the model fine-tuned; leave {key} out")
     require_cut_like_model(shards_dir, Manifest.load(shards_dir), ckpt, path.name)
-    return replace(cfg, model=ckpt["arch"], model_kwargs=ckpt["model_kwargs"]), StartModel(str(cfg.init), path, ckpt)
+    return StartModel(str(cfg.init), path, ckpt)
+
+
+def network(cfg: TrainConfig, start: StartModel | None, resumed: dict[str, Any] | None) -> tuple[str, dict]:
+    """(architecture, constructor arguments) of the network a run trains: its start model's, a
+    resumed run's stored one, else the config's."""
+    source = start.ckpt if start is not None else resumed
+    return (source["arch"], source["model_kwargs"]) if source is not None else (cfg.model, cfg.model_kwargs)
 
 
 def _head_linear(model: nn.Module) -> nn.Linear:
