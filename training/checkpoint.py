@@ -59,7 +59,7 @@ def make_checkpoint(*, arch: str, model_kwargs: dict[str, Any], class_names: lis
                     normalization: dict[str, float], config: dict[str, Any], model_state: dict[str, torch.Tensor],
                     epoch: int, **resume_state: Any) -> dict[str, Any]:
     """Assemble the checkpoint dict; ``resume_state`` holds the RESUME_KEYS (absent in export-only files)."""
-    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card"}
+    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card", "init"}
     if unknown:
         raise TypeError(f"unexpected checkpoint field(s): {', '.join(sorted(unknown))}")
     return {

@@ -16,6 +16,8 @@ from prepro.settings import check, from_mapping, setting, to_dict
 
 SPLIT_CHOICES = ("train", "val", "test", "holdout")
 CLASS_WEIGHTINGS = ("none", "inverse", "sqrt")
+SCRATCH_LR = 2e-3  # the default learning rate of a new network
+FINETUNE_LR = 2e-4  # ... and of one started from a trained model (init): ten times lower
 
 
 @dataclass
@@ -30,12 +32,20 @@ class TrainConfig:
                                            '{"widths": [16, 32, 64, 128]}', "dict")
     labels: list[str] | None = setting(None, "class names to keep (e.g. leave out contempt); none keeps every "
                                        "label of the shards", "str_list", optional=True)
+    init: str | None = setting(None, "fine-tune: start from this model's network and weights (a shipped model's "
+                               "name such as fer2013, a run folder or a .pt file); the classifier head is rebuilt "
+                               "for the shards' classes (rows of shared class names kept), the shards must be cut "
+                               "like the model's; model and model_kwargs come from it. A resumed run continues "
+                               "from its last.pt and cannot change init", "str", optional=True)
+    freeze_epochs: int = setting(0, "with init: train only the classifier head for the first N epochs (the "
+                                 "branches frozen); 0 = never, -1 = throughout", "int", low=-1, high=100_000)
     # optimisation
     epochs: int = setting(30, "maximum number of epochs (the cosine schedule spans them)", "int", low=1,
                           high=100_000, run_control=True)
     # At least 2: batch normalisation cannot normalise a batch of one sample.
     batch_size: int = setting(64, "samples per step and per process (at least 2)", "int", low=2, high=1_000_000)
-    lr: float = setting(2e-3, "peak learning rate after warm-up (AdamW)", "float", low=1e-12, high=10)
+    lr: float | None = setting(None, f"peak learning rate after warm-up (AdamW); by default {SCRATCH_LR:g}, or "
+                               f"{FINETUNE_LR:g} with init (fine-tuning)", "float", low=1e-12, high=10, optional=True)
     weight_decay: float = setting(0.05, "AdamW decoupled weight decay", "float", low=0, high=10)
     warmup_epochs: float = setting(1.0, "linear warm-up length, in epochs (may be fractional)", "float", low=0,
                                    high=1000)
@@ -89,6 +99,10 @@ class TrainConfig:
             from architectures import check_model_arguments
 
             check_model_arguments(self.model, 7, self.model_kwargs)
+        if self.lr is None:
+            self.lr = FINETUNE_LR if self.init is not None else SCRATCH_LR
+        if self.freeze_epochs and self.init is None:
+            raise InputError("freeze_epochs needs init: the branches of a new network have nothing to keep")
         if self.labels is not None and len(self.labels) < 2:
             raise InputError("labels must name at least 2 classes")
         if self.val_split == self.train_split:

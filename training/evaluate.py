@@ -19,7 +19,7 @@ from prepro.errors import InputError, MismatchError
 from prepro.outputs import atomic_write, atomic_write_text, sha256_file
 from training.batch_predictions import model_tta_flip, predict_batches
 from training.devices import amp_context, resolve_device
-from training.shard_fit import check_block_sizes, preprocessing_differences
+from training.shard_fit import require_cut_like_model
 
 
 def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike,
@@ -49,12 +49,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     tta_flip = model_tta_flip(ckpt) if tta_flip is None else tta_flip
     model = build_model_from_checkpoint(ckpt)
     class_names, regions = list(ckpt["class_names"]), list(ckpt["regions"])
-    check_block_sizes(manifest.block_sizes, ckpt["block_sizes"], regions, shards_dir)
-    differences = preprocessing_differences(manifest.params, ckpt.get("preprocessing") or {}, regions)
-    if differences and not allow_preprocessing_mismatch:
-        raise MismatchError(f"{shards_dir} was cut differently from the shards {ckpt_path.name} was trained on "
-                            f"({'; '.join(differences)}): preprocess again with the training values, or pass "
-                            "--allow-mismatch to evaluate anyway")
+    differences = require_cut_like_model(shards_dir, manifest, ckpt, ckpt_path.name, allow_preprocessing_mismatch)
     if not any(n in manifest.label_names for n in class_names):
         raise MismatchError(f"{shards_dir} has labels {', '.join(manifest.label_names)}, none of which the model "
                             f"knows ({', '.join(class_names)}): evaluate on shards with these labels")

@@ -44,3 +44,19 @@ def preprocessing_differences(shard_params: dict[str, Any], ckpt_params: dict[st
     if cut_by != trained_on:
         out.append(f"--landmarks {trained_on!r} in training, {cut_by!r} here")
     return out
+
+
+def require_cut_like_model(shards_dir: str | os.PathLike, manifest: Any, ckpt: dict[str, Any], ckpt_name: str,
+                           allow_mismatch: bool | None = None) -> list[str]:
+    """Refuse shards whose block sizes, margins, rotation or padding differ from those the checkpoint
+    was trained on (`evaluate` and fine-tuning); returns the differences let through. ``allow_mismatch``
+    None: no way around (the message offers none); False: refused, naming --allow-mismatch; True:
+    the geometry differences are allowed (the sizes never are)."""
+    regions = list(ckpt["regions"])
+    check_block_sizes(manifest.block_sizes, ckpt["block_sizes"], regions, shards_dir)
+    differences = preprocessing_differences(manifest.params, ckpt.get("preprocessing") or {}, regions)
+    if differences and not allow_mismatch:
+        escape = "" if allow_mismatch is None else ", or pass --allow-mismatch to evaluate anyway"
+        raise MismatchError(f"{shards_dir} was cut differently from the shards {ckpt_name} was trained on "
+                            f"({'; '.join(differences)}): preprocess again with the training values{escape}")
+    return differences

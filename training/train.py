@@ -35,6 +35,7 @@ from training.config import TrainConfig, differing_fields
 from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, holdout_rows,
                            normalize, to_float)
 from training.devices import amp_context, resolve_device
+from training.init_from import frozen_in, load_start_weights, network, set_branches_frozen, start_model
 from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
 from training.run_records import LOG_FIELDS
 from training.scores import scores
@@ -51,6 +52,7 @@ class TrainResult:
     best_val_macro_f1: float
     stop_reason: str  # "epochs", "early stopping" or "time budget"
     last: dict[str, float] = field(default_factory=dict)  # the last epoch's log row
+    init: dict[str, Any] | None = None  # the model it started from (`StartModel.record`); None: from scratch
 
 
 @dataclass
@@ -83,6 +85,9 @@ class _Run:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     say: Callable[[str], None] = print
+    init: dict[str, Any] | None = None  # where the run started (fine-tuning), else None
+    arch: str = ""  # the network trained: cfg.model, or init's
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,13 +181,16 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
 
     rank, world, local_rank = _dist_env()
     cfg, ckpt = _config(run_dir, cfg, resume, overwrite)
+    # a resumed run continues from its last.pt, not from init
+    start = start_model(cfg, shards_dir) if ckpt is None and cfg.init is not None else None
+    arch, model_kwargs = network(cfg, start, ckpt)
     device = resolve_device(cfg.device, local_rank)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    model = create_model(cfg.model, 2, **cfg.model_kwargs)  # checks the name and kwargs before any data is read
+    model = create_model(arch, 2, **model_kwargs)  # checks the name and kwargs before any data is read
     train, val = _data(shards_dir, cfg, tuple(model.regions), device, rank, world)
     class_names, regions = train.samples.class_names, tuple(model.regions)
     block_sizes = {r: list(train.samples.block_sizes[r]) for r in train.samples.block_sizes}
@@ -192,7 +200,9 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
             raise InputError(f"the shards' classes {class_names} differ from the run's {ckpt['class_names']}: "
                              "resume on the shards the run was started on")
     torch.manual_seed(cfg.seed)  # the same initial weights whatever was built above
-    model = create_model(cfg.model, len(class_names), **cfg.model_kwargs)
+    model = create_model(arch, len(class_names), **model_kwargs)
+    if start is not None:
+        load_start_weights(model, start, class_names)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
     steps = train.steps(len(train.epoch_order(0, cfg.balanced_sampler)), drop_last=True)
@@ -204,9 +214,13 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
                                     label_smoothing=cfg.label_smoothing)
     autocast, scaler = amp_context(device, cfg.amp)
     run = _Run(cfg, run_dir, device, regions, class_names, block_sizes, train.samples.manifest.params, train, val,
-               model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say)
+               model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say,
+               arch=arch, model_kwargs=model_kwargs)
     if ckpt is not None:
         _restore(run, ckpt)
+    elif start is not None:
+        run.init = start.record(class_names)
+        say(f"fine-tuning from {start.path} (new classes: {', '.join(run.init['new_classes']) or 'none'})")
     if world > 1:
         run.train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -230,6 +244,7 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     run.start_epoch, run.step = ckpt["epoch"], ckpt["step"]
     run.best_metric, run.best_epoch, run.bad_epochs = ckpt["best_metric"], ckpt["best_epoch"], ckpt["bad_epochs"]
     run.history = list(ckpt["history"])
+    run.init = ckpt.get("init")
     run.say(f"resuming {run.run_dir} after epoch {run.start_epoch} (best val macro-F1 {run.best_metric:.4f} "
             f"at epoch {run.best_epoch})")
 
@@ -256,6 +271,8 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
     g = torch.Generator(device=data_device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + run.rank)
     torch.manual_seed(cfg.seed * 1_000_033 + epoch * 104_729 + run.rank)  # dropout, mixup's Beta
     run.train_model.train()
+    if cfg.freeze_epochs:
+        set_branches_frozen(run.model, frozen_in(epoch, cfg.freeze_epochs))
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     n_seen, preds, labels, out_of_time = 0, [], [], False
     bar = tqdm(run.train.iterate(order, drop_last=True), total=run.train.steps(len(order), True),
@@ -353,7 +370,7 @@ def validate(run: _Run) -> dict[str, Any]:
 def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
           resume: bool | dict = False, overwrite: bool = False,
           log: Callable[[str], None] | None = print) -> TrainResult:
-    """Train ``cfg.model`` on the shards' ``cfg.train_split``, selecting the best epoch on
+    """Train ``cfg.model`` (or fine-tune ``cfg.init``: `training.init_from`) on the shards' ``cfg.train_split``, selecting the best epoch on
     ``cfg.val_split`` by macro-F1. Writes ``log.csv``, ``curves.png``, ``best.pt`` and ``last.pt``
     to ``run_dir``. ``resume=True`` continues from ``last.pt`` with its stored config (``cfg``, if
     given, may differ only in run-control fields) and gives the same weights as an uninterrupted
@@ -379,7 +396,7 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
     cfg, is_main = run.cfg, run.rank == 0
     if is_main:
         RunFolder(run.run_dir).result.unlink(missing_ok=True)  # present only once the run has ended
-    run.say(f"training {cfg.model} on {len(run.train)} {cfg.train_split} samples ({len(run.class_names)} classes: "
+    run.say(f"training {run.arch} on {len(run.train)} {cfg.train_split} samples ({len(run.class_names)} classes: "
             f"{', '.join(run.class_names)}), validating on {len(run.val)} {cfg.val_split} samples; device "
             f"{run.device}" + (f", {run.world} processes" if run.world > 1 else ""))
     deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -408,7 +425,7 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
             run.say(f"early stopping: no better val macro-F1 for {cfg.patience} epochs")
             break
     result = TrainResult(run_dir=str(run.run_dir), epochs_done=len(run.history), best_epoch=run.best_epoch,
-                         best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row)
+                         best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row, init=run.init)
     if is_main:
         atomic_write_text(RunFolder(run.run_dir).result, json.dumps(result.__dict__, indent=1))
     return result
@@ -432,12 +449,12 @@ def _check_finite(run: _Run, epoch: int, row: dict[str, Any]) -> None:
 
 def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
     ck = make_checkpoint(
-        arch=run.cfg.model, model_kwargs=run.cfg.model_kwargs, class_names=run.class_names, regions=list(run.regions),
+        arch=run.arch, model_kwargs=run.model_kwargs, class_names=run.class_names, regions=list(run.regions),
         block_sizes=run.block_sizes, preprocessing=run.preprocessing,
         normalization={"mean": NORM_MEAN, "std": NORM_STD}, config=run.cfg.to_dict(),
         model_state=run.model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), step=run.step, best_metric=run.best_metric, best_epoch=run.best_epoch,
-        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row)
+        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row, init=run.init)
     folder = RunFolder(run.run_dir)
     if improved:
         save_checkpoint(ck, folder.best)
