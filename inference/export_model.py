@@ -259,6 +259,8 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
 def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
                     shapes: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """The JSON-able description written into the exported file."""
+    from training.batch_predictions import model_tta_flip
+
     mean, std = _normalization(ckpt)
     n_classes, n_regions = len(ckpt["class_names"]), len(regions)
     return {
@@ -278,6 +280,9 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
         # Round-tripped through JSON so that the metadata holds exactly what a reader gets back.
         "preprocessing": json.loads(json.dumps(ckpt.get("preprocessing") or {}, default=str)),
         "geometry": _geometry(ckpt),
+        # The model's card may average each face with its mirror image (`faceblocks predict` does, by
+        # default): the probabilities of the blocks and of the blocks flipped left-right, averaged.
+        "tta_flip": model_tta_flip(ckpt),
         "epoch": ckpt.get("epoch"),
         "usage": usage_text(regions, shapes),
     }
