@@ -253,7 +253,8 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
     return (f"Inputs, one per region: {feeds}; float32 grey pixel values 0..255, not normalised (the "
             "graph divides by 255 and normalises). Cut the blocks from 68 landmarks as 'geometry' says (the "
             "settings in 'preprocessing'). Outputs: logits (N, classes) and probabilities (N, classes) in "
-            "'class_names' order, region_weights (N, regions) in 'regions' order.")
+            "'class_names' order, region_weights (N, regions) in 'regions' order. With 'tta_flip', faceblocks "
+            "averages the probabilities with those of the blocks mirrored left-right.")
 
 
 def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
