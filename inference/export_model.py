@@ -253,12 +253,15 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
     return (f"Inputs, one per region: {feeds}; float32 grey pixel values 0..255, not normalised (the "
             "graph divides by 255 and normalises). Cut the blocks from 68 landmarks as 'geometry' says (the "
             "settings in 'preprocessing'). Outputs: logits (N, classes) and probabilities (N, classes) in "
-            "'class_names' order, region_weights (N, regions) in 'regions' order.")
+            "'class_names' order, region_weights (N, regions) in 'regions' order. With 'tta_flip', faceblocks "
+            "averages the probabilities with those of the blocks mirrored left-right.")
 
 
 def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
                     shapes: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """The JSON-able description written into the exported file."""
+    from training.batch_predictions import model_tta_flip
+
     mean, std = _normalization(ckpt)
     n_classes, n_regions = len(ckpt["class_names"]), len(regions)
     return {
@@ -278,6 +281,9 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
         # Round-tripped through JSON so that the metadata holds exactly what a reader gets back.
         "preprocessing": json.loads(json.dumps(ckpt.get("preprocessing") or {}, default=str)),
         "geometry": _geometry(ckpt),
+        # The model's card may average each face with its mirror image (`faceblocks predict` does, by
+        # default): the probabilities of the blocks and of the blocks flipped left-right, averaged.
+        "tta_flip": model_tta_flip(ckpt),
         "epoch": ckpt.get("epoch"),
         "usage": usage_text(regions, shapes),
     }
