@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from prepro.errors import OutputError
-from training.run_records import LOG_FIELDS, RESULT_KEYS, finite_json, result_problem
+from training.run_records import LOG_FIELDS, finite_json, result_problem
 
 LAST, BEST, LOG, CURVES, RESULT = "last.pt", "best.pt", "log.csv", "curves.png", "result.json"
 RUN_FILES = (LAST, BEST, LOG, CURVES, RESULT)
@@ -107,7 +107,7 @@ def _is_own(p: Path, name: str) -> bool:
                 return tuple(next(csv.reader(fh), [])) == LOG_FIELDS
         if name == RESULT:
             data = json.loads(p.read_text(encoding="utf-8"))
-            return isinstance(data, dict) and set(data) == RESULT_KEYS
+            return isinstance(data, dict) and result_problem(data) is None
         if name == CURVES:
             from PIL import Image
 

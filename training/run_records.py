@@ -36,8 +36,10 @@ def history_ok(history: object, epochs: int) -> bool:
 def result_problem(result: object) -> str | None:
     """What is wrong with a result.json record (None when nothing): its keys, their types, a
     number that is not finite, counts that disagree."""
-    if not isinstance(result, dict) or set(result) != RESULT_KEYS:
-        return f"not a table of {', '.join(sorted(RESULT_KEYS))}"
+    if not isinstance(result, dict) or not RESULT_KEYS <= set(result) <= RESULT_KEYS | {"init"}:
+        return f"not a table of {', '.join(sorted(RESULT_KEYS))} (and init for a fine-tuned run)"
+    if "init" in result and not (result["init"] is None or isinstance(result["init"], dict)):
+        return "bad init"
     def count(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
