@@ -20,26 +20,30 @@ import click
 from prepro import __version__
 from prepro.click_options import (device_option, json_option, min_quality_option, overwrite_option, quiet_option,
                                    setting_option, settings_from, settings_options, strict_option, tta_flip_option)
-from prepro.errors import FaceblocksError
+from prepro.errors import STOP_REQUESTED, FaceblocksError, Stopped
 from prepro.settings import options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (what `timeout`, `docker stop` and a closed ssh session send): handled as
-    an interrupt, so worker processes are ended and what was finished is kept, as for Ctrl-C."""
 
 
 def _stop_on_termination() -> None:
     import signal
 
     def stop(signum: int, _frame: Any) -> None:
+        STOP_REQUESTED.append(signal.Signals(signum).name)
         raise Stopped(signal.Signals(signum).name)
 
     for name in ("SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), stop)
+    default_hook = sys.unraisablehook
+
+    def quiet_stop(unraisable: Any) -> None:
+        # A stop raised inside a callback Python ignores: the run stops at its next check instead.
+        if not isinstance(unraisable.exc_value, Stopped):
+            default_hook(unraisable)
+
+    sys.unraisablehook = quiet_stop
 
 
 class FaceblocksGroup(click.Group):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Iterator
 
-from prepro.errors import InputError
+from prepro.errors import InputError, raise_if_stopped
 
 _DASK_CLIENT = None  # kept so the cluster connection lives as long as the process
 
@@ -55,6 +55,17 @@ def connect_dask(address: str) -> None:
         raise InputError(f"cannot reach the Dask scheduler at {address} ({str(e)[:120]})") from None
 
 
+class _ShutdownRace:
+    """A logging filter: after a run is stopped (Ctrl-C, SIGTERM), loky's callback thread may still
+    try to hand out the next task and log "cannot schedule new futures after shutdown" with a
+    traceback; the run's own message has said everything, so only that one record is dropped."""
+
+    @staticmethod
+    def filter(record) -> bool:  # noqa: ANN001
+        exc = record.exc_info[1] if record.exc_info else None
+        return type(exc).__name__ != "ShutdownExecutorError"
+
+
 def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None, n_tasks: int | None = None
                  ) -> Iterator[Any]:
     """The results of joblib ``delayed`` ``tasks``, in order, as they finish; ``n_tasks`` (their
@@ -63,9 +74,14 @@ def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None, n_
 
     from joblib import Parallel, parallel_config
 
+    import logging
+
+    logging.getLogger("concurrent.futures").addFilter(_ShutdownRace)
     config = {"backend": backend} if backend else {}
     n_jobs = jobs if backend == "dask" else worker_count(jobs, n_tasks)
     with parallel_config(n_jobs=n_jobs, **config), warnings.catch_warnings():
         # When a run stops early (an error, a full disk) joblib notes the tasks it cancels: expected.
         warnings.filterwarnings("ignore", message=r".*tasks which were still being processed")
-        yield from Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(tasks)
+        for result in Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(tasks):
+            raise_if_stopped()  # a termination signal whose exception was swallowed stops the run here
+            yield result

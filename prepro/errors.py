@@ -41,3 +41,19 @@ class DivergedError(FaceblocksError):
 class SampleError(FaceblocksError):
     """One input image or row that cannot become a sample (unreadable, no face, degenerate
     landmarks). In a batch run it is listed as that input's failure and the run goes on."""
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (what `timeout`, `docker stop` and a closed ssh session send): handled as
+    an interrupt, so worker processes are ended and what was finished is kept, as for Ctrl-C."""
+
+
+# The termination signal received, if any (set by the CLI's handler). Raising from a signal
+# handler can be swallowed when the signal lands inside a callback Python ignores exceptions of
+# (a weakref's, say); long loops also check this at their safe points (`raise_if_stopped`).
+STOP_REQUESTED: list[str] = []
+
+
+def raise_if_stopped() -> None:
+    if STOP_REQUESTED:
+        raise Stopped(STOP_REQUESTED[0])

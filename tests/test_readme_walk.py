@@ -27,6 +27,7 @@ SKIP = {
     "preprocess AffectNet/": "needs AffectNet's CSV lists",
     "run benchmarks/fer2013-full.toml": "real FER2013, 50 minutes of training",
     "run benchmarks/fer2013-30min.toml": "real FER2013, 30 minutes of training",
+    "train out/ckplus runs/ckplus-ft --init fer2013": "needs CK+ shards (tests/test_finetune.py fine-tunes fake ones)",
     "predict fer2013 --camera 0": "needs a camera (tests/test_live.py runs it with a video standing in)",
 }
 # Changes that keep a command's meaning on small data.
