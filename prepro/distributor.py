@@ -70,11 +70,10 @@ def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None, n_
                  ) -> Iterator[Any]:
     """The results of joblib ``delayed`` ``tasks``, in order, as they finish; ``n_tasks`` (their
     number) caps the local workers. A Dask cluster gets ``jobs`` as asked: its workers are its own."""
+    import logging
     import warnings
 
     from joblib import Parallel, parallel_config
-
-    import logging
 
     logging.getLogger("concurrent.futures").addFilter(_ShutdownRace)
     config = {"backend": backend} if backend else {}

@@ -197,13 +197,9 @@ def _aligned_target() -> np.ndarray:
     return load_mean_shape() * (ALIGNED_SIDE * ALIGNED_IOD) + (ALIGNED_SIDE / 2 - 0.5)
 
 
-def similarity_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The least-squares similarity transform (2x3) taking points ``src`` onto ``dst``."""
-    return similarities_to(np.asarray(src, np.float64)[None], dst)[0]
-
-
 def similarities_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """`similarity_to` for each of N point sets (N x K x 2) onto the same ``dst``: N x 2 x 3.
+    """The least-squares similarity transforms (N x 2 x 3) taking each of N point sets (N x K x 2)
+    onto the same ``dst``.
     In complex form the rotation and scale is a = <s, d> / <s, s> of the centred points."""
     s_mean, d_mean = src.mean(axis=1), dst.mean(axis=0)
     s, d = src - s_mean[:, None], dst - d_mean

@@ -28,7 +28,8 @@ from prepro.errors import OutputError
 from prepro.inputs import is_inside
 from prepro.outputs import is_empty_but_for_us, new_writer_id, output_lock, remove_own_temp_files
 from prepro.readers import Failure, RawItem, count_mismatches, list_source
-from prepro.shards import MANIFEST, SHARD_DIR, Manifest, check_shard, shard_writer_id
+from prepro.manifest import MANIFEST, SHARD_DIR, Manifest
+from prepro.shards import check_shard, shard_writer_id
 from prepro.splits import assign_splits, order_key
 
 Log = Callable[[str], None]

@@ -40,11 +40,6 @@ def valid_values(name: str, a: np.ndarray) -> np.ndarray:
     return np.isnan(a) | ((a >= -1) & (a <= 1))
 
 
-def values_of(annotations: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """An item's annotations (pairs, as `RawItem.annotations` holds them) as a dict."""
-    return dict(annotations)
-
-
 def arrays_for(sources: list[str], table: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """The optional arrays of a shard whose samples have the source ids ``sources``: one per field
     the ``table`` (source id -> {field: value}) gives for any of them. A sample the table gives no

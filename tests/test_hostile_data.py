@@ -473,7 +473,7 @@ def test_failures_are_not_rewritten_with_every_manifest_save(tmp_path: Path) -> 
 def test_a_killed_save_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
     """Failures appended and then the run killed before the manifest was saved: the next load reads
     exactly the failures the manifest accounts for, and the next save drops the extra tail."""
-    import prepro.shards
+    import prepro.manifest
     from prepro.shards import Manifest
 
     m = _manifest_with_failures(3)
@@ -484,7 +484,7 @@ def test_a_killed_save_resumes_exactly(tmp_path: Path, monkeypatch) -> None:
         raise KeyboardInterrupt
 
     m.failures.append({"source": "b.png", "reason": "r", "split": "train"})
-    monkeypatch.setattr(prepro.shards, "atomic_write_text", killed)
+    monkeypatch.setattr(prepro.manifest, "atomic_write_text", killed)
     with pytest.raises(KeyboardInterrupt):
         m.save(tmp_path)
     monkeypatch.undo()

@@ -15,7 +15,7 @@ from shardfakes import make_fake_shards
 from prepro.errors import DataError, OutputError
 from prepro.outputs import (LOCK_NAME, atomic_write, atomic_write_text, is_empty_but_for_us, new_writer_id,
                             output_lock, remove_own_temp_files, temp_name)
-from prepro.shards import FORMAT_VERSION, MANIFEST, Manifest
+from prepro.manifest import FORMAT_VERSION, MANIFEST, Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

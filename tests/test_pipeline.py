@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prepro import shards
+from prepro import manifest, shards
 from prepro.config import PreprocessConfig, PreprocessRun
 from prepro.errors import DataError, InputError, OutputError
 from prepro.outputs import LOCK_NAME, output_lock, sha256_file
@@ -166,7 +166,7 @@ def test_shard_contents_and_attributes(tmp_path):
         assert f["eyes"].shape[1:] == (16, 48) and f["eyes"].dtype == np.uint8
         assert f["mouth"].shape[1:] == (16, 32) and f["face"].shape[1:] == (48, 48)
         assert f["landmarks"].shape[1:] == (68, 2)
-        assert f.attrs["format_version"] == shards.FORMAT_VERSION == 2
+        assert f.attrs["format_version"] == manifest.FORMAT_VERSION == 2
         assert json.loads(f.attrs["label_names"])[3] == "happy"
         assert json.loads(f.attrs["params"]) == m.params == CFG.to_dict()
         assert json.loads(f.attrs["params"])["face"] == "aligned"
