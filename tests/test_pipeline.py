@@ -235,7 +235,7 @@ def test_resume_after_crash_mid_run(tmp_path, monkeypatch):
 
 
 def test_resume_after_kill_9(tmp_path):
-    make_source(tmp_path / "src", per_class=40, bad=False)
+    make_source(tmp_path / "src", per_class=200, bad=False)
     cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", str(tmp_path / "src"), str(tmp_path / "out"),
            "--face", "aligned", "--shard-size", "3", "--chunk-size", "2", "-j", "1", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT)
@@ -561,7 +561,7 @@ def test_more_jobs_than_cores_or_chunks_are_lowered_and_said(tmp_path, monkeypat
 def test_sigterm_ends_the_run_and_its_workers(tmp_path):
     """SIGTERM (what `timeout` and `docker stop` send) to `preprocess -j 2`: the run stops with a
     message, its worker processes end with it, and the same command resumes."""
-    make_source(tmp_path / "src", per_class=40, bad=False)
+    make_source(tmp_path / "src", per_class=200, bad=False)
     cmd = [sys.executable, "-m", "cli", "preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--face",
            "aligned", "-j", "2", "--chunk-size", "2", "--shard-size", "4", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -571,8 +571,12 @@ def test_sigterm_ends_the_run_and_its_workers(tmp_path):
         children |= _descendants(proc.pid)
         time.sleep(0.2)
     assert len(children) >= 2, "the run should have started its workers"
-    time.sleep(1.0)
+    # Signal once the workers have written something (they are mid-run), never after a fixed sleep:
+    # on a fast machine the whole run can end within a second.
+    while time.time() < deadline and not list((tmp_path / "out").rglob("*.h5")) and proc.poll() is None:
+        time.sleep(0.05)
     children |= _descendants(proc.pid)
+    assert proc.poll() is None, "the run ended before it could be stopped: give it more images"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "stopped by SIGTERM" in err and "Traceback" not in err, err[-2000:]
