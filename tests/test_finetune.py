@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from shardfakes import make_fake_shards
+from two_processes import torchrun_train
 
 from prepro.errors import InputError, MismatchError
 from training.config import FINETUNE_LR, SCRATCH_LR, TrainConfig
@@ -97,6 +98,22 @@ def test_branches_frozen_throughout_and_then_freed(base_run, contempt_shards, tm
     train(contempt_shards, tmp_path / "freed", cfg(init=str(base_run), freeze_epochs=1, epochs=2), log=None)
     freed = _ckpt(tmp_path / "freed" / "last.pt")["model"]
     assert any(not torch.equal(before[k], freed[k]) for k in body)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("freeze_epochs", [1, -1])
+def test_frozen_branches_under_torchrun(base_run, contempt_shards, tmp_path, freeze_epochs):
+    """Two processes (gloo): frozen branches give DDP parameters without a gradient; the run must
+    neither stop on them nor let them move, and must train them once freed."""
+    run = tmp_path / "ddp"
+    proc = torchrun_train([str(contempt_shards), str(run), "--init", str(base_run), "--freeze-epochs",
+                           str(freeze_epochs), "--epochs", "2", "--batch-size", "8", "--device", "cpu",
+                           "--no-progress"], timeout=180)
+    assert proc.returncode == 0 and "find_unused_parameters" not in proc.stderr, proc.stderr[-3000:]
+    before, after = _ckpt(base_run / "best.pt")["model"], _ckpt(run / "last.pt")["model"]
+    body = [k for k in before if not k.startswith("head.")]
+    moved = [k for k in body if not torch.equal(before[k], after[k])]
+    assert (not moved) if freeze_epochs == -1 else bool(moved)
 
 
 def test_shards_cut_unlike_the_model_refused_with_evaluates_message(base_run, tmp_path):

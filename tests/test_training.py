@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from shardfakes import make_fake_shards
+from two_processes import torchrun_train
 
 from prepro.errors import DataError, DivergedError, EmptySplitError, InputError, MismatchError, OutputError
 from prepro.shards import Manifest, ShardReader
@@ -24,7 +22,6 @@ from training.checkpoint import load_checkpoint
 from training.data import SplitSamples, augment, holdout_rows
 from training.errors import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"widths": [8, 16, 32], "feat_dim": 32}
 
 
@@ -324,26 +321,11 @@ def test_evaluate_on_shards_with_another_label_set(trained, tmp_path):
 # several processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(shards, tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "training.train", str(shards), str(run), "--epochs", "2", "--batch-size", "8",
-           "--model-kwargs", json.dumps(TINY), "--device", "cpu", "--no-progress"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.skip("torchrun did not finish in 120 s on this machine")
-    if proc.returncode != 0 and ("EADDRINUSE" in proc.stderr or "rendezvous" in proc.stderr.lower()):
-        pytest.skip(f"torchrun could not start: {proc.stderr.strip().splitlines()[-1]}")
+    proc = torchrun_train([str(shards), str(run), "--epochs", "2", "--batch-size", "8", "--model-kwargs",
+                           json.dumps(TINY), "--device", "cpu", "--no-progress"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (run / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 3

@@ -88,6 +88,7 @@ class _Run:
     init: dict[str, Any] | None = None  # where the run started (fine-tuning), else None
     arch: str = ""  # the network trained: cfg.model, or init's
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrapped_frozen: bool = False  # whether train_model's DDP was built for frozen branches
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,12 +222,22 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
     elif start is not None:
         run.init = start.record(class_names)
         say(f"fine-tuning from {start.path} (new classes: {', '.join(run.init['new_classes']) or 'none'})")
-    if world > 1:
-        run.train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile and device.type == "cuda":
-        run.train_model = torch.compile(run.train_model)
+    _wrap_for_step(run, bool(cfg.freeze_epochs) and frozen_in(run.start_epoch, cfg.freeze_epochs))
     return run
+
+
+def _wrap_for_step(run: _Run, frozen: bool) -> None:
+    """The module the step calls: the model, in DDP across processes, compiled on CUDA when asked.
+    Frozen branches produce no gradients, which DDP must be told to expect (and only then: the
+    search for them costs a graph traversal a step), so DDP is rebuilt when they are freed."""
+    step_model: nn.Module = run.model
+    if run.world > 1:
+        step_model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
+            find_unused_parameters=frozen)
+    if run.cfg.compile and run.device.type == "cuda":
+        step_model = torch.compile(step_model)
+    run.train_model, run.wrapped_frozen = step_model, frozen
 
 
 def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
@@ -270,9 +281,12 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
     data_device = run.train.cached["label"].device if run.train.cached is not None else torch.device("cpu")
     g = torch.Generator(device=data_device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + run.rank)
     torch.manual_seed(cfg.seed * 1_000_033 + epoch * 104_729 + run.rank)  # dropout, mixup's Beta
+    frozen = bool(cfg.freeze_epochs) and frozen_in(epoch, cfg.freeze_epochs)
+    if run.world > 1 and frozen != run.wrapped_frozen:
+        _wrap_for_step(run, frozen)
     run.train_model.train()
     if cfg.freeze_epochs:
-        set_branches_frozen(run.model, frozen_in(epoch, cfg.freeze_epochs))
+        set_branches_frozen(run.model, frozen)
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     n_seen, preds, labels, out_of_time = 0, [], [], False
     bar = tqdm(run.train.iterate(order, drop_last=True), total=run.train.steps(len(order), True),
