@@ -73,9 +73,10 @@ class PreprocessRun:
     """How a preprocessing run goes; none of it changes the shards."""
 
     jobs: int = setting(-1, "worker processes; -1 = all cores", "int", low=-1, high=4096, cli=("-j", "--jobs"))
-    backend: str | None = setting(None, "joblib backend: loky, multiprocessing, threading, or dask (with "
-                                  "--scheduler)", "str", optional=True, choices=("loky", "multiprocessing",
-                                                                                 "threading", "dask"))
+    backend: str | None = setting(None, "how workers run: multiprocessing (forked after the models are loaded, "
+                                  "so they share them; the default on Linux), loky (fresh processes; "
+                                  "the default elsewhere), threading, or dask (with --scheduler)", "str", optional=True,
+                                  choices=("loky", "multiprocessing", "threading", "dask"))
     scheduler: str | None = setting(None, "Dask scheduler address (tcp://host:8786) for --backend dask", "str",
                                     optional=True)
     chunk_size: int = setting(64, "images sent to a worker at a time", "int", low=1, high=100_000)

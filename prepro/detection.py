@@ -114,6 +114,12 @@ def detection_scale(height: int, width: int, decode_scale: float, s: DetectorSet
     return k
 
 
+def load_detectors(settings: DetectorSettings) -> None:
+    """Load the detectors ``settings`` use now (once per process; see `FaceCutter.load_models`)."""
+    for kind in ("hog", "cnn") if settings.detector == "hog+cnn" else (settings.detector,):
+        _load_detector(kind)
+
+
 def detect_faces(gray: np.ndarray, settings: DetectorSettings, decode_scale: float = 1.0) -> list[Detection]:
     """Every face the detector finds in ``gray`` (uint8, 2-D; ``decode_scale`` of the original
     image), largest first; with ``hog+cnn`` the CNN's faces where HOG finds none."""

@@ -2,16 +2,23 @@
 
 Results come back in submission order whatever the number of workers, so the shards are the
 same for 1 and N jobs. Only a named backend is forced: otherwise a surrounding
-``joblib.parallel_config`` (e.g. one set up for Dask) applies.
+``joblib.parallel_config`` (e.g. one set up for Dask) applies, else joblib's loky. Named
+``multiprocessing`` (preprocessing's default on Linux, `DEFAULT_BACKEND`), the workers are forked
+after the models are loaded, so they share them instead of each loading its own (faster to start,
+less memory: BENCHMARKS.md); they are given one OpenCV and one BLAS thread before they fork, so
+thread pools this process may have started are never entered in a child.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator
+import sys
+from typing import Any, Callable, Iterable, Iterator
 
-from prepro.errors import InputError, raise_if_stopped
+from prepro.errors import DataError, InputError, raise_if_stopped
 
+# What `faceblocks preprocess` runs its workers on when none is named: forked where the system can.
+DEFAULT_BACKEND = "multiprocessing" if sys.platform == "linux" else None
 _DASK_CLIENT = None  # kept so the cluster connection lives as long as the process
 
 
@@ -66,21 +73,102 @@ class _ShutdownRace:
         return type(exc).__name__ != "ShutdownExecutorError"
 
 
-def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None, n_tasks: int | None = None
-                 ) -> Iterator[Any]:
+def run_in_order(tasks: Iterable[Any], jobs: int, backend: str | None = None, n_tasks: int | None = None,
+                 before_fork: Callable[[], None] | None = None) -> Iterator[Any]:
     """The results of joblib ``delayed`` ``tasks``, in order, as they finish; ``n_tasks`` (their
-    number) caps the local workers. A Dask cluster gets ``jobs`` as asked: its workers are its own."""
+    number) caps the local workers. A Dask cluster gets ``jobs`` as asked: its workers are its own.
+    ``multiprocessing`` forks its workers after ``before_fork`` has run here, so that what it loads
+    (the 100 MB landmark model) is inherited, not loaded again by every worker."""
     import logging
     import warnings
 
     from joblib import Parallel, parallel_config
 
+    n_jobs = jobs if backend == "dask" else worker_count(jobs, n_tasks)
+    if backend == "multiprocessing":
+        yield from _on_forked_workers(tasks, n_jobs, before_fork)
+        return
     logging.getLogger("concurrent.futures").addFilter(_ShutdownRace)
     config = {"backend": backend} if backend else {}
-    n_jobs = jobs if backend == "dask" else worker_count(jobs, n_tasks)
     with parallel_config(n_jobs=n_jobs, **config), warnings.catch_warnings():
         # When a run stops early (an error, a full disk) joblib notes the tasks it cancels: expected.
         warnings.filterwarnings("ignore", message=r".*tasks which were still being processed")
         for result in Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(tasks):
             raise_if_stopped()  # a termination signal whose exception was swallowed stops the run here
             yield result
+
+
+def _on_forked_workers(tasks: Iterable[Any], n_jobs: int, before_fork: Callable[[], None] | None
+                       ) -> Iterator[Any]:
+    """joblib ``delayed`` ``tasks`` on ``n_jobs`` forked processes (in this one when 1), results in
+    order; at most two tasks a worker are handed out ahead, so the input is never all in memory
+    (joblib's own multiprocessing backend cannot return results as they come)."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise InputError("the multiprocessing backend forks its workers, which this system cannot: use loky")
+    if before_fork is not None:
+        before_fork()
+    if n_jobs == 1:
+        for func, args, kwargs in tasks:
+            yield func(*args, **kwargs)
+            raise_if_stopped()
+        return
+    import cv2
+
+    pending: deque = deque()
+    pool = ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_forked_worker_start)
+    threads = cv2.getNumThreads()
+    try:
+        for func, args, kwargs in tasks:
+            if not pending:
+                # The workers fork at the first task and keep the setting they inherit: one OpenCV
+                # thread each (the workers are the parallelism), set here, not in the child, where
+                # OpenCV's pool, if this process had started it, would hang.
+                cv2.setNumThreads(1)
+            pending.append(pool.submit(func, *args, **kwargs))
+            cv2.setNumThreads(threads)
+            if len(pending) >= 2 * n_jobs:
+                yield pending.popleft().result()
+                raise_if_stopped()
+        while pending:
+            yield pending.popleft().result()
+            raise_if_stopped()
+    except BrokenProcessPool:
+        raise DataError("a worker process died while cutting images (a crash in a native library, or "
+                        "the system ran out of memory); what was written before is kept: run the "
+                        "same command again to resume") from None
+    finally:
+        _end_workers(pool)
+
+
+def _end_workers(pool) -> None:  # noqa: ANN001
+    """Stop ``pool`` now: queued tasks cancelled, running ones killed (the run has ended or failed,
+    so nothing they would return is wanted). Python 3.11's executor has no public way to end
+    running workers, so its process table is used."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=5)
+
+
+def _forked_worker_start() -> None:
+    """In a forked worker: the signals this process's handlers turn into a stop are the parent's to
+    handle (it terminates the workers; a worker inheriting them would not end when told to); and one
+    BLAS thread, as loky sets its workers (OpenBLAS is safe to reconfigure after a fork; OpenMP,
+    which torch uses, is not, and the workers do not use torch)."""
+    import signal
+
+    from threadpoolctl import threadpool_limits
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(1, user_api="blas")

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from prepro.blocks import BlockConfig, Blocks
-from prepro.detection import DetectorSettings
+from prepro.detection import DetectorSettings, load_detectors
 from prepro.errors import InputError, SampleError
 from prepro.landmarks import Fit, LandmarkModelFile
 
@@ -134,6 +134,21 @@ class FaceCutter:
             raise InputError(f"landmarks must be one of {', '.join(LANDMARK_MODELS)}, got {settings.landmarks!r}")
         self.settings = settings
         self.landmark_model = landmark_model
+
+    def load_models(self) -> None:
+        """Load every model these settings use, now rather than at the first image: before worker
+        processes are forked, so that they share one copy instead of loading their own."""
+        from prepro.landmark_models import load_landmark_models
+
+        if self.settings.landmarks == "net":
+            from prepro.landmark_net import load_landmark_net
+
+            load_landmark_net()
+        else:
+            self.landmark_model.load()
+        load_landmark_models()
+        if self.settings.face_mode != "aligned":
+            load_detectors(self.settings.detector)
 
     def cut(self, image: str | os.PathLike | np.ndarray, all_faces: bool = False, keep_image: bool = False,
             box: tuple[float, float, float, float] | None = None) -> ImageCut:

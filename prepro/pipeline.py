@@ -400,17 +400,20 @@ def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark,
                         n_chunks: int) -> Iterator:
     """Workers cut chunks of ``run.chunk_size`` images; this process writes each task's shard once
     its chunks are back (small chunks keep every worker busy however few the tasks)."""
+    from functools import partial
+
     from joblib import delayed
 
-    from prepro.distributor import run_in_order
-    from prepro.worker import process_chunk
+    from prepro.distributor import DEFAULT_BACKEND, run_in_order
+    from prepro.worker import load_models, process_chunk
     from prepro.writer import task_attrs, write_task_shard
 
     jobs = (delayed(process_chunk)(k, payload, settings, str(landmark.path))
             for k, task in enumerate(tasks) for payload in _payloads(task.items, run.chunk_size))
     done: dict[int, list] = {}
     k = 0
-    for task_no, results in run_in_order(jobs, run.jobs, run.backend, n_chunks):
+    for task_no, results in run_in_order(jobs, run.jobs, run.backend or DEFAULT_BACKEND, n_chunks,
+                                         before_fork=partial(load_models, settings, str(landmark.path))):
         done.setdefault(task_no, []).extend(results)
         while k < len(tasks) and len(done.get(k, ())) == len(tasks[k].items):
             yield write_task_shard(out, tasks[k], done.pop(k), task_attrs(m, tasks[k]), m.writer_id)

@@ -28,6 +28,11 @@ def _cutter(settings: CutSettings, landmark_model: str) -> FaceCutter:
     return _CUTTERS[key]
 
 
+def load_models(settings: CutSettings, landmark_model: str) -> None:
+    """Build this process's cutter and load its models now (before forked workers inherit them)."""
+    _cutter(settings, landmark_model).load_models()
+
+
 def process_chunk(start: int, payload: list[tuple[RawItem, Any]], settings: CutSettings,
                   landmark_model: str) -> tuple[int, list[Sample | Failure]]:
     """``(start, results)`` for the (item, pixels) pairs of ``payload``, in order: ``pixels`` is a

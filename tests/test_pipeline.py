@@ -184,10 +184,12 @@ def test_shard_contents_and_attributes(tmp_path):
     assert m.source["n_items"] == 12 and len(m.source["fingerprint"]) == 64
 
 
-def test_same_output_for_one_and_two_jobs(tmp_path):
+@pytest.mark.parametrize("backend", [None, "multiprocessing"])
+def test_same_output_for_one_and_two_jobs(tmp_path, backend):
     make_source(tmp_path / "src")
     run(tmp_path / "src", tmp_path / "a")
-    run(tmp_path / "src", tmp_path / "b", jobs=2, chunk_size=3)
+    run_preprocess(str(tmp_path / "src"), str(tmp_path / "b"), CFG,
+                   PreprocessRun(jobs=2, chunk_size=3, backend=backend), progress=False)
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
     _same_samples(tmp_path / "a", tmp_path / "b")
     _same_attrs(tmp_path / "a", tmp_path / "b")
@@ -235,7 +237,7 @@ def test_resume_after_crash_mid_run(tmp_path, monkeypatch):
 
 
 def test_resume_after_kill_9(tmp_path):
-    make_source(tmp_path / "src", per_class=200, bad=False)
+    make_source(tmp_path / "src", per_class=40, bad=False)
     cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", str(tmp_path / "src"), str(tmp_path / "out"),
            "--face", "aligned", "--shard-size", "3", "--chunk-size", "2", "-j", "1", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT)
@@ -558,12 +560,13 @@ def test_more_jobs_than_cores_or_chunks_are_lowered_and_said(tmp_path, monkeypat
     assert any("-j 16 lowered to 2 workers: this machine lets it use 2 cores" in m for m in said), said
 
 
-def test_sigterm_ends_the_run_and_its_workers(tmp_path):
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_sigterm_ends_the_run_and_its_workers(tmp_path, backend):
     """SIGTERM (what `timeout` and `docker stop` send) to `preprocess -j 2`: the run stops with a
     message, its worker processes end with it, and the same command resumes."""
     make_source(tmp_path / "src", per_class=200, bad=False)
     cmd = [sys.executable, "-m", "cli", "preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--face",
-           "aligned", "-j", "2", "--chunk-size", "2", "--shard-size", "4", "-q"]
+           "aligned", "-j", "2", "--chunk-size", "2", "--shard-size", "4", "-q", "--backend", backend]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     children: set[int] = set()
     deadline = time.time() + 120
@@ -584,6 +587,26 @@ def test_sigterm_ends_the_run_and_its_workers(tmp_path):
     while time.time() < deadline and any(_alive(p) for p in children):
         time.sleep(0.2)
     assert not [p for p in children if _alive(p)], "worker processes outlived the run"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert shards.verify(tmp_path / "out").whole
+
+
+def test_a_dead_forked_worker_is_a_clean_error_and_the_run_resumes(tmp_path):
+    """A worker killed mid-run (a crash in dlib, the kernel's out-of-memory killer): the run ends
+    with a message, not a traceback or a hang, keeps what it wrote, and the same command resumes."""
+    make_source(tmp_path / "src", per_class=200, bad=False)
+    cmd = [sys.executable, "-m", "cli", "preprocess", str(tmp_path / "src"), str(tmp_path / "out"), "--face",
+           "aligned", "-j", "2", "--chunk-size", "2", "--shard-size", "4", "-q", "--backend", "multiprocessing"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "out").rglob("*.h5")) and proc.poll() is None:
+        time.sleep(0.05)
+    workers = sorted(_descendants(proc.pid))
+    assert workers and proc.poll() is None, "the run ended before a worker could be killed: give it more images"
+    os.kill(workers[-1], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "a worker process died" in err and "Traceback" not in err, err[-2000:]
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert shards.verify(tmp_path / "out").whole
