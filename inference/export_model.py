@@ -38,11 +38,12 @@ import torch
 from torch import nn
 
 from prepro import __version__
+from prepro.command_settings import MODEL_FORMATS
 from prepro.errors import DataError, InputError, OutputError
 from prepro.outputs import atomic_write
 from training.errors import CheckpointError
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = MODEL_FORMATS
 ONNX_EXPORTERS = ("auto", "trace", "dynamo")
 # 17 is the newest opset that the runtimes people deploy to (onnxruntime >= 1.13, TensorRT 8.6,
 # OpenVINO, onnxruntime-web) all accept, and it covers every operator these networks use. The

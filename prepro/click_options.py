@@ -12,43 +12,67 @@ from typing import Any, Callable
 
 import click
 
-from prepro.settings import Option, options, parse_size
+from prepro.command_settings import SharedOptions
+from prepro.settings import Option, Spec, from_mapping, options, parse_size
+
+
+_PATH_TYPES = {"file": {"dir_okay": False}, "file or -": {"dir_okay": False, "allow_dash": True},
+               "folder": {"file_okay": False}, "any": {}}
+
+
+def _shown_help(spec: Spec) -> str:
+    """A help written as a sentence (with its full stop) is shown as it is; a settings-style phrase
+    becomes one."""
+    return spec.help if spec.help.endswith(".") else spec.help[0].upper() + spec.help[1:] + "."
 
 
 def _click_option(o: Option, default_override: Any = ..., required_none: bool = False,
                   help_override: str | None = None) -> Callable:
     spec = o.spec
     default = o.default if default_override is ... else default_override
-    shown_help = help_override or spec.help[0].upper() + spec.help[1:] + "."
-    kw: dict[str, Any] = {"help": shown_help, "show_default": default is not None}
+    kw: dict[str, Any] = {"help": help_override or _shown_help(spec), "show_default": default is not None}
     decls = list(o.cli)
     if spec.kind == "bool":
         if len(decls) == 1 and "/" not in decls[0] and default:
             decls = [f"{decls[0]}/--no-{decls[0][2:]}"]  # on by default: the option turns it off
         if "/" not in decls[0]:
             kw["is_flag"] = True
-        kw["default"] = bool(default)
-    elif spec.kind in ("int", "float"):
-        rng = click.IntRange if spec.kind == "int" else click.FloatRange
-        kw["type"] = rng(spec.low, spec.high)
-        kw["default"] = default
-    elif spec.kind == "str" and spec.choices:
-        kw["type"] = click.Choice(list(spec.choices))
-        kw["default"] = default
-    elif spec.kind == "size":
-        kw["default"] = None if default is None else f"{default[0]}x{default[1]}"
-        kw["metavar"] = "HxW"
-    elif spec.kind == "str_list":
-        kw["default"] = None if default is None else ",".join(default)
-        kw["metavar"] = "A,B,..."
-    elif spec.kind == "dict":
-        kw["default"] = None if default is None else json.dumps(default)
-        kw["metavar"] = "JSON"
+        kw["default"] = None if default is None else bool(default)  # None: neither given, the library decides
     else:
-        kw["default"] = default
+        kw.update(_value_kw(spec, default))
+    if spec.metavar:
+        kw["metavar"] = spec.metavar
     if required_none:
         kw["default"], kw["show_default"] = None, False
     return click.option(*decls, o.name, **kw)
+
+
+def _value_kw(spec: Spec, default: Any) -> dict[str, Any]:
+    """The click type, default and metavar of a setting that is not a flag."""
+    if spec.kind in ("int", "float") and (spec.low is not None or spec.high is not None):
+        rng = click.IntRange if spec.kind == "int" else click.FloatRange
+        return {"type": rng(spec.low, spec.high), "default": default}
+    if spec.kind == "int":
+        return {"type": click.INT, "default": default}
+    if spec.kind == "str" and spec.choices:
+        return {"type": click.Choice(list(spec.choices)), "default": default}
+    if spec.kind == "str" and spec.path:
+        return {"type": click.Path(path_type=str, **_PATH_TYPES[spec.path]), "default": default}
+    if spec.kind == "size":
+        return {"default": None if default is None else f"{default[0]}x{default[1]}", "metavar": "HxW"}
+    if spec.kind == "str_list" and spec.repeatable:
+        return {"multiple": True, "callback": lambda _ctx, _param, values: _names(values)}
+    if spec.kind == "str_list":
+        return {"default": None if default is None else ",".join(default), "metavar": "A,B,..."}
+    if spec.kind == "dict":
+        return {"default": None if default is None else json.dumps(default), "metavar": "JSON"}
+    return {"default": default}
+
+
+def _names(values: tuple[str, ...]) -> list[str] | None:
+    """Repeated options and comma lists alike: ('train,val', 'test') -> ['train', 'val', 'test']."""
+    names = [x.strip() for v in values for x in v.split(",") if x.strip()]
+    return names or None
 
 
 def settings_options(*classes: type, skip: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> Callable:
@@ -87,42 +111,40 @@ def setting_option(cls: type, name: str, default: Any = ..., help: str | None = 
     return _click_option(o, default_override=default, required_none=required_none, help_override=help)
 
 
-# Options shared by several commands: declared once here, each command giving its own help.
+def setting_options(cls: type, *names: str) -> Callable:
+    """The click options of the settings ``names`` of ``cls``, in that order."""
+    def decorate(f: Callable) -> Callable:
+        for name in reversed(names):
+            f = setting_option(cls, name)(f)
+        return f
+    return decorate
 
 
-def quiet_option(help: str = "No progress bar.") -> Callable:
-    return click.option("-q", "--quiet", is_flag=True, help=help)
+# Options shared by several commands (`SharedOptions`), each command giving its own help.
+
+
+def quiet_option(help: str | None = None) -> Callable:
+    return setting_option(SharedOptions, "quiet", help=help)
 
 
 def overwrite_option(help: str) -> Callable:
-    return click.option("--overwrite", is_flag=True, help=help)
+    return setting_option(SharedOptions, "overwrite", help=help)
 
 
 def json_option(help: str) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help=help)
+    return setting_option(SharedOptions, "as_json", help=help)
 
 
 def strict_option(help: str) -> Callable:
-    return click.option("--strict", is_flag=True, help=help)
+    return setting_option(SharedOptions, "strict", help=help)
 
 
 def device_option() -> Callable:
-    return click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-
-
-def tta_flip_option(help: str) -> Callable:
-    return click.option("--tta-flip/--no-tta-flip", default=None, help=help)
-
-
-def min_quality_option(default: float | None, help: str) -> Callable:
-    return click.option("--min-quality", default=default, show_default=default is not None,
-                        type=click.FloatRange(0, 1), help=help)
+    return setting_option(SharedOptions, "device")
 
 
 def settings_from(cls: type, params: dict[str, Any], only_given: set[str] | None = None) -> Any:
     """Build settings class ``cls`` from click ``params`` (just the options in ``only_given`` if set)."""
-    from prepro.settings import from_mapping
-
     values = {o.name: _cli_value(o, params[o.name]) for o in options(cls)
               if o.name in params and (only_given is None or o.name in only_given)}
     return from_mapping(cls, values)

@@ -9,6 +9,7 @@ from typing import Any
 
 from prepro.blocks import BlockConfig
 from prepro.detection import DetectorSettings
+from prepro.distributor import check_jobs
 from prepro.faces import FACE_MODES, LANDMARK_MODELS, CutSettings
 from prepro.settings import check, from_dict, nested, setting, to_dict
 from prepro.specs import FORMATS
@@ -94,7 +95,4 @@ class PreprocessRun:
 
     def __post_init__(self) -> None:
         check(self)
-        if self.jobs == 0:
-            from prepro.errors import InputError
-
-            raise InputError("jobs must be -1 (all cores) or a positive number, got 0")
+        check_jobs(self.jobs)

@@ -30,11 +30,16 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def worker_count(jobs: int, tasks: int | None = None) -> int:
-    """Local worker processes for ``jobs`` (-1 = all cores): never more than the usable cores
-    (more only share them, each loading the 100 MB landmark model) or the ``tasks`` there are."""
+def check_jobs(jobs: int) -> None:
+    """The one check of a worker count (run by the settings that hold one): -1 or positive."""
     if jobs != -1 and jobs < 1:
         raise InputError(f"jobs must be -1 (all cores) or a positive number, got {jobs}")
+
+
+def worker_count(jobs: int, tasks: int | None = None) -> int:
+    """Local worker processes for ``jobs`` (-1 = all cores, checked by `check_jobs` where it was set):
+    never more than the usable cores (more only share them, each loading the 100 MB landmark model)
+    or the ``tasks`` there are."""
     n = usable_cores() if jobs == -1 else min(jobs, usable_cores())
     return max(1, min(n, tasks)) if tasks is not None else n
 

@@ -57,6 +57,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from prepro.command_settings import EXPORT_FORMATS
 from prepro.errors import DataError, InputError, OutputError
 from prepro.faces import BOX_METHODS
 from prepro.inputs import is_inside
@@ -64,8 +65,9 @@ from prepro.outputs import atomic_write, atomic_write_text, is_empty_but_for_us,
 from prepro.sample_values import OPTIONAL_FIELDS, held_fields
 from prepro.shards import (BLOCK_FIELDS, HDF5_READ_ERRORS, STRING_FIELDS, Manifest, check_shard, shard_attrs,
                            warn_if_unfinished)
+from prepro.words import counted
 
-FORMATS = ("png", "npz", "hdf5")
+FORMATS = EXPORT_FORMATS
 REGIONS = ("eyes", "mouth", "face", "landmarks")
 IMAGE_REGIONS = ("eyes", "mouth", "face")
 UNLABELLED = "unlabelled"
@@ -95,6 +97,14 @@ class ExportSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def report(self) -> list[str]:
+        """What `faceblocks export` says: what went where, then the samples per split and label."""
+        removed = f", {len(self.removed)} left by the previous export removed" if self.removed else ""
+        lines = [f"{self.samples} samples exported to {self.out_dir} as {self.fmt} ({', '.join(self.regions)}); "
+                 f"{counted(len(self.files), 'file', 'files')} written{removed}"]
+        return lines + [f"  {split:<6} " + ", ".join(f"{lab} {n}" for lab, n in per.items())
+                        for split, per in self.counts.items()]
 
 
 # --------------------------------------------------------------------------------------------

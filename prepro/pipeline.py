@@ -48,6 +48,16 @@ class RunSummary:
     seconds: float
     failure_reasons: dict[str, int]  # reason category -> count
 
+    def report(self) -> list[str]:
+        """What `faceblocks preprocess` says of the run: the counts, the commonest failure reasons."""
+        rate = self.written_now / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"{self.samples} samples in {self.out_dir}; {self.failed} of {self.items} inputs could not be "
+                 f"used; {self.written_now} written now in {self.seconds:.1f} s ({rate:.0f} images/s)"]
+        lines += [f"  {count:>7}  {reason}" for reason, count in list(self.failure_reasons.items())[:8]]
+        if self.failed:
+            lines.append(f"every failure is listed by `faceblocks inspect {self.out_dir}`")
+        return lines
+
 
 @dataclass
 class _Plan:

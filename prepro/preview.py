@@ -269,6 +269,11 @@ class ImageSheet:
     shown: int  # tiles on the sheet (failures included, drawn as such)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (image, reason) of the shown ones
 
+    def report(self) -> list[str]:
+        """Each image shown without blocks and why, then where the sheet went."""
+        return [f"{path}: {reason}" for path, reason in self.failures] + [
+            f"{self.path} ({self.shown} of {self.images} images, {len(self.failures)} without blocks)"]
+
 
 def _failure_tile(gray: np.ndarray | None, name: str, reason: str) -> np.ndarray:
     """A tile of the same size as `_tile`'s: the image (if it decoded) and why no face was cut."""

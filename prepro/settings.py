@@ -23,6 +23,9 @@ from typing import Any
 from prepro.errors import InputError
 
 KINDS = ("bool", "int", "float", "str", "size", "str_list", "dict")
+# What a path option names, for the command line's checks of it: a file (or - for standard
+# output), a folder, or either.
+PATHS = ("file", "file or -", "folder", "any")
 _KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
                "size": 'a size HEIGHTxWIDTH such as "32x96" (or [32, 96])', "str_list": "a list of strings",
                "dict": "a table"}
@@ -40,16 +43,20 @@ class Spec:
     optional: bool = False  # None allowed (meaning "not set")
     cli: tuple[str, ...] = ()  # command-line declarations when not just --field-name (e.g. ("-j", "--jobs"))
     run_control: bool = False  # steers a run without changing its results (may change on resume)
+    metavar: str | None = None  # the value's name in --help when not the kind's (e.g. "N|URL")
+    path: str | None = None  # str: a path of this kind (one of PATHS), checked as click checks paths
+    repeatable: bool = False  # str_list: the option may be given again, each time a name or a comma list
 
 
 def setting(default: Any, help: str, kind: str, *, choices: tuple[str, ...] | list[str] = (), low: float | None = None,
             high: float | None = None, optional: bool = False, cli: str | tuple[str, ...] = (),
-            run_control: bool = False) -> Any:
+            run_control: bool = False, metavar: str | None = None, path: str | None = None,
+            repeatable: bool = False) -> Any:
     """A dataclass field with its `Spec`; mutable defaults are copied per instance."""
-    if kind not in KINDS:
-        raise TypeError(f"unknown setting kind {kind!r}")  # a programming error
+    if kind not in KINDS or (path is not None and path not in PATHS):
+        raise TypeError(f"unknown setting kind {kind!r} or path {path!r}")  # a programming error
     spec = Spec(kind, help, tuple(choices), low, high, optional, (cli,) if isinstance(cli, str) else tuple(cli),
-                run_control)
+                run_control, metavar, path, repeatable)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: json.loads(json.dumps(default)), metadata={"setting": spec})
     return field(default=default, metadata={"setting": spec})

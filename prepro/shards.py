@@ -226,6 +226,17 @@ class VerifyReport:
     def whole(self) -> bool:
         return not self.problems and self.complete
 
+    def notes(self, out_dir: str) -> list[str]:
+        """The damaged shards, an unfinished run and foreign files, one line each (for standard error)."""
+        lines = [f"DAMAGED {p}" for p in self.problems]
+        if not self.complete:
+            lines.append(f"INCOMPLETE: the run in {out_dir} has not finished; rerun the same preprocess "
+                         "command to resume")
+        return lines + [f"note: {p} was not written by faceblocks (left alone)" for p in self.foreign]
+
+    def tally(self) -> str:
+        return f"{len(self.ok)} shards whole, {len(self.problems)} problems"
+
 
 def check_shard(out: Path, rec: ShardRecord, manifest: Manifest) -> str | None:
     """Why the shard of ``rec`` cannot be used as it is (None when it is whole): missing, not a

@@ -17,7 +17,8 @@ from cli import main
 from prepro.synthetic import make_sample
 from prepro.errors import InputError, MismatchError, OutputError
 from prepro.shards import verify
-from training.chain import load_config, run_chain, template
+from training.chain import load_config, run_chain
+from training.chain_config import template
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -103,6 +103,19 @@ def parameter_count(ckpt: dict[str, Any]) -> int:
     return check_model_arguments(ckpt["arch"], ckpt["num_classes"], ckpt["model_kwargs"])
 
 
+def shipped_cards_json() -> dict[str, dict[str, Any]]:
+    """Every shipped model's card with its network's parameter count and block geometry."""
+    parameters, geometry = shipped_parameters(), shipped_geometry()
+    return {name: {**card, "parameters": parameters[name], "geometry": geometry[name]}
+            for name, card in shipped_cards().items()}
+
+
+def format_cards() -> str:
+    """Every shipped model's card as text."""
+    parameters = shipped_parameters()
+    return "\n".join(format_card(name, card, parameters[name]) for name, card in shipped_cards().items())
+
+
 def format_card(name: str, card: dict[str, Any], parameters: int | None = None) -> str:
     """A model card as text for the terminal (with the network's parameter count when given)."""
     lines = [f"{name}: {card.get('title', '')}"]
