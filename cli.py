@@ -346,7 +346,7 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
 @device_option()
 @setting_options(EvaluateCommand, "allow_mismatch")
 @json_option("Print the metrics as JSON.")
-def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch, as_json):
+def evaluate(model, shards_dir, split, tta_flip, tta_shift, out_dir, device, allow_mismatch, as_json):
     """Accuracy, macro-F1, per-class scores, confusion matrix and region attention on a split.
 
     MODEL is a run folder, a .pt checkpoint, or the name of a shipped model (`faceblocks models`).
@@ -364,8 +364,8 @@ def evaluate(model, shards_dir, split, tta_flip, out_dir, device, allow_mismatch
     # imported here: keeps faceblocks -h fast (torch)
     from training.evaluate import evaluate as evaluate_run, format_metrics_table
 
-    metrics = evaluate_run(model, shards_dir, split=split, tta_flip=tta_flip, out_dir=out_dir, device=device,
-                           allow_preprocessing_mismatch=allow_mismatch)
+    metrics = evaluate_run(model, shards_dir, split=split, tta_flip=tta_flip, tta_shift=tta_shift, out_dir=out_dir,
+                           device=device, allow_preprocessing_mismatch=allow_mismatch)
     if as_json:  # the JSON alone: its "files" say where they went
         click.echo(json.dumps(metrics, indent=1))
         return
@@ -386,7 +386,7 @@ _NOT_PREDICT = ("format", "dataset", "shard_size", "val_frac", "test_frac", "spl
 @json_option("One JSON object per face and image (or frame), one per line.")
 @setting_options(PredictOptions, "csv", "annotate", "every", "camera", "show", "smooth", "sequence", "min_quality")
 @strict_option("Exit non-zero when any input gave no prediction (without it, only when none did).")
-@setting_options(PredictOptions, "tta_flip")
+@setting_options(PredictOptions, "tta_flip", "tta_shift")
 @settings_options(PreprocessConfig, PreprocessRun, skip=_NOT_PREDICT, overrides=_PREDICT_OVERRIDES)
 @setting_options(PredictOptions, "batch_size", "device")
 @quiet_option()

@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from training.tta import model_tta
+
 
 class Classifier:
     """A checkpoint ready to classify blocks: the network and what it was trained on."""
 
-    def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None):
+    def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None,
+                 tta_shift: bool | None = None):
         from prepro.blocks import BlockConfig
-        from training.batch_predictions import model_tta_flip
         from training.checkpoint import build_model_from_checkpoint
         from training.devices import resolve_device
         from training.errors import CheckpointError
@@ -34,12 +36,15 @@ class Classifier:
         self.model = build_model_from_checkpoint(self.ckpt).to(self.device)
         self.class_names = list(self.ckpt["class_names"])
         self.regions = list(self.ckpt["regions"])
-        self.tta_flip = model_tta_flip(self.ckpt) if tta_flip is None else tta_flip
+        card_flip, card_shift = model_tta(self.ckpt)
+        self.tta_flip = card_flip if tta_flip is None else tta_flip
+        self.tta_shift = card_shift if tta_shift is None else tta_shift
 
     @classmethod
-    def load(cls, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None) -> "Classifier":
+    def load(cls, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None,
+             tta_shift: bool | None = None) -> "Classifier":
         """A run folder, a .pt file, or a shipped model's name (`faceblocks models`)."""
-        return cls(model, device, tta_flip)
+        return cls(model, device, tta_flip, tta_shift)
 
     def cut_settings(self, overrides: dict[str, Any] | None = None):
         """How to find faces and cut blocks: as the training shards were, with ``overrides``."""
@@ -57,18 +62,14 @@ class Classifier:
         import torch
 
         from training.checkpoint import require_finite_outputs
-        from training.data import flip_batch, normalize
+        from training.data import normalize
+        from training.tta import averaged_outputs
 
         batch = {r: torch.from_numpy(np.stack([getattr(b, r) for b in blocks])).unsqueeze(1)
                  .to(self.device).float().div_(255.0) for r in self.regions}
         x = normalize(batch, self.regions)
-        with torch.no_grad():
-            out = self.model(x)
-            probs, weights = out.logits.float().softmax(dim=1), out.region_weights.float()
-            if self.tta_flip:  # the same averaging as `evaluate --tta-flip`
-                mirror = self.model(flip_batch(x, self.regions))
-                probs = (probs + mirror.logits.float().softmax(dim=1)) / 2
-                weights = (weights + mirror.region_weights.float()) / 2
+        with torch.no_grad():  # the same views and averaging as `evaluate`
+            probs, weights = averaged_outputs(self.model, x, self.regions, self.tta_flip, self.tta_shift)
         probs, weights = probs.cpu().numpy(), weights.cpu().numpy()
         require_finite_outputs(self.path, probs, weights)
         return probs, weights

@@ -42,6 +42,6 @@ def predict_table(model: str | os.PathLike, inputs: Any = (), opts: PredictOptio
     from inference.predict import predict
 
     _pandas()  # said before any work
-    classifier = Classifier(model, opts.device, opts.tta_flip)
+    classifier = Classifier(model, opts.device, opts.tta_flip, opts.tta_shift)
     return to_dataframe(predict(classifier, inputs, opts), classifier.class_names, classifier.regions,
                         opts.smooth > 0)

@@ -255,13 +255,14 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
             "graph divides by 255 and normalises). Cut the blocks from 68 landmarks as 'geometry' says (the "
             "settings in 'preprocessing'). Outputs: logits (N, classes) and probabilities (N, classes) in "
             "'class_names' order, region_weights (N, regions) in 'regions' order. With 'tta_flip', faceblocks "
-            "averages the probabilities with those of the blocks mirrored left-right.")
+            "averages the probabilities with those of the blocks mirrored left-right; with 'tta_shift', also "
+            "over the blocks moved by one pixel in each of the 8 directions (border pixels repeated).")
 
 
 def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
                     shapes: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """The JSON-able description written into the exported file."""
-    from training.batch_predictions import model_tta_flip
+    from training.tta import model_tta
 
     mean, std = _normalization(ckpt)
     n_classes, n_regions = len(ckpt["class_names"]), len(regions)
@@ -282,9 +283,10 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
         # Round-tripped through JSON so that the metadata holds exactly what a reader gets back.
         "preprocessing": json.loads(json.dumps(ckpt.get("preprocessing") or {}, default=str)),
         "geometry": _geometry(ckpt),
-        # The model's card may average each face with its mirror image (`faceblocks predict` does, by
-        # default): the probabilities of the blocks and of the blocks flipped left-right, averaged.
-        "tta_flip": model_tta_flip(ckpt),
+        # The model's card may average each face's probabilities over views of its blocks
+        # (`faceblocks predict` does, by default): mirrored left-right, and moved by one pixel.
+        "tta_flip": model_tta(ckpt)[0],
+        "tta_shift": model_tta(ckpt)[1],
         "epoch": ckpt.get("epoch"),
         "usage": usage_text(regions, shapes),
     }

@@ -50,7 +50,7 @@ def predict(model: str | os.PathLike | Classifier,
     if live and inputs:
         raise InputError(f"predict reads the camera or stream {printable(opts.camera)} or inputs, not both")
     # A wrong model is the first thing said; a loaded Classifier is used as it is.
-    classifier = model if isinstance(model, Classifier) else Classifier(model, opts.device, opts.tta_flip)
+    classifier = model if isinstance(model, Classifier) else Classifier(model, opts.device, opts.tta_flip, opts.tta_shift)
     listed = [] if live else listed_inputs(inputs)
     if not live and not listed:
         raise InputError("no image or video files among the inputs" if inputs else "no inputs given")

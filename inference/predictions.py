@@ -37,6 +37,10 @@ class PredictOptions:
     tta_flip: bool | None = setting(None, "Average each face's prediction with its mirror image's [default: as the "
                                     "model's card says: on for the shipped fer2013 model, off for your own runs].",
                                     "bool", optional=True, cli="--tta-flip/--no-tta-flip")
+    tta_shift: bool | None = setting(None, "Also average over the blocks moved by one pixel in each of the 8 "
+                                     "directions (18 views with the flip) [default: as the model's card says: on "
+                                     "for the shipped fer2013 model, off for your own runs].", "bool",
+                                     optional=True, cli="--tta-shift/--no-tta-shift")
     # A file is replaced when done; a pipe or a device is written as the faces come.
     csv: str | None = setting(None, "Also write every face as a CSV row (path, frame, time, box, label, "
                               "probabilities, regions); - writes them to standard output (and the other lines to "

@@ -89,6 +89,9 @@ class EvaluateCommand:
                          "str", metavar="NAME[,NAME]|all")
     tta_flip: bool | None = setting(None, "Average the predictions of each face and its mirror image "
                                     + _SHIPPED_OR_OWN, "bool", optional=True, cli="--tta-flip/--no-tta-flip")
+    tta_shift: bool | None = setting(None, "Also average over the blocks moved by one pixel in each of the 8 "
+                                     "directions (18 views with the flip) " + _SHIPPED_OR_OWN, "bool",
+                                     optional=True, cli="--tta-shift/--no-tta-shift")
     out_dir: str | None = setting(None, "Where metrics.json and the confusion matrix go [default: the run folder; "
                                   "for a shipped model, SHARDS_DIR-eval-MODEL-SPLIT beside SHARDS_DIR].", "str",
                                   optional=True, cli="--out", path="folder")

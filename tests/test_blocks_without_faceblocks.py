@@ -131,7 +131,8 @@ def test_labels_from_the_onnx_file_are_faceblocks_predicts(doc):
     predict's label for every face; its probabilities are near predict's."""
     from inference.predict import predict
 
-    assert doc["meta"]["tta_flip"] is True  # the shipped model averages with the mirror image
+    # the shipped model averages with the mirror image and the one-pixel shifts
+    assert doc["meta"]["tta_flip"] is True and doc["meta"]["tta_shift"] is True
     results = list(predict("fer2013", list(IMAGES.values())))
     labels = set()
     for name, result in zip(IMAGES, results):

@@ -297,6 +297,10 @@ def test_evaluate_writes_metrics(trained, shards, tmp_path):
     assert set(m["per_class"]) == {"happy", "sad", "surprise"}
     for w in m["region_weights_per_class"].values():
         assert sum(w.values()) == pytest.approx(1.0, abs=1e-4)
+    assert m["tta_flip"] is True and m["tta_shift"] is False
+    shifted = evaluate(trained, shards, split="test", tta_flip=True, tta_shift=True, out_dir=tmp_path / "ev2")
+    assert shifted["tta_shift"] is True and 0 <= shifted["accuracy"] <= 1
+    assert "with flip+shift TTA" in format_metrics_table(shifted)
     cm = json.loads((tmp_path / "ev" / "confusion.json").read_text())
     assert np.array(cm["matrix"]).sum() == 24
     assert "macro-F1" in format_metrics_table(m)

@@ -1,5 +1,5 @@
-"""A model's predictions over shard batches (with optional mirror-image TTA), and whether a
-checkpoint asks for that TTA by default; shared by training (validation) and evaluation.
+"""A model's predictions over shard batches (with optional test-time augmentation, `training.tta`),
+shared by training (validation) and evaluation.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.tta import averaged_outputs
+
 
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: torch.device,
                     autocast: Callable[[], Any], memory_format: torch.memory_format,
-                    tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    tta_flip: bool = False, tta_shift: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits, region weights, labels) over every sample of ``batches`` (this process's part, in
-    order); TTA averages each face's and its mirror image's probabilities."""
-    from training.data import flip_batch, normalize, to_float
+    order); with TTA each face's probabilities are averaged over its views (`training.tta`)."""
+    from training.data import normalize, to_float
 
     model.eval()
     n = len(batches)
@@ -26,21 +28,14 @@ def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: t
     for batch in batches.iterate(order, drop_last=False):
         x = normalize(to_float(batch, regions, device, memory_format), regions)
         with autocast():
-            out = model(x)
-            lg, w = out.logits.float(), out.region_weights.float()
-            if tta_flip:
-                out2 = model(flip_batch(x, regions))
-                # Averaged probabilities, kept as log-probabilities so callers can treat them as logits.
-                lg = torch.log((lg.softmax(1) + out2.logits.float().softmax(1)) / 2)
-                w = (w + out2.region_weights.float()) / 2
+            if tta_flip or tta_shift:
+                probs, w = averaged_outputs(model, x, regions, tta_flip, tta_shift)
+                lg = torch.log(probs)  # log-probabilities, so that callers can treat them as logits
+            else:
+                out = model(x)
+                lg, w = out.logits.float(), out.region_weights.float()
         logits.append(lg.cpu().numpy())
         weights.append(w.cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
     cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.float32)  # noqa: E731
     return cat(logits, (0, 0)), cat(weights, (0, 0)), cat(labels, (0,)).astype(np.int64)
-
-
-def model_tta_flip(ckpt: dict[str, Any]) -> bool:
-    """Whether a checkpoint's predictions average each face with its mirror image by default: its
-    model card says so (set when it paid on the holdout that chose the epoch)."""
-    return bool((ckpt.get("card") or {}).get("tta_flip", False))

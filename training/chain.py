@@ -5,7 +5,7 @@ The config has four tables, each optional but ``[data] source``::
     [run]        out            where everything goes (relative to the config file)
     [data]       source, format, dataset, face, block sizes and margins, splits, jobs  (= `preprocess`)
     [train]      every TrainConfig field: model, epochs, lr, labels, ...                (= `train`)
-    [evaluate]   splits, tta_flip                                                        (= `evaluate`)
+    [evaluate]   splits, tta_flip, tta_shift                                             (= `evaluate`)
     [preview]    count, seed
 
 The folder holds ``config.toml`` (the config used, copied), ``shards/``, ``run/``,
@@ -205,20 +205,20 @@ def _stage_evaluate(cfg: ChainConfig, out: Path, ran: bool, changed: set[str], l
 
     t0 = time.monotonic()
     sha = sha256_file(RunFolder(out / "run").best)
-    tta = cfg["evaluate"]["tta_flip"]
+    tta, shift = cfg["evaluate"]["tta_flip"], cfg["evaluate"]["tta_shift"]
     done, evaluated = [], False
     for split in cfg["evaluate"]["splits"]:
         ev = out / f"eval-{split}"
         old = read_metrics(ev / "metrics.json") or {}  # a record that is not evaluate's own is redone
         if (not ran and "evaluate" not in changed and old.get("checkpoint_sha256") == sha
-                and old.get("tta_flip") == tta and old.get("split") == split):
+                and old.get("tta_flip") == tta and old.get("tta_shift", False) == shift and old.get("split") == split):
             result.metrics[split] = old
             done.append(f"{split} skipped")
             continue
         log(f"[3/4] evaluate on {split}")
         try:
             result.metrics[split] = evaluate(str(out / "run"), str(out / "shards"), split=split, tta_flip=tta,
-                                             out_dir=ev)
+                                             tta_shift=shift, out_dir=ev)
         except EmptySplitError:
             _remove_stale_metrics(ev)
             done.append(f"{split}: no labelled samples")
@@ -271,6 +271,7 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
     from prepro.outputs import atomic_write_text
     from prepro.shards import summarize
     from training.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from training.evaluate import tta_words
 
     s = summarize(out / "shards")
     d, t = cfg["data"], cfg["train"]
@@ -304,7 +305,7 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
         lines += ["No split was evaluated.", ""]
     for split, m in result.metrics.items():
         lines += [f"### {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-                  f"({m['n_samples']} samples{', flip TTA' if m.get('tta_flip') else ''})", ""]
+                  f"({m['n_samples']} samples{tta_words(m).replace(' with', ',')})", ""]
         regions = m["regions"]
         rows = [[name, f"{pc['precision']:.3f}", f"{pc['recall']:.3f}", f"{pc['f1']:.3f}", pc["support"]]
                 + [_weight_text(m["region_weights_per_class"].get(name, {}).get(r)) for r in regions]

@@ -55,6 +55,8 @@ class EvaluateTable:
     splits: list[str] = setting(["val", "test"], "splits to evaluate; empty ones are noted", "str_list",
                                 choices=("train", "val", "test"))
     tta_flip: bool = setting(False, "average each face's and its mirror image's predictions", "bool")
+    tta_shift: bool = setting(False, "also average over the blocks moved by one pixel in each of the 8 directions",
+                              "bool")
 
     def __post_init__(self) -> None:
         check(self)

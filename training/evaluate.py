@@ -17,13 +17,14 @@ from torch import nn
 
 from prepro.errors import InputError, MismatchError
 from prepro.outputs import atomic_write, atomic_write_text, sha256_file
-from training.batch_predictions import model_tta_flip, predict_batches
+from training.batch_predictions import predict_batches
 from training.devices import amp_context, resolve_device
 from training.shard_fit import require_cut_like_model
+from training.tta import model_tta, tta_name
 
 
 def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike,
-             split: str | Sequence[str] = "test", tta_flip: bool | None = None,
+             split: str | Sequence[str] = "test", tta_flip: bool | None = None, tta_shift: bool | None = None,
              out_dir: str | os.PathLike | None = None, batch_size: int = 256, device: str = "auto",
              allow_preprocessing_mismatch: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint (a run folder, a .pt file, or the name of a shipped model) on a split
@@ -35,7 +36,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     training shards are refused unless ``allow_preprocessing_mismatch`` (the differences are then
     recorded). Labels are matched by name: samples whose label the model does not know are
     excluded and counted. Macro-F1 averages over the classes present in the evaluated samples.
-    ``tta_flip`` None follows the model (`model_tta_flip`).
+    ``tta_flip`` and ``tta_shift`` (`training.tta`) None follow the model's card.
     """
     from prepro.shards import Manifest
     from training.checkpoint import build_model_from_checkpoint, require_finite_outputs
@@ -46,7 +47,9 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     splits = evaluation_splits(split, manifest)
     split_label = "all" if split == "all" else "+".join(splits)
     out = results_folder(out_dir, ckpt_path, shards_dir, split_label)  # a refused folder: before any work
-    tta_flip = model_tta_flip(ckpt) if tta_flip is None else tta_flip
+    card_flip, card_shift = model_tta(ckpt)
+    tta_flip = card_flip if tta_flip is None else tta_flip
+    tta_shift = card_shift if tta_shift is None else tta_shift
     model = build_model_from_checkpoint(ckpt)
     class_names, regions = list(ckpt["class_names"]), list(ckpt["regions"])
     differences = require_cut_like_model(shards_dir, manifest, ckpt, ckpt_path.name, allow_preprocessing_mismatch)
@@ -54,12 +57,12 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
         raise MismatchError(f"{shards_dir} has labels {', '.join(manifest.label_names)}, none of which the model "
                             f"knows ({', '.join(class_names)}): evaluate on shards with these labels")
     logits, region_w, y, counts = _predict_splits(model, shards_dir, splits, class_names, regions, batch_size,
-                                                  device, tta_flip, every=split == "all")
+                                                  device, (tta_flip, tta_shift), every=split == "all")
     require_finite_outputs(ckpt_path, torch.from_numpy(logits).softmax(1).numpy(), region_w)
     metrics = _metrics(logits.argmax(1), y, region_w, class_names, regions) | counts | {
         "checkpoint": str(ckpt_path), "checkpoint_sha256": sha256_file(ckpt_path), "arch": ckpt["arch"],
         "epoch": ckpt["epoch"], "shards_dir": str(shards_dir), "split": split_label, "splits": splits,
-        "tta_flip": tta_flip, "preprocessing_differences": differences}
+        "tta_flip": tta_flip, "tta_shift": tta_shift, "preprocessing_differences": differences}
     _write(out, metrics, ckpt["arch"], Path(shards_dir).name)
     return metrics
 
@@ -105,7 +108,7 @@ def results_folder(out_dir: str | os.PathLike | None, ckpt_path: Path, shards_di
 
 
 def _predict_splits(model: nn.Module, shards_dir: str | os.PathLike, splits: list[str], class_names: list[str],
-                    regions: list[str], batch_size: int, device: str, tta_flip: bool, every: bool
+                    regions: list[str], batch_size: int, device: str, tta: tuple[bool, bool], every: bool
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """(logits, region weights, labels, sample counts) over ``splits`` together. Each named split
     must hold samples the model can score; with ``every`` (``all``) only one of them must."""
@@ -118,7 +121,7 @@ def _predict_splits(model: nn.Module, shards_dir: str | os.PathLike, splits: lis
     dev = resolve_device(device)
     model = model.to(dev)
     outs = [predict_batches(model, Batches(p, None, batch_size), regions, dev, amp_context(dev, True)[0],
-                            torch.contiguous_format, tta_flip=tta_flip) for p in scored]
+                            torch.contiguous_format, tta_flip=tta[0], tta_shift=tta[1]) for p in scored]
     excluded: dict[str, int] = {}
     for p in parts:
         for label, n in p.excluded_by_label.items():
@@ -182,6 +185,7 @@ def metrics_problem(m: Any) -> str | None:
         "regions": isinstance(regions, list) and all(isinstance(r, str) for r in regions),
         "accuracy": num(m.get("accuracy")), "macro_f1": num(m.get("macro_f1")), "n_samples": count(m.get("n_samples")),
         "split": isinstance(m.get("split"), str), "tta_flip": isinstance(m.get("tta_flip"), bool),
+        "tta_shift": isinstance(m.get("tta_shift", False), bool),  # metrics from before shifts lack it
         "checkpoint_sha256": isinstance(m.get("checkpoint_sha256"), str),
         "per_class": table(m.get("per_class"), lambda pc: isinstance(pc, dict) and count(pc.get("support"))
                            and all(num(pc.get(k)) for k in ("precision", "recall", "f1"))),
@@ -239,7 +243,7 @@ def plot_confusion(cm: np.ndarray, true_names: list[str], pred_names: list[str],
 def format_metrics_table(metrics: dict[str, Any]) -> str:
     """A plain-text summary of ``evaluate``'s metrics for the terminal."""
     lines = [f"{metrics['arch']} (epoch {metrics['epoch']}) on {metrics['shards_dir']} [{metrics['split']}]"
-             f"{' with flip TTA' if metrics['tta_flip'] else ''}: {metrics['n_samples']} samples"]
+             f"{tta_words(metrics)}: {metrics['n_samples']} samples"]
     if metrics["n_excluded"]:
         per = ", ".join(f"{k} {v}" for k, v in metrics["excluded_by_label"].items())
         lines.append(f"excluded {metrics['n_excluded']} samples with labels the model does not know ({per})")
@@ -258,3 +262,9 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
     lines.append(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   mean region weights "
                  + ", ".join(f"{r} {v:.3f}" for r, v in metrics["region_weights_mean"].items()))
     return "\n".join(lines)
+
+
+def tta_words(metrics: dict[str, Any]) -> str:
+    """' with flip TTA' (or 'flip+shift'), or nothing, for a line about ``metrics``."""
+    name = tta_name(bool(metrics.get("tta_flip")), bool(metrics.get("tta_shift")))
+    return "" if name == "none" else f" with {name} TTA"
