@@ -16,7 +16,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -28,14 +28,16 @@ from prepro.command_settings import (DemoCommand, EvaluateCommand, ExportCommand
                                      InspectCommand, PreprocessCommand, PreviewCommand, RunCommand, TrainCommand)
 from prepro.config import PreprocessConfig, PreprocessRun
 from prepro.errors import STOP_REQUESTED, FaceblocksError, Stopped
-from prepro.faces import FaceCutter
-from prepro.landmarks import LANDMARK_MODEL_TERMS, LandmarkModelFile
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile
 from prepro.settings import options
 from prepro.summary_table import format_summary
 from training.chain_config import RunTable, template as config_template
 from training.config import TrainConfig
 from training.demo import run_demo
 from training.zoo import format_cards, shipped_cards, shipped_cards_json
+
+if TYPE_CHECKING:
+    from prepro.faces import FaceCutter
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -291,6 +293,8 @@ def preview(inputs, out_png, split, labels, count, seed, worst, **params):
 
 
 def _cutter(params: dict[str, Any]) -> FaceCutter:
+    from prepro.faces import FaceCutter  # imported here: keeps faceblocks -h fast (numpy)
+
     landmark = LandmarkModelFile.find(params.get("landmark_model"))
     landmark.load()
     return FaceCutter(settings_from(PreprocessConfig, params).cut_settings(), landmark)

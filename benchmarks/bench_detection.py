@@ -125,7 +125,8 @@ def photos(folder: Path, repeats: int, cnn: bool = True) -> None:
 
 def calibrate(fer: Path, images: int) -> None:
     from prepro.image_io import decode_gray
-    from prepro.landmarks import LandmarkModelFile, landmark_error, predict_landmarks
+    from prepro.landmarks import landmark_error, predict_landmarks
+    from prepro.model_files import LandmarkModelFile
 
     files = sorted(fer.glob("test/*/PublicTest_*.jpg"))
     files = files[:: max(1, len(files) // images)][:images]

@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prepro import landmarks as L  # noqa: E402
-from prepro.faces import CutSettings, FaceCutter  # noqa: E402
+from prepro.cut_settings import CutSettings  # noqa: E402
+from prepro.faces import FaceCutter  # noqa: E402
 from prepro.landmark_models import face_evidence, procrustes_rms  # noqa: E402
 
 SPLIT_PREFIX = {"test": "PublicTest_", "train": "Training_"}
@@ -107,7 +108,7 @@ _CNN = {}
 
 
 def _cnn_cutter(model_file):
-    from prepro.detection import DetectorSettings
+    from prepro.cut_settings import DetectorSettings
 
     if "c" not in _CNN:
         _CNN["c"] = FaceCutter(CutSettings(face_mode="detect", detector=DetectorSettings(detector="cnn")), model_file)
@@ -191,8 +192,8 @@ def worker_memory_mb(landmarks: str, paths: list[Path]) -> float:
     import subprocess
 
     # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it across exec).
-    code = ("import re, sys; from prepro.faces import CutSettings, FaceCutter; "
-            "from prepro.landmarks import LandmarkModelFile; "
+    code = ("import re, sys; from prepro.cut_settings import CutSettings; "
+            "from prepro.faces import FaceCutter; from prepro.model_files import LandmarkModelFile; "
             f"c = FaceCutter(CutSettings(face_mode='aligned', landmarks={landmarks!r}), LandmarkModelFile.default()); "
             "c.cut_many(sys.argv[1:]); "
             "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024)")

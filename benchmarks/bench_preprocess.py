@@ -182,7 +182,7 @@ def _fer_items(n: int) -> list:
 
 def _worker_setup(mode: str, extra: tuple[str, ...] = ()) -> tuple:
     from prepro.config import PreprocessConfig
-    from prepro.landmarks import LandmarkModelFile
+    from prepro.model_files import LandmarkModelFile
 
     kw = {"second_look": True} if "--second-look" in extra else {}
     settings = PreprocessConfig(face=mode, **kw).cut_settings(pre_cropped=True)
@@ -221,7 +221,8 @@ def budget(n: int, mode: str, repeats: int) -> dict:
     medians of ``repeats``. The issue's goal: everything but the predictor at most 15% of a call."""
     from prepro.image_io import decode_gray
     from prepro.landmark_models import estimate_start_boxes, load_landmark_models
-    from prepro.landmarks import LandmarkModelFile, _rect
+    from prepro.landmarks import _rect
+    from prepro.model_files import LandmarkModelFile
 
     items = _fer_items(n)
     settings, model = _worker_setup(mode)
@@ -303,7 +304,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
-    from prepro.landmarks import LandmarkModelFile
+    from prepro.model_files import LandmarkModelFile
 
     predictor = str(LandmarkModelFile.default().path)
     if args.case == "profile":

@@ -14,7 +14,7 @@ class Classifier:
     """A checkpoint ready to classify blocks: the network and what it was trained on."""
 
     def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None):
-        from prepro.blocks import BlockConfig
+        from prepro.cut_settings import BlockConfig
         from training.batch_predictions import model_tta_flip
         from training.checkpoint import build_model_from_checkpoint
         from training.devices import resolve_device

@@ -293,7 +293,8 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
 def _geometry(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """How the model's blocks are cut from 68 landmarks (`prepro.blocks.cutting_geometry`); None for
     a checkpoint that records no block preprocessing."""
-    from prepro.blocks import BlockConfig, cutting_geometry
+    from prepro.blocks import cutting_geometry
+    from prepro.cut_settings import BlockConfig
 
     blocks = (ckpt.get("preprocessing") or {}).get("blocks")
     return cutting_geometry(BlockConfig.from_dict(blocks)) if blocks else None

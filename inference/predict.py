@@ -78,7 +78,7 @@ def predict(model: str | os.PathLike | Classifier,
 def _face_cutter(classifier: Classifier, opts: PredictOptions):
     """The face cutter that cuts as ``classifier``'s training shards were (with the overrides)."""
     from prepro.faces import FaceCutter
-    from prepro.landmarks import LandmarkModelFile
+    from prepro.model_files import LandmarkModelFile
 
     landmark = LandmarkModelFile.find(opts.landmark_model)
     landmark.load()  # a file that is no landmark model is one clear error before any work

@@ -28,18 +28,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from prepro.blocks import BlockConfig, Blocks
-from prepro.detection import DetectorSettings, load_detectors
+from prepro.blocks import Blocks
+from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, CutSettings
+from prepro.detection import load_detectors
 from prepro.errors import InputError, SampleError
-from prepro.landmarks import Fit, LandmarkModelFile
+from prepro.landmarks import Fit
+from prepro.model_files import LandmarkModelFile
 
-FACE_MODES = ("auto", "detect", "aligned")
 # How a face box was found; the position is the index stored in shards (only append).
 BOX_METHODS = ("hog", "cnn", "estimated", "estimated_fallback", "given")
 MIN_SIDE = 8  # pixels: a smaller image cannot hold a face worth cutting
-# What fits the 68 points: dlib's predictor (the yardstick), or the network distilled from it
-# (prepro.landmark_net: all faces of a chunk in one batch, quality from its error head).
-LANDMARK_MODELS = ("dlib", "net")
 
 
 def _cv2_error() -> type:
@@ -74,20 +72,6 @@ class ImageCut:
     size: tuple[int, int] | None = None  # original height, width (None when it could not be read)
     gray: np.ndarray | None = None  # the decoded image, when asked to keep it
     scale: float = 1.0  # gray's size / the original's
-
-
-@dataclass(frozen=True)
-class CutSettings:
-    """Everything that decides how an image becomes blocks."""
-
-    face_mode: str = "auto"
-    detector: DetectorSettings = field(default_factory=DetectorSettings)
-    blocks: BlockConfig = field(default_factory=BlockConfig)
-    max_pixels: int = 40_000_000  # images whose header claims more are refused undecoded
-    work_max_side: int = 1024  # large JPEGs are decoded reduced, never below this longest side
-    pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
-    second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
-    landmarks: str = "dlib"  # one of LANDMARK_MODELS: dlib's predictor, or the network distilled from it
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
                    run: PreprocessRun = PreprocessRun(), *, overwrite: bool = False, retry_failed: bool = False,
                    progress: bool = True, log: Log = lambda msg: None) -> RunSummary:
     """Turn ``source`` into shards in ``out_dir`` (see the module doc for resume, growth, overwrite)."""
-    from prepro.landmarks import LandmarkModelFile
+    from prepro.model_files import LandmarkModelFile
     from prepro.specs import load_spec
 
     t0 = time.perf_counter()
@@ -153,7 +153,7 @@ def _fresh_manifest(cfg: PreprocessConfig, listing, landmark) -> Manifest:
 def _landmark_record(cfg: PreprocessConfig, landmark) -> dict:
     """Which landmark model cuts the shards: dlib's file, and with `--landmarks net` the network
     distilled from it (its terms are dlib's)."""
-    from prepro.landmarks import LANDMARK_MODEL_TERMS
+    from prepro.model_files import LANDMARK_MODEL_TERMS
 
     record = {"file": landmark.path.name, "sha256": _cached_sha256(landmark.path), "terms": LANDMARK_MODEL_TERMS}
     if cfg.landmarks == "net":

@@ -62,8 +62,9 @@ def _base_face() -> tuple[np.ndarray, np.ndarray]:
     import cv2
     from skimage import data
 
-    from prepro.faces import CutSettings, FaceCutter
-    from prepro.landmarks import LandmarkModelFile
+    from prepro.cut_settings import CutSettings
+    from prepro.faces import FaceCutter
+    from prepro.model_files import LandmarkModelFile
 
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     crop = np.ascontiguousarray(gray[10:290, 80:360])  # the face with some background around it

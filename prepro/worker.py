@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prepro.faces import BOX_METHODS, CutSettings, FaceCutter, ImageCut
+from prepro.cut_settings import CutSettings
+from prepro.faces import BOX_METHODS, FaceCutter, ImageCut
 from prepro.labels import CANONICAL_LABELS
-from prepro.landmarks import LandmarkModelFile
+from prepro.model_files import LandmarkModelFile
 from prepro.readers import Failure, RawItem
 from prepro.shards import Sample, pack_block
 from prepro.specs import SPLITS

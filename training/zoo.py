@@ -91,7 +91,8 @@ def _shipped_entries() -> dict[str, dict[str, Any]]:
 
 def checkpoint_geometry(ckpt: dict[str, Any]) -> dict[str, Any]:
     """How a checkpoint's blocks are cut from 68 landmarks, for users without faceblocks."""
-    from prepro.blocks import BlockConfig, cutting_geometry
+    from prepro.blocks import cutting_geometry
+    from prepro.cut_settings import BlockConfig
 
     return cutting_geometry(BlockConfig.from_dict(ckpt["preprocessing"]["blocks"]))
 
