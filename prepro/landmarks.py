@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from prepro.errors import InputError
-from prepro.model_files import LandmarkModelFile  # noqa: F401 - re-exported: it was defined here
+from prepro.landmark_models import (estimate_start_boxes, implied_box, load_landmark_models,
+                                    qualities_from_signs, quality_signs_many)
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile  # noqa: F401 - re-exported: defined here before
 
 JAW = slice(0, 17)
 RIGHT_EYEBROW = slice(17, 22)  # the subject's right: left side of the image
@@ -112,8 +114,6 @@ def fit_from_box(gray: np.ndarray, box: tuple[float, float, float, float], shape
 def fits_from_boxes(grays: list[np.ndarray], boxes: Any, shape_model: Any) -> list[Fit]:
     """`fit_from_box` of face i in ``grays[i]`` from ``boxes[i]``: the predictor per face, the
     quality for all faces in one pass."""
-    from prepro.landmark_models import load_landmark_models, quality_signs_many, qualities_from_signs
-
     if not len(grays):
         return []
     models = load_landmark_models()
@@ -131,8 +131,6 @@ def fit_crop(gray: np.ndarray, shape_model: Any, second_look: bool = False) -> F
 
 def fit_crops(grays: list[np.ndarray], shape_model: Any, second_look: bool = False) -> list[Fit]:
     """`fit_crop` of each crop: start boxes, fits and qualities computed for all crops at once."""
-    from prepro.landmark_models import estimate_start_boxes, implied_box, load_landmark_models
-
     if not len(grays):
         return []
     models = load_landmark_models()
