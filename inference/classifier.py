@@ -9,16 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from prepro.config import PreprocessConfig
+from prepro.cut_settings import BlockConfig
+from prepro.settings import from_mapping, to_dict
+from training.errors import CheckpointError
+
 
 class Classifier:
     """A checkpoint ready to classify blocks: the network and what it was trained on."""
 
     def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None):
-        from prepro.cut_settings import BlockConfig
+        # imported here: torch loads on first use, not when this module is imported
         from training.batch_predictions import model_tta_flip
         from training.checkpoint import build_model_from_checkpoint
         from training.devices import resolve_device
-        from training.errors import CheckpointError
         from training.model_names import resolve_checkpoint
 
         self.path, self.ckpt = resolve_checkpoint(model)
@@ -43,8 +47,7 @@ class Classifier:
 
     def cut_settings(self, overrides: dict[str, Any] | None = None):
         """How to find faces and cut blocks: as the training shards were, with ``overrides``."""
-        from prepro.config import PreprocessConfig
-        from prepro.settings import from_mapping, to_dict
+        # imported here: torch loads on first use, not when this module is imported
         from training.checkpoint import stored_cut_config
 
         stored = to_dict(stored_cut_config(self.preprocessing))
@@ -56,6 +59,7 @@ class Classifier:
         """(probabilities, region weights) for a list of `prepro.blocks.Blocks`, one forward pass."""
         import torch
 
+        # imported here: torch loads on first use, not when this module is imported
         from training.checkpoint import require_finite_outputs
         from training.data import flip_batch, normalize
 

@@ -28,11 +28,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from prepro.blocks import Blocks
+from prepro.blocks import BlockError, Blocks, cut_blocks
 from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, CutSettings
-from prepro.detection import load_detectors
+from prepro.detection import detect_faces, load_detectors
 from prepro.errors import InputError, SampleError
-from prepro.landmarks import Fit
+from prepro.image_io import ImageDecodeError, decode_gray, gray_from_array
+from prepro.landmark_models import load_landmark_models
+from prepro.landmark_net import fits_from_net, load_landmark_net
+from prepro.landmarks import Fit, fit_crops, fits_from_boxes
 from prepro.model_files import LandmarkModelFile
 
 # How a face box was found; the position is the index stored in shards (only append).
@@ -86,9 +89,6 @@ class _Start:
 
 def _cut_errors() -> tuple[type, ...]:
     """What one odd image may raise on its way to blocks: its failure, never the run's end."""
-    from prepro.blocks import BlockError
-    from prepro.image_io import ImageDecodeError
-
     return (SampleError, ImageDecodeError, BlockError, OSError, _cv2_error())
 
 
@@ -122,11 +122,7 @@ class FaceCutter:
     def load_models(self) -> None:
         """Load every model these settings use, now rather than at the first image: before worker
         processes are forked, so that they share one copy instead of loading their own."""
-        from prepro.landmark_models import load_landmark_models
-
         if self.settings.landmarks == "net":
-            from prepro.landmark_net import load_landmark_net
-
             load_landmark_net()
         else:
             self.landmark_model.load()
@@ -154,7 +150,6 @@ class FaceCutter:
                 grays[i] = self._read(image, outs[i], keep_image)
                 starts += [(i, st) for st in self._starts(grays[i], outs[i].scale, all_faces, box)]
         fits = self._fit_all(grays, starts, outs)
-        from prepro.blocks import cut_blocks
 
         for i, out in enumerate(outs):
             with _failure_of(out):
@@ -177,8 +172,6 @@ class FaceCutter:
         return gray
 
     def _decode(self, image: Any) -> tuple[np.ndarray, float, tuple[int, int]]:
-        from prepro.image_io import decode_gray, gray_from_array
-
         if isinstance(image, np.ndarray):
             gray, scale = gray_from_array(image), 1.0
             size = gray.shape
@@ -190,8 +183,6 @@ class FaceCutter:
     def _starts(self, gray: np.ndarray, scale: float, all_faces: bool,
                 box: tuple[float, float, float, float] | None) -> list["_Start"]:
         """Where the landmarks of each face of ``gray`` start (largest face first)."""
-        from prepro.detection import detect_faces
-
         s = self.settings
         if box is not None:
             if not all(math.isfinite(float(v)) for v in box):
@@ -222,8 +213,6 @@ class FaceCutter:
             return fits
 
     def _fit_batch(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
-        from prepro.landmarks import fit_crops, fits_from_boxes
-
         if self.settings.landmarks == "net":
             return self._fit_batch_net(grays, starts)
         shape_model = self.landmark_model.load()
@@ -241,8 +230,6 @@ class FaceCutter:
     @staticmethod
     def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]]) -> list:
         """The network's fits: every start of the batch (crops and boxes alike) in one pass."""
-        from prepro.landmark_net import fits_from_net, load_landmark_net
-
         return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net())
 
     @staticmethod

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.data import flip_batch, normalize, to_float
+
 
 @torch.no_grad()
 def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: torch.device,
@@ -17,8 +19,6 @@ def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: t
                     tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits, region weights, labels) over every sample of ``batches`` (this process's part, in
     order); TTA averages each face's and its mirror image's probabilities."""
-    from training.data import flip_batch, normalize, to_float
-
     model.eval()
     n = len(batches)
     order = np.arange(batches.rank, n, batches.world)
