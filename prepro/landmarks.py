@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 
 from prepro.errors import InputError
-from prepro.landmark_models import (estimate_start_boxes, implied_box, load_landmark_models,
-                                    qualities_from_signs, quality_signs_many)
-from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile  # noqa: F401 - re-exported: defined here before
+from prepro import landmark_models
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile  # noqa: F401 - re-exported
 
 JAW = slice(0, 17)
 RIGHT_EYEBROW = slice(17, 22)  # the subject's right: left side of the image
@@ -116,10 +115,11 @@ def fits_from_boxes(grays: list[np.ndarray], boxes: Any, shape_model: Any) -> li
     quality for all faces in one pass."""
     if not len(grays):
         return []
-    models = load_landmark_models()
+    models = landmark_models.load_landmark_models()
     boxes = [tuple(float(v) for v in b) for b in boxes]
     marks = predict_landmarks_many(shape_model, grays, boxes)
-    quality = qualities_from_signs(quality_signs_many(grays, marks, np.asarray(boxes), models), models)
+    signs = landmark_models.quality_signs_many(grays, marks, np.asarray(boxes), models)
+    quality = landmark_models.qualities_from_signs(signs, models)
     return [Fit(b, m, float(q)) for b, m, q in zip(boxes, marks, quality)]
 
 
@@ -133,13 +133,13 @@ def fit_crops(grays: list[np.ndarray], shape_model: Any, second_look: bool = Fal
     """`fit_crop` of each crop: start boxes, fits and qualities computed for all crops at once."""
     if not len(grays):
         return []
-    models = load_landmark_models()
-    first = fits_from_boxes(grays, estimate_start_boxes(grays, models), shape_model)
+    models = landmark_models.load_landmark_models()
+    first = fits_from_boxes(grays, landmark_models.estimate_start_boxes(grays, models), shape_model)
     doubtful = [i for i, f in enumerate(first) if f.quality < SECOND_LOOK_BELOW] if second_look else []
     if not doubtful:
         return first
     # Two more starts per doubtful crop: the box its first landmarks imply, and the whole image.
-    starts = [implied_box(first[i].landmarks, models.implied_box) for i in doubtful]
+    starts = [landmark_models.implied_box(first[i].landmarks, models.implied_box) for i in doubtful]
     starts += [(0.0, 0.0, float(grays[i].shape[1]), float(grays[i].shape[0])) for i in doubtful]
     others = fits_from_boxes([grays[i] for i in doubtful] * 2, starts, shape_model)
     best = list(first)
