@@ -16,7 +16,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -28,14 +28,17 @@ from prepro.command_settings import (DemoCommand, EvaluateCommand, ExportCommand
                                      InspectCommand, PreprocessCommand, PreviewCommand, RunCommand, TrainCommand)
 from prepro.config import PreprocessConfig, PreprocessRun
 from prepro.errors import STOP_REQUESTED, FaceblocksError, Stopped
-from prepro.faces import FaceCutter
-from prepro.landmarks import LANDMARK_MODEL_TERMS, LandmarkModelFile
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile
 from prepro.settings import options
 from prepro.summary_table import format_summary
 from training.chain_config import RunTable, template as config_template
 from training.config import TrainConfig
 from training.demo import run_demo
+from training.run_summary import train_report
 from training.zoo import format_cards, shipped_cards, shipped_cards_json
+
+if TYPE_CHECKING:
+    from prepro.faces import FaceCutter
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -151,7 +154,8 @@ def preprocess(source, out_dir, overwrite, retry_failed, strict, quiet, **params
       faceblocks preprocess photos/ out/photos --face detect --detector cnn --eyes-size 48x144
     """
 
-    from prepro.pipeline import run_preprocess  # imported here: keeps faceblocks -h fast
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.pipeline import run_preprocess
 
     summary = run_preprocess(source, out_dir, settings_from(PreprocessConfig, params),
                              settings_from(PreprocessRun, params), overwrite=overwrite, retry_failed=retry_failed,
@@ -177,7 +181,8 @@ def inspect(out_dir, as_json, n_fail):
       faceblocks inspect out/fer2013 --json | jq .splits
     """
 
-    from prepro.shards import summarize  # imported here: keeps faceblocks -h fast
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.shards import summarize
 
     s = summarize(out_dir)
     click.echo(json.dumps(s, indent=1, ensure_ascii=False) if as_json else format_summary(s, n_fail))
@@ -195,7 +200,8 @@ def verify(out_dir):
       faceblocks verify out/fer2013 && echo whole
     """
 
-    from prepro.shards import verify as verify_dir  # imported here: keeps faceblocks -h fast
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.shards import verify as verify_dir
 
     report = verify_dir(out_dir)
     _echo(report.notes(out_dir), err=True)
@@ -230,7 +236,8 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
       faceblocks export out/fer2013 export/happy-sad --split train,val --label happy --label sad
     """
 
-    from prepro.export import export_blocks  # imported here: keeps faceblocks -h fast
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.export import export_blocks
 
     summary = export_blocks(shards_dir, out, fmt=fmt, regions=regions, splits=splits, labels=labels,
                             box_methods=box_methods, min_quality=min_quality, overwrite=overwrite, progress=not quiet)
@@ -270,7 +277,8 @@ def preview(inputs, out_png, split, labels, count, seed, worst, **params):
       faceblocks preview 'raw/**/*.jpg' --worst 10
     """
 
-    from prepro.preview import contact_sheet, contact_sheet_images  # imported here: keeps faceblocks -h fast
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.preview import contact_sheet, contact_sheet_images
 
     given = _given(click.get_current_context())
     if len(inputs) == 1 and (Path(inputs[0]) / "manifest.json").is_file():
@@ -291,6 +299,9 @@ def preview(inputs, out_png, split, labels, count, seed, worst, **params):
 
 
 def _cutter(params: dict[str, Any]) -> FaceCutter:
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.faces import FaceCutter
+
     landmark = LandmarkModelFile.find(params.get("landmark_model"))
     landmark.load()
     return FaceCutter(settings_from(PreprocessConfig, params).cut_settings(), landmark)
@@ -320,9 +331,7 @@ def train(shards_dir, run_dir, resume, overwrite, quiet, **params):
       faceblocks train out/fer2013 runs/quick --max-minutes 30 --class-weighting sqrt
       faceblocks train out/fer2013 runs/two-branch --resume --device cuda
     """
-
-    # imported here: keeps faceblocks -h fast (torch)
-    from training.run_summary import train_report
+    # imported here: keeps faceblocks -h fast (numpy, torch)
     from training.train import train as train_run
 
     given = _given(click.get_current_context())
@@ -360,8 +369,7 @@ def evaluate(model, shards_dir, split, tta_flip, tta_shift, out_dir, device, all
       faceblocks evaluate fer2013 out/jaffe --split all      # writes out/jaffe-eval-fer2013-all/
       faceblocks evaluate runs/two-branch/best.pt out/jaffe --split val,test --tta-flip
     """
-
-    # imported here: keeps faceblocks -h fast (torch)
+    # imported here: keeps faceblocks -h fast (numpy, torch)
     from training.evaluate import evaluate as evaluate_run, format_metrics_table
 
     metrics = evaluate_run(model, shards_dir, split=split, tta_flip=tta_flip, tta_shift=tta_shift, out_dir=out_dir,
@@ -408,7 +416,8 @@ def predict(model, inputs, as_json, strict, quiet, **params):
       faceblocks predict fer2013 --camera 0 --csv live.csv --smooth 0.8
     """
 
-    from inference.predict import predict as predict_run  # imported here: keeps faceblocks -h fast (torch)
+    # imported here: keeps faceblocks -h fast (numpy)
+    from inference.predict import predict as predict_run
 
     if as_json and params["csv"] == "-":
         raise click.UsageError("--csv - and --json would both write to standard output: give --csv a file")
@@ -488,7 +497,8 @@ def run_cmd(config, out, overwrite, jobs, template, quiet):
       epochs = 30
     """
 
-    from training.chain import run_chain  # imported here: keeps faceblocks -h fast
+    # imported here: keeps faceblocks -h fast (numpy)
+    from training.chain import run_chain
 
     if template:
         click.echo(config_template())
@@ -556,8 +566,7 @@ def export_model(model, out, fmt, opset, overwrite, no_check):
       faceblocks export-model runs/fer2013/best.pt fer2013.pt --format torchscript
       faceblocks export-model runs/fer2013 fer2013.onnx --opset 13 --overwrite
     """
-
-    # imported here: keeps faceblocks -h fast (torch)
+    # imported here: keeps faceblocks -h fast (numpy, torch)
     from inference.export_model import export_model as export_checkpoint
 
     exported = export_checkpoint(model, out, fmt=fmt, opset=opset, overwrite=overwrite, check=not no_check)

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prepro import detection as D  # noqa: E402
+from prepro.image_io import decode_gray  # noqa: E402
+from prepro.landmarks import landmark_error, predict_landmarks  # noqa: E402
+from prepro.model_files import LandmarkModelFile  # noqa: E402
 
 
 def hand_boxes(folder: Path) -> dict[str, list[tuple[float, float, float, float]]]:
@@ -85,8 +88,6 @@ def _faceblocks(settings: D.DetectorSettings):
 
 
 def photos(folder: Path, repeats: int, cnn: bool = True) -> None:
-    from prepro.image_io import decode_gray
-
     truth = hand_boxes(folder)
     files = sorted(folder.glob("*.jpg"))
     grays = {f.name: decode_gray(f, work_max_side=1024) for f in files}
@@ -124,9 +125,6 @@ def photos(folder: Path, repeats: int, cnn: bool = True) -> None:
 
 
 def calibrate(fer: Path, images: int) -> None:
-    from prepro.image_io import decode_gray
-    from prepro.landmarks import LandmarkModelFile, landmark_error, predict_landmarks
-
     files = sorted(fer.glob("test/*/PublicTest_*.jpg"))
     files = files[:: max(1, len(files) // images)][:images]
     shape_model = LandmarkModelFile.default().load()

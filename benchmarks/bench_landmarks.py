@@ -46,8 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prepro import landmarks as L  # noqa: E402
-from prepro.faces import CutSettings, FaceCutter  # noqa: E402
-from prepro.landmark_models import face_evidence, procrustes_rms  # noqa: E402
+from prepro.cut_settings import CutSettings, DetectorSettings  # noqa: E402
+from prepro.faces import FaceCutter  # noqa: E402
+from prepro.image_io import decode_gray  # noqa: E402
+from prepro.landmark_models import (estimate_start_box, estimate_start_boxes, face_evidence,
+                                    load_landmark_models, procrustes_rms)  # noqa: E402
+from prepro.landmark_net import fits_from_net, load_landmark_net  # noqa: E402
 
 SPLIT_PREFIX = {"test": "PublicTest_", "train": "Training_"}
 
@@ -65,8 +69,6 @@ def previous_release_fit(gray: np.ndarray, shape_model) -> tuple[np.ndarray, flo
 def measure(paths: list[Path], cnn: bool) -> dict[str, np.ndarray]:
     """Per image: yardstick landmarks (NaN when no detection), aligned landmarks and quality
     (with and without the second look), the previous release's, and the auto detector hits."""
-    from prepro.image_io import decode_gray
-
     model_file = L.LandmarkModelFile.default()
     shape_model = model_file.load()
     detect = FaceCutter(CutSettings(face_mode="detect"), model_file)
@@ -98,8 +100,6 @@ def measure(paths: list[Path], cnn: bool) -> dict[str, np.ndarray]:
 
 
 def _without_second_look(gray: np.ndarray, shape_model):
-    from prepro.landmark_models import estimate_start_box, load_landmark_models
-
     return L.fit_from_box(gray, estimate_start_box(gray, load_landmark_models()), shape_model)
 
 
@@ -107,8 +107,6 @@ _CNN = {}
 
 
 def _cnn_cutter(model_file):
-    from prepro.detection import DetectorSettings
-
     if "c" not in _CNN:
         _CNN["c"] = FaceCutter(CutSettings(face_mode="detect", detector=DetectorSettings(detector="cnn")), model_file)
     return _CNN["c"]
@@ -149,8 +147,6 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
 def net_fits(grays: list[np.ndarray], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """`--face aligned --landmarks net`: the network's landmarks and quality of every crop, a
     worker's chunk at a time."""
-    from prepro.landmark_net import fits_from_net, load_landmark_net
-
     net = load_landmark_net()
     fits = [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
         grays[k:k + chunk]), net)]
@@ -162,9 +158,6 @@ def landmark_step_ms(grays: list[np.ndarray], repeats: int = 3, chunk: int = 64)
     ``chunk``: the network (crop, network, error head) against dlib's predictor from the
     estimated start box (the predictor alone, and with its quality); best of ``repeats``."""
     from threadpoolctl import threadpool_limits
-
-    from prepro.landmark_models import estimate_start_boxes, load_landmark_models
-    from prepro.landmark_net import fits_from_net, load_landmark_net
 
     net, shape_model = load_landmark_net(), L.LandmarkModelFile.default().load()
     chunks = [grays[k:k + chunk] for k in range(0, len(grays), chunk)]
@@ -191,8 +184,8 @@ def worker_memory_mb(landmarks: str, paths: list[Path]) -> float:
     import subprocess
 
     # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it across exec).
-    code = ("import re, sys; from prepro.faces import CutSettings, FaceCutter; "
-            "from prepro.landmarks import LandmarkModelFile; "
+    code = ("import re, sys; from prepro.cut_settings import CutSettings; "
+            "from prepro.faces import FaceCutter; from prepro.model_files import LandmarkModelFile; "
             f"c = FaceCutter(CutSettings(face_mode='aligned', landmarks={landmarks!r}), LandmarkModelFile.default()); "
             "c.cut_many(sys.argv[1:]); "
             "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024)")
@@ -231,8 +224,6 @@ def flag_markdown(rows: list[tuple[str, np.ndarray, np.ndarray]], above: float =
 def net_report(paths: list[Path], r: dict[str, np.ndarray], errs: dict[str, np.ndarray]) -> dict:
     """The network against dlib on the same faces: agreement, flags (> 0.10 and > 0.20), the
     landmark step's speed and a worker's memory; prints the Markdown tables."""
-    from prepro.image_io import decode_gray
-
     grays = [decode_gray(p).gray for p in paths]
     marks, quality = net_fits(grays)
     err = agreement(marks, r["yard"])
@@ -257,8 +248,6 @@ def contact_sheet(paths: list[Path], marks: np.ndarray, yard: np.ndarray, err: n
                   title: str, count: int = 24) -> None:
     """The ``count`` worst faces: yardstick landmarks in green, the method's in red."""
     import cv2
-
-    from prepro.image_io import decode_gray
 
     order = [i for i in np.argsort(-np.nan_to_num(err, nan=-1.0))[:count]]
     tiles = []

@@ -24,12 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from inference.predict import PredictOptions, predict  # noqa: E402
 
 
 def timed(inputs: list[str], face: str, jobs: int, batch_size: int) -> tuple[float, int]:
     """(seconds, faces) for one `predict` over ``inputs``."""
-    from inference.predict import PredictOptions, predict
-
     t0 = time.perf_counter()
     faces = sum(len(r.faces) for r in predict("fer2013", inputs, PredictOptions(
         overrides={"face": face}, jobs=jobs, batch_size=batch_size, device="cpu")))

@@ -31,6 +31,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from prepro.config import PreprocessConfig  # noqa: E402
+from prepro.image_io import decode_gray  # noqa: E402
+from prepro.landmark_models import estimate_start_boxes, load_landmark_models  # noqa: E402
+from prepro.landmarks import _rect  # noqa: E402
+from prepro.model_files import LandmarkModelFile  # noqa: E402
+from prepro.outputs import new_writer_id  # noqa: E402
+from prepro.readers import list_source  # noqa: E402
+from prepro.shards import SHARD_DIR, Manifest  # noqa: E402
+from prepro.specs import load_spec  # noqa: E402
+from prepro.worker import process_chunk  # noqa: E402
+from prepro.writer import ShardRecorder, plan_shards, task_attrs, write_task_shard  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 
 
@@ -173,25 +184,17 @@ def make_large_photos(dst: Path, n: int = 48, seed: int = 0) -> list[str]:
 
 def _fer_items(n: int) -> list:
     """``n`` FER2013 train items (every k-th of the sorted tree)."""
-    from prepro.readers import list_source
-    from prepro.specs import load_spec
-
     items = [it for it in list_source(str(DATA / "fer2013"), spec=load_spec("fer2013")).items if it.split == "train"]
     return items[:: max(1, len(items) // n)][:n]
 
 
 def _worker_setup(mode: str, extra: tuple[str, ...] = ()) -> tuple:
-    from prepro.config import PreprocessConfig
-    from prepro.landmarks import LandmarkModelFile
-
     kw = {"second_look": True} if "--second-look" in extra else {}
     settings = PreprocessConfig(face=mode, **kw).cut_settings(pre_cropped=True)
     return settings, str(LandmarkModelFile.default().path)
 
 
 def _chunked(items: list, settings, model: str, chunk: int = 64) -> None:
-    from prepro.worker import process_chunk
-
     for a in range(0, len(items), chunk):
         process_chunk(a, [(it, None) for it in items[a:a + chunk]], settings, model)
 
@@ -219,10 +222,6 @@ def budget(n: int, mode: str, repeats: int) -> dict:
     """Per image, one process, no profiler: the whole worker (decode to deflated blocks) against
     dlib's predictor alone, run on the same images from the same start boxes in the same loop;
     medians of ``repeats``. The issue's goal: everything but the predictor at most 15% of a call."""
-    from prepro.image_io import decode_gray
-    from prepro.landmark_models import estimate_start_boxes, load_landmark_models
-    from prepro.landmarks import LandmarkModelFile, _rect
-
     items = _fer_items(n)
     settings, model = _worker_setup(mode)
     _chunked(items[:64], settings, model)
@@ -251,13 +250,8 @@ def driver_ceiling(shard_size: int, repeats: int) -> dict:
     writes every shard itself (`write_task_shard`: HDF5 of packed blocks, fsync, SHA-256, then the
     manifest), on Dask it only records the record a worker returns (`ShardRecorder.record`: the
     manifest). Real FER2013 blocks, packed as workers pack them; medians of ``repeats``."""
-    from prepro.outputs import new_writer_id
-    from prepro.shards import SHARD_DIR, Manifest
-    from prepro.writer import ShardRecorder, plan_shards, task_attrs, write_task_shard
-
     items = _fer_items(shard_size)
     settings, model = _worker_setup("aligned")
-    from prepro.worker import process_chunk
 
     results = process_chunk(0, [(it, None) for it in items], settings, model)[1]
     out = Path(tempfile.mkdtemp(prefix="fb-driver-"))
@@ -289,7 +283,7 @@ def driver_ceiling(shard_size: int, repeats: int) -> dict:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("case", choices=["fer2013", "large", "profile", "budget", "driver"])
     ap.add_argument("--mode-profile", default="aligned", help="profile, budget: the face mode measured")
@@ -301,10 +295,53 @@ def main() -> None:
                     help="comma list of face modes, each with optional +FLAG extras (aligned+--no-second-look)")
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    from prepro.landmarks import LandmarkModelFile
 
+def _case_source(args: argparse.Namespace, work: Path) -> tuple[list[str], str, str, str | None]:
+    """The images of the fer2013 or large case under ``work``: (paths, source, format, dataset)."""
+    if args.case == "fer2013":
+        if not (DATA / "fer2013").is_dir():
+            sys.exit(f"needs {DATA / 'fer2013'}")
+        paths = subset_folder(DATA / "fer2013", args.images, work / "src")
+        return paths, str(work / "src"), "folder", "fer2013"
+    paths = make_large_photos(work / "src")
+    # Copies amortise the fixed start-up (workers, model loading) as a long run would.
+    paths += [shutil.copyfile(p, p.replace(".jpg", f"_copy{k}.jpg")) for k in range(1, args.copies)
+              for p in list(paths)]
+    return paths, str(work / "src" / "photos"), "flat", None
+
+
+def _compare(args: argparse.Namespace, predictor: str, paths: list[str], source: str, fmt: str,
+             dataset: str | None) -> dict:
+    """The reference loop (unless skipped) and each face mode of ``args.modes`` on the same images."""
+    n = len(paths)
+    results: dict = {"case": args.case, "images": n, "jobs": args.jobs, "cpus": os.cpu_count()}
+    if not args.skip_reference:
+        runs = [reference_loop(paths, predictor) for _ in range(args.repeats)]
+        secs = statistics.median(r[0] for r in runs)
+        results["reference"] = {"seconds": secs, "images_per_s": n / secs, "kept": runs[0][1],
+                                "kept_frac": runs[0][1] / n}
+        print(f"reference: {n / secs:8.1f} img/s  kept {runs[0][1]}/{n}", flush=True)
+    for mode in args.modes.split(","):
+        runs = [run_faceblocks(source, mode, args.jobs, fmt=fmt, dataset=dataset)
+                for _ in range(args.repeats)]
+        secs = statistics.median(r["seconds"] for r in runs)
+        r = {"seconds": secs, "images_per_s": n / secs, "kept": runs[0]["samples"],
+             "kept_frac": runs[0]["samples"] / n, "failed": runs[0]["failed"],
+             "peak_rss_mb": max(x["peak_rss_mb"] for x in runs), "box_methods": runs[0]["box_methods"],
+             "all_seconds": [round(x["seconds"], 2) for x in runs]}
+        if "reference" in results:
+            r["speedup"] = r["images_per_s"] / results["reference"]["images_per_s"]
+        results[mode] = r
+        print(f"{mode:>9}: {r['images_per_s']:8.1f} img/s  kept {r['kept']}/{n}  "
+              f"peak RSS {r['peak_rss_mb']:.0f} MB" +
+              (f"  speed-up x{r['speedup']:.2f}" if "speedup" in r else ""), flush=True)
+    return results
+
+
+def main() -> None:
+    args = _arguments()
     predictor = str(LandmarkModelFile.default().path)
     if args.case == "profile":
         profile(args.images, args.mode_profile)
@@ -317,45 +354,12 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="fb-bench-src-"))
     try:
-        if args.case == "fer2013":
-            if not (DATA / "fer2013").is_dir():
-                sys.exit(f"needs {DATA / 'fer2013'}")
-            paths = subset_folder(DATA / "fer2013", args.images, work / "src")
-            source, fmt, dataset = str(work / "src"), "folder", "fer2013"
-        else:
-            paths = make_large_photos(work / "src")
-            # Copies amortise the fixed start-up (workers, model loading) as a long run would.
-            paths += [shutil.copyfile(p, p.replace(".jpg", f"_copy{k}.jpg")) for k in range(1, args.copies)
-                      for p in list(paths)]
-            source, fmt, dataset = str(work / "src" / "photos"), "flat", None
-        n = len(paths)
-        results: dict = {"case": args.case, "images": n, "jobs": args.jobs, "cpus": os.cpu_count()}
-        if not args.skip_reference:
-            runs = [reference_loop(paths, predictor) for _ in range(args.repeats)]
-            secs = statistics.median(r[0] for r in runs)
-            results["reference"] = {"seconds": secs, "images_per_s": n / secs, "kept": runs[0][1],
-                                    "kept_frac": runs[0][1] / n}
-            print(f"reference: {n / secs:8.1f} img/s  kept {runs[0][1]}/{n}", flush=True)
-        for mode in args.modes.split(","):
-            runs = [run_faceblocks(source, mode, args.jobs, fmt=fmt, dataset=dataset)
-                    for _ in range(args.repeats)]
-            secs = statistics.median(r["seconds"] for r in runs)
-            r = {"seconds": secs, "images_per_s": n / secs, "kept": runs[0]["samples"],
-                 "kept_frac": runs[0]["samples"] / n, "failed": runs[0]["failed"],
-                 "peak_rss_mb": max(x["peak_rss_mb"] for x in runs), "box_methods": runs[0]["box_methods"],
-                 "all_seconds": [round(x["seconds"], 2) for x in runs]}
-            if "reference" in results:
-                r["speedup"] = r["images_per_s"] / results["reference"]["images_per_s"]
-            results[mode] = r
-            print(f"{mode:>9}: {r['images_per_s']:8.1f} img/s  kept {r['kept']}/{n}  "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB" +
-                  (f"  speed-up x{r['speedup']:.2f}" if "speedup" in r else ""), flush=True)
+        results = _compare(args, predictor, *_case_source(args, work))
         print(json.dumps(results, indent=1))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()

@@ -36,6 +36,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from architectures import count_params, create_model  # noqa: E402
+from training.batch_predictions import predict_batches  # noqa: E402
+from training.chain import markdown_table  # noqa: E402
+from training.checkpoint import build_model_from_checkpoint, load_checkpoint  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import Batches, SplitSamples, augment, holdout_rows, normalize, to_float  # noqa: E402
+from training.evaluate import evaluate  # noqa: E402
+from training.run_folder import RunFolder  # noqa: E402
+from training.train import train  # noqa: E402
 
 
 def _sizes(text: str) -> dict[str, tuple[int, int]]:
@@ -46,9 +55,6 @@ def _sizes(text: str) -> dict[str, tuple[int, int]]:
 def throughput(models: list[str], sizes: list[str], batch_size: int, steps: int, warmup: int, threads: int,
                channels_last: bool, model_kwargs: dict) -> list[dict]:
     import torch
-
-    from architectures import count_params, create_model
-    from training.data import augment, normalize, to_float
 
     torch.set_num_threads(threads)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -139,11 +145,6 @@ def load_sweep(path: Path, overrides: dict | None = None) -> list[dict]:
 
 
 def run_one(run: dict, out: Path) -> dict:
-    from training.config import TrainConfig
-    from training.evaluate import evaluate
-    from training.run_folder import RunFolder
-    from training.train import train
-
     folder = out / run["name"]
     rf = RunFolder(folder)
     if rf.finished() and (folder / "publictest.json").is_file():
@@ -185,11 +186,6 @@ def holdout_accuracy(folder: Path, shards: str, tta_flip: bool) -> float:
     import numpy as np
     import torch
 
-    from training.checkpoint import build_model_from_checkpoint, load_checkpoint
-    from training.config import TrainConfig
-    from training.data import Batches, SplitSamples, holdout_rows
-    from training.batch_predictions import predict_batches
-
     ckpt = load_checkpoint(folder / "best.pt")
     cfg = TrainConfig.from_dict(ckpt["config"])
     regions = list(ckpt["regions"])
@@ -208,10 +204,6 @@ def _log_minutes(folder: Path) -> float:
 
 def table(folders: list[Path]) -> str:
     """Markdown: one row per run, then one per group of runs that differ only in the seed."""
-    from architectures import count_params
-    from training.chain import markdown_table
-    from training.checkpoint import build_model_from_checkpoint, load_checkpoint
-
     reps = [json.loads((f / "publictest.json").read_text()) | {"folder": str(f)} for f in folders
             if (f / "publictest.json").is_file()]
     head = ["run", "network", "blocks (eyes, mouth, face)", "parameters", "epochs", "training minutes",

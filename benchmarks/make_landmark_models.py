@@ -32,9 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prepro import landmark_models as lm  # noqa: E402
-from prepro.detection import DetectorSettings, detect_faces  # noqa: E402
+from prepro.cut_settings import DetectorSettings  # noqa: E402
+from prepro.detection import detect_faces  # noqa: E402
 from prepro.image_io import decode_gray  # noqa: E402
-from prepro.landmarks import LandmarkModelFile, landmark_error, predict_landmarks  # noqa: E402
+from prepro.landmarks import landmark_error, predict_landmarks  # noqa: E402
+from prepro.model_files import LandmarkModelFile  # noqa: E402
 
 
 def yardstick(files: list[Path], work: Path) -> dict[str, np.ndarray]:

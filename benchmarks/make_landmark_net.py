@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_landmark_models import junk_images, yardstick  # noqa: E402
 
 from prepro import landmark_net as ln  # noqa: E402
-from prepro.landmarks import LEFT_EYE, LANDMARK_MODEL_TERMS, RIGHT_EYE, landmark_error  # noqa: E402
+from prepro.landmarks import LEFT_EYE, RIGHT_EYE, landmark_error  # noqa: E402
+from prepro.model_files import LANDMARK_MODEL_TERMS  # noqa: E402
 
 SIDE = 40  # the network's input
 CHANNELS = (1, 16, 24, 48)  # three 3x3 stride-2 convolutions: 40 -> 20 -> 10 -> 5

@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prepro.image_io import read_gray  # noqa: E402
-from prepro.landmarks import LandmarkModelFile, predict_landmarks  # noqa: E402
+from prepro.landmarks import predict_landmarks  # noqa: E402
+from prepro.model_files import LandmarkModelFile  # noqa: E402
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from training.checkpoint import load_checkpoint  # noqa: E402
+from training.zoo import ship  # noqa: E402
 
 TERMS = ("Research use only. The weights were trained on FER2013, whose terms allow research use only; "
          "the blocks are cut with dlib's 68-point landmark model, trained on iBUG 300-W, whose licence "
@@ -27,8 +29,6 @@ def card_for(run: Path, machine: str, recipe: str) -> dict:
     """The model card of the sweep run in ``run``, from its own records. Flip test-time
     augmentation is the model's default when it raised the accuracy on the holdout that chose the
     epoch (never decided on PublicTest)."""
-    from training.checkpoint import load_checkpoint
-
     report = json.loads((run / "publictest.json").read_text(encoding="utf-8"))
     ckpt = load_checkpoint(run / "best.pt")
     cfg, pre = ckpt["config"], ckpt["preprocessing"]
@@ -71,7 +71,6 @@ def main() -> None:
     p.add_argument("--machine", required=True, help="where it was trained, for the card")
     p.add_argument("--recipe", default="benchmarks/fer2013-full.toml", help="the `faceblocks run` config to cite")
     args = p.parse_args()
-    from training.zoo import ship
 
     card = card_for(args.run, args.machine, args.recipe)
     path = ship(args.run / "best.pt", args.name, card, face="auto")

@@ -15,6 +15,7 @@ from inference.drawing import colour_picture, draw
 from inference.predictions import ImagePrediction
 from prepro.errors import OutputError
 from prepro.inputs import is_video_file, printable
+from prepro.outputs import atomic_write
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -83,8 +84,6 @@ class Annotator:
 
     def add(self, pred: ImagePrediction, cut) -> str | None:
         """Annotate ``pred``; the file written to, or None for an input with nothing to draw."""
-        from prepro.outputs import atomic_write
-
         if self.video is not None:
             return self.video.add(pred, cut)
         if cut is None or cut.gray is None:

@@ -16,6 +16,7 @@ from inference.colour_frames import ColourFrames
 from inference.drawing import colour_picture, draw
 from inference.predictions import ImagePrediction
 from prepro.errors import OutputError
+from prepro.outputs import new_writer_id, temp_name
 
 STILL_FPS = 10.0  # still images written into a video: ten a second
 
@@ -83,8 +84,6 @@ class AnnotatedVideo:
 
     def _open(self, img: np.ndarray, fps: float) -> None:
         import cv2
-
-        from prepro.outputs import new_writer_id, temp_name
 
         self.size = (img.shape[1], img.shape[0])
         # The temporary name keeps the extension: OpenCV picks the container from it.

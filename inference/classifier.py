@@ -9,6 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from prepro.config import PreprocessConfig
+from prepro.cut_settings import BlockConfig
+from prepro.settings import from_mapping, to_dict
+from training.errors import CheckpointError
 from training.tta import model_tta
 
 
@@ -17,10 +21,9 @@ class Classifier:
 
     def __init__(self, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None,
                  tta_shift: bool | None = None):
-        from prepro.blocks import BlockConfig
+        # imported here: torch loads on first use, not when this module is imported
         from training.checkpoint import build_model_from_checkpoint
         from training.devices import resolve_device
-        from training.errors import CheckpointError
         from training.model_names import resolve_checkpoint
 
         self.path, self.ckpt = resolve_checkpoint(model)
@@ -48,8 +51,7 @@ class Classifier:
 
     def cut_settings(self, overrides: dict[str, Any] | None = None):
         """How to find faces and cut blocks: as the training shards were, with ``overrides``."""
-        from prepro.config import PreprocessConfig
-        from prepro.settings import from_mapping, to_dict
+        # imported here: torch loads on first use, not when this module is imported
         from training.checkpoint import stored_cut_config
 
         stored = to_dict(stored_cut_config(self.preprocessing))
@@ -61,6 +63,7 @@ class Classifier:
         """(probabilities, region weights) for a list of `prepro.blocks.Blocks`, one forward pass."""
         import torch
 
+        # imported here: torch loads on first use, not when this module is imported
         from training.checkpoint import require_finite_outputs
         from training.data import normalize
         from training.tta import averaged_outputs

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
+from inference.classifier import Classifier
+from inference.predict import predict
 from inference.predictions import ImagePrediction, PredictOptions
 from inference.tables import table_columns, table_rows
 from prepro.errors import InputError
@@ -38,9 +40,6 @@ def to_dataframe(predictions: Iterable[ImagePrediction], class_names: list[str],
 
 def predict_table(model: str | os.PathLike, inputs: Any = (), opts: PredictOptions = PredictOptions()):
     """`inference.predict.predict` as one DataFrame (`to_dataframe`); the model is loaded once."""
-    from inference.classifier import Classifier
-    from inference.predict import predict
-
     _pandas()  # said before any work
     classifier = Classifier(model, opts.device, opts.tta_flip, opts.tta_shift)
     return to_dataframe(predict(classifier, inputs, opts), classifier.class_names, classifier.regions,

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from inference.predictions import FacePrediction, ImagePrediction
+from prepro.image_io import DECODED_FORMATS
 
 
 def draw(picture: np.ndarray, scale: float, pred: ImagePrediction, cut) -> np.ndarray:
@@ -126,8 +127,6 @@ def colour_picture(pred: ImagePrediction, cut) -> np.ndarray:
     photo, a video frame, or a file that no longer decodes as it did a moment ago)."""
     import cv2
     from PIL import Image, ImageOps
-
-    from prepro.image_io import DECODED_FORMATS
 
     if pred.frame is not None or not isinstance(pred.path, str) or not os.path.isfile(pred.path):
         return cut.gray

@@ -38,10 +38,15 @@ import torch
 from torch import nn
 
 from prepro import __version__
+from prepro.blocks import cutting_geometry
 from prepro.command_settings import MODEL_FORMATS
+from prepro.cut_settings import BlockConfig
 from prepro.errors import DataError, InputError, OutputError
 from prepro.outputs import atomic_write
+from training.checkpoint import build_model_from_checkpoint
 from training.errors import CheckpointError
+from training.model_names import resolve_checkpoint
+from training.tta import model_tta
 
 FORMATS = MODEL_FORMATS
 ONNX_EXPORTERS = ("auto", "trace", "dynamo")
@@ -161,9 +166,6 @@ def export_model(checkpoint: str | os.PathLike, out_path: str | os.PathLike, fmt
 
 def _load_model(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], nn.Module]:
     """The checkpoint (loaded with weights_only=True) and its model in eval mode, on the CPU."""
-    from training.checkpoint import build_model_from_checkpoint
-    from training.model_names import resolve_checkpoint
-
     _path, ckpt = resolve_checkpoint(checkpoint)
     try:
         model = build_model_from_checkpoint(ckpt)
@@ -262,8 +264,6 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
 def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
                     shapes: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """The JSON-able description written into the exported file."""
-    from training.tta import model_tta
-
     mean, std = _normalization(ckpt)
     n_classes, n_regions = len(ckpt["class_names"]), len(regions)
     return {
@@ -295,8 +295,6 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
 def _geometry(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """How the model's blocks are cut from 68 landmarks (`prepro.blocks.cutting_geometry`); None for
     a checkpoint that records no block preprocessing."""
-    from prepro.blocks import BlockConfig, cutting_geometry
-
     blocks = (ckpt.get("preprocessing") or {}).get("blocks")
     return cutting_geometry(BlockConfig.from_dict(blocks)) if blocks else None
 

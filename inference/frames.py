@@ -12,7 +12,7 @@ import numpy as np
 
 from inference.colour_frames import ColourFrames
 from prepro.errors import InputError
-from prepro.inputs import is_video_file, printable
+from prepro.inputs import image_inputs, is_video_file, printable
 
 
 # One input: a path (an image, a video, a folder or a glob pattern) or an image array.
@@ -40,8 +40,6 @@ def input_list(inputs: Any) -> list[str | np.ndarray]:
 def listed_inputs(items: list[str | np.ndarray]) -> list[tuple[str, str | None, np.ndarray | None]]:
     """(name, reason, array) for every image: the files the paths name (`image_inputs`: reason
     None when usable) and each array as it is, named ``<array K>`` by its place among the inputs."""
-    from prepro.inputs import image_inputs
-
     out: list[tuple[str, str | None, np.ndarray | None]] = []
     for k, x in enumerate(items):
         if isinstance(x, np.ndarray):

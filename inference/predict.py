@@ -23,11 +23,15 @@ from inference.annotate import Annotator
 from inference.classifier import Classifier
 from inference.colour_frames import ColourFrames
 from inference.frames import frame_sources, input_list, listed_inputs
+from inference.live import live_frames, live_window, stop_on_interrupt
 from inference.predictions import FacePrediction, ImagePrediction, PredictOptions
 from inference.tables import prediction_csv
 from inference.tracks import FaceTracker
+from prepro.distributor import run_in_order, worker_count
 from prepro.errors import InputError, OutputError
+from prepro.faces import FaceCutter
 from prepro.inputs import is_inside, is_video_file, printable
+from prepro.model_files import LandmarkModelFile
 
 
 def predict(model: str | os.PathLike | Classifier,
@@ -43,8 +47,6 @@ def predict(model: str | os.PathLike | Classifier,
     own device and flip test-time augmentation). With ``opts.camera`` there are no inputs: the camera's (or stream's) frames are read until it
     ends or Ctrl-C, each predicted as it comes (`inference.live`)."""
     from tqdm import tqdm
-
-    from inference.live import live_window, stop_on_interrupt
 
     inputs, live = input_list(inputs), opts.camera is not None
     if live and inputs:
@@ -77,9 +79,6 @@ def predict(model: str | os.PathLike | Classifier,
 
 def _face_cutter(classifier: Classifier, opts: PredictOptions):
     """The face cutter that cuts as ``classifier``'s training shards were (with the overrides)."""
-    from prepro.faces import FaceCutter
-    from prepro.landmarks import LandmarkModelFile
-
     landmark = LandmarkModelFile.find(opts.landmark_model)
     landmark.load()  # a file that is no landmark model is one clear error before any work
     return FaceCutter(classifier.cut_settings(opts.overrides), landmark)
@@ -90,8 +89,6 @@ def _file_cuts(cutter, listed: list, opts: PredictOptions, store: ColourFrames |
     While frames wait in ``store`` for their annotation, a task is one frame so few of them wait."""
     from joblib import delayed
 
-    from prepro.distributor import run_in_order
-
     tasks = (delayed(_cut_chunk)(cutter, chunk, opts.annotate is not None)
              for chunk in _chunked(frame_sources(listed, opts.every, store), 8 if store is None else 1))
     return (c for chunk in run_in_order(tasks, _jobs_for(listed, opts.jobs)) for c in chunk)
@@ -100,8 +97,6 @@ def _file_cuts(cutter, listed: list, opts: PredictOptions, store: ColourFrames |
 def _live_cuts(cutter, opts: PredictOptions, store: ColourFrames | None, stop) -> Iterator:
     """The cuts of the live source's sampled frames, each cut here as it is read (no worker queue
     between the camera and its predictions)."""
-    from inference.live import live_frames
-
     for item in live_frames(opts.camera, opts.every, store, stop):
         yield from _cut_chunk(cutter, [item], opts.annotate is not None)
 
@@ -131,8 +126,6 @@ def _chunked(it: Iterator, n: int) -> Iterator[list]:
 def _jobs_for(listed: list[tuple[str, str | None, np.ndarray | None]], jobs: int) -> int:
     """No more worker processes than chunks of work: each one loads the landmark model (about a
     second), so one photo is found in this process's time, not that of idle workers starting."""
-    from prepro.distributor import worker_count
-
     if any(reason is None and array is None and is_video_file(p) for p, reason, array in listed):
         return jobs  # a video's frames are many chunks
     return min(worker_count(jobs), max(1, math.ceil(len(listed) / 8)))

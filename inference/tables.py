@@ -12,6 +12,7 @@ from pathlib import Path
 from inference.predictions import ImagePrediction
 from prepro.errors import OutputError
 from prepro.inputs import printable
+from prepro.outputs import new_writer_id, temp_name
 
 
 CSV_HEADER = ("path", "frame", "time", "face", "track", "left", "top", "right", "bottom", "box_method", "quality",
@@ -89,8 +90,6 @@ def _csv_stream(path: str):
 def _replaced_when_done(path: Path):
     """A new file under a temporary name beside ``path``, renamed to ``path`` when the block ends
     well and removed otherwise."""
-    from prepro.outputs import new_writer_id, temp_name
-
     tmp = temp_name(path, new_writer_id())
     fh = open(tmp, "x", encoding="utf-8", newline="")
     try:

@@ -20,11 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from prepro.cut_settings import BlockConfig
 from prepro.errors import SampleError
 from prepro.landmarks import EYES_BLOCK_IDX, MOUTH_BLOCK_IDX
-from prepro.settings import check, from_mapping, setting, to_dict
-
-PAD_MODES = ("replicate", "constant")
 
 # Below this linear scale factor a bilinear warp aliases; the source region is first reduced
 # with an area filter by an integer factor.
@@ -36,38 +34,6 @@ _EYE_MEANS[0, 36:42] = _EYE_MEANS[1, 42:48] = 1.0 / 6
 
 class BlockError(SampleError):
     """Landmarks from which no block can be cut (NaNs, collapsed eyes); the message says why."""
-
-
-@dataclass(frozen=True)
-class BlockConfig:
-    """Sizes and geometry of the three blocks cut from each face."""
-
-    # The defaults are the shipped model's geometry (near-native for 48-px faces), so shards cut with
-    # them work with `fer2013` as they are; larger sizes keep more detail of large faces.
-    eyes_size: tuple[int, int] = setting((16, 48), "eyes-and-eyebrows block, HEIGHTxWIDTH", "size", low=4, high=1024)
-    mouth_size: tuple[int, int] = setting((16, 32), "mouth block, HEIGHTxWIDTH", "size", low=4, high=1024)
-    face_size: tuple[int, int] = setting((48, 48), "aligned whole-face block, HEIGHTxWIDTH", "size", low=4, high=1024)
-    eyes_margin: float = setting(0.2, "margin around the eyes block, times the inter-ocular distance", "float",
-                                 low=0, high=2)
-    mouth_margin: float = setting(0.2, "margin around the mouth block, times the inter-ocular distance", "float",
-                                  low=0, high=2)
-    face_margin: float = setting(0.1, "margin around the face block, times the inter-ocular distance", "float",
-                                 low=0, high=2)
-    rotate: bool = setting(True, "rotate the face so the eyes are level", "bool", cli="--rotate/--no-rotate")
-    pad: str = setting("replicate", "how a block reaching past the image border is filled", "str",
-                       choices=PAD_MODES)
-
-    def __post_init__(self) -> None:
-        check(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (sizes as [H, W] lists)."""
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BlockConfig":
-        """Inverse of `to_dict`; unknown keys and bad values are an InputError."""
-        return from_mapping(cls, d)
 
 
 @dataclass

@@ -7,10 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prepro.blocks import BlockConfig
-from prepro.detection import DetectorSettings
+from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, BlockConfig, CutSettings, DetectorSettings
 from prepro.distributor import check_jobs
-from prepro.faces import FACE_MODES, LANDMARK_MODELS, CutSettings
 from prepro.settings import check, from_dict, nested, setting, to_dict
 from prepro.specs import FORMATS
 

@@ -19,22 +19,17 @@ tighter than HOG's and sit lower on the face; they are mapped onto HOG's geometr
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from prepro.errors import InputError
-from prepro.settings import check, setting
+from prepro.cut_settings import DetectorSettings
+from prepro.model_files import CNN_MODEL_FILE, find_model_file
 
-DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: the CNN only where HOG finds no face
-SEARCHES = ("full", "coarse-fine")
 COARSE_REGION = 1.0  # coarse-fine: the fine scale searches this many face sides around each coarse face
-CNN_MODEL_FILE = "mmod_human_face_detector.dat"
 WINDOW = 80  # pixels: the face size both detectors are built for
 CROP_PAD = 0.25  # border around a face crop, as a fraction of its side
 CROP_SIDE = 108  # a face crop's side after enlarging (about 1.35 detector windows)
@@ -56,22 +51,6 @@ class Detection:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
 
 
-def find_model_file(name: str) -> Path:
-    """A model file shipped in the face_recognition_models package (located without importing it:
-    its import needs the removed ``pkg_resources``)."""
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    dirs = [Path(d) for d in (spec.submodule_search_locations or [])] if spec is not None else []
-    for d in dirs:
-        if (d / "models" / name).is_file():
-            return d / "models" / name
-    where = "is not installed" if spec is None else f"has no models/{name}"
-    raise InputError(f"the face_recognition_models package {where}: install it "
-                     "(pip install face_recognition_models)")
-
-
 @lru_cache(maxsize=2)
 def _load_detector(kind: str) -> Any:
     import dlib
@@ -79,29 +58,6 @@ def _load_detector(kind: str) -> Any:
     if kind == "hog":
         return dlib.get_frontal_face_detector()
     return dlib.cnn_face_detection_model_v1(str(find_model_file(CNN_MODEL_FILE)))
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """How faces are searched for; the defaults find faces of 40 px and larger in small photos."""
-
-    detector: str = setting("hog", "face detector: hog (fast), cnn (dlib's MMOD CNN: turned and small faces, "
-                            "about 100x slower on a CPU) or hog+cnn (the CNN only where HOG finds none)", "str",
-                            choices=DETECTORS)
-    min_face: int = setting(40, "smallest face to look for, in pixels of the original image", "int", low=8,
-                            high=100_000)
-    min_face_frac: float = setting(0.06, "... or this fraction of the photo's longer side, whichever is larger "
-                                   "(large photos are not searched for tiny faces)", "float", low=0, high=1)
-
-    search: str = setting("full", "full: the whole photo at the scale of the smallest face wanted; coarse-fine: "
-                          "in a photo large enough that --min-face-frac sets that scale, a pass at half the scale, "
-                          "then the fine scale only around the faces it found (the whole photo when none): faster, "
-                          "but a small face far from any larger one is missed", "str", choices=SEARCHES)
-
-    small_image_side: int = 128  # images no larger than this are face crops (padded and enlarged)
-
-    def __post_init__(self) -> None:
-        check(self)
 
 
 def detection_scale(height: int, width: int, decode_scale: float, s: DetectorSettings) -> float:

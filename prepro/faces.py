@@ -28,18 +28,19 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from prepro.blocks import BlockConfig, Blocks
-from prepro.detection import DetectorSettings, load_detectors
+from prepro.blocks import BlockError, Blocks, cut_blocks
+from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, CutSettings
+from prepro.detection import detect_faces, load_detectors
 from prepro.errors import InputError, SampleError
-from prepro.landmarks import Fit, LandmarkModelFile
+from prepro.image_io import ImageDecodeError, decode_gray, gray_from_array
+from prepro.landmark_models import load_landmark_models
+from prepro.landmark_net import fits_from_net, load_landmark_net
+from prepro.landmarks import Fit, fit_crops, fits_from_boxes
+from prepro.model_files import LandmarkModelFile
 
-FACE_MODES = ("auto", "detect", "aligned")
 # How a face box was found; the position is the index stored in shards (only append).
 BOX_METHODS = ("hog", "cnn", "estimated", "estimated_fallback", "given")
 MIN_SIDE = 8  # pixels: a smaller image cannot hold a face worth cutting
-# What fits the 68 points: dlib's predictor (the yardstick), or the network distilled from it
-# (prepro.landmark_net: all faces of a chunk in one batch, quality from its error head).
-LANDMARK_MODELS = ("dlib", "net")
 
 
 def _cv2_error() -> type:
@@ -77,20 +78,6 @@ class ImageCut:
 
 
 @dataclass(frozen=True)
-class CutSettings:
-    """Everything that decides how an image becomes blocks."""
-
-    face_mode: str = "auto"
-    detector: DetectorSettings = field(default_factory=DetectorSettings)
-    blocks: BlockConfig = field(default_factory=BlockConfig)
-    max_pixels: int = 40_000_000  # images whose header claims more are refused undecoded
-    work_max_side: int = 1024  # large JPEGs are decoded reduced, never below this longest side
-    pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
-    second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
-    landmarks: str = "dlib"  # one of LANDMARK_MODELS: dlib's predictor, or the network distilled from it
-
-
-@dataclass(frozen=True)
 class _Start:
     """Where one face's landmarks start: a box in the decoded image's pixels, or None for a crop
     (the start box is estimated), with how it was found."""
@@ -102,9 +89,6 @@ class _Start:
 
 def _cut_errors() -> tuple[type, ...]:
     """What one odd image may raise on its way to blocks: its failure, never the run's end."""
-    from prepro.blocks import BlockError
-    from prepro.image_io import ImageDecodeError
-
     return (SampleError, ImageDecodeError, BlockError, OSError, _cv2_error())
 
 
@@ -138,11 +122,7 @@ class FaceCutter:
     def load_models(self) -> None:
         """Load every model these settings use, now rather than at the first image: before worker
         processes are forked, so that they share one copy instead of loading their own."""
-        from prepro.landmark_models import load_landmark_models
-
         if self.settings.landmarks == "net":
-            from prepro.landmark_net import load_landmark_net
-
             load_landmark_net()
         else:
             self.landmark_model.load()
@@ -170,7 +150,6 @@ class FaceCutter:
                 grays[i] = self._read(image, outs[i], keep_image)
                 starts += [(i, st) for st in self._starts(grays[i], outs[i].scale, all_faces, box)]
         fits = self._fit_all(grays, starts, outs)
-        from prepro.blocks import cut_blocks
 
         for i, out in enumerate(outs):
             with _failure_of(out):
@@ -193,8 +172,6 @@ class FaceCutter:
         return gray
 
     def _decode(self, image: Any) -> tuple[np.ndarray, float, tuple[int, int]]:
-        from prepro.image_io import decode_gray, gray_from_array
-
         if isinstance(image, np.ndarray):
             gray, scale = gray_from_array(image), 1.0
             size = gray.shape
@@ -206,8 +183,6 @@ class FaceCutter:
     def _starts(self, gray: np.ndarray, scale: float, all_faces: bool,
                 box: tuple[float, float, float, float] | None) -> list["_Start"]:
         """Where the landmarks of each face of ``gray`` start (largest face first)."""
-        from prepro.detection import detect_faces
-
         s = self.settings
         if box is not None:
             if not all(math.isfinite(float(v)) for v in box):
@@ -238,8 +213,6 @@ class FaceCutter:
             return fits
 
     def _fit_batch(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
-        from prepro.landmarks import fit_crops, fits_from_boxes
-
         if self.settings.landmarks == "net":
             return self._fit_batch_net(grays, starts)
         shape_model = self.landmark_model.load()
@@ -257,8 +230,6 @@ class FaceCutter:
     @staticmethod
     def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]]) -> list:
         """The network's fits: every start of the batch (crops and boxes alike) in one pass."""
-        from prepro.landmark_net import fits_from_net, load_landmark_net
-
         return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net())
 
     @staticmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from prepro.errors import DataError
+from prepro.landmark_models import implied_boxes, load_landmark_models, procrustes_rms_many
 from prepro.landmarks import JAW, LEFT_EYE, LEFT_EYEBROW, MOUTH_INNER, MOUTH_OUTER, NOSE_BRIDGE, NOSE_TIP, \
     RIGHT_EYE, RIGHT_EYEBROW, Fit
 
@@ -133,8 +134,6 @@ def whole_image_box(gray: np.ndarray) -> tuple[float, float, float, float]:
 
 def head_input(hidden: np.ndarray, marks: np.ndarray) -> np.ndarray:
     """What the error head reads: the last hidden layer and the landmarks' distance to the mean face."""
-    from prepro.landmark_models import procrustes_rms_many
-
     rms = np.minimum(procrustes_rms_many(np.asarray(marks, np.float64)), 10.0)
     return np.concatenate([hidden, rms[:, None].astype(np.float32)], axis=1)
 
@@ -188,8 +187,6 @@ def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet") -> l
     """The network's fit of face i in ``grays[i]``: from ``boxes[i]`` (with the margin), or from the
     whole image when it is None; landmarks in ``grays[i]``'s pixels. All faces in one batch. The
     box of a crop's fit is the one its landmarks imply (where the detector would have put it)."""
-    from prepro.landmark_models import implied_boxes, load_landmark_models
-
     if not len(grays):
         return []
     squares = [whole_image_box(g) if b is None else net.crop_box(b) for g, b in zip(grays, boxes)]

@@ -1,4 +1,5 @@
-"""dlib's 68 facial landmarks: the named regions, the landmark model, and fitting it to a face.
+"""dlib's 68 facial landmarks: the named regions, and fitting the landmark model (its file:
+`prepro.model_files`) to a face.
 
 Conventions (the same everywhere in faceblocks):
 
@@ -22,13 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from prepro.errors import DataError, InputError
+from prepro.errors import InputError
+from prepro import landmark_models
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile  # noqa: F401 - re-exported
 
 JAW = slice(0, 17)
 RIGHT_EYEBROW = slice(17, 22)  # the subject's right: left side of the image
@@ -55,57 +56,7 @@ REGIONS: dict[str, slice] = {
 EYES_BLOCK_IDX = np.r_[RIGHT_EYEBROW, LEFT_EYEBROW, RIGHT_EYE, LEFT_EYE]  # brows and eyes
 MOUTH_BLOCK_IDX = np.r_[MOUTH_OUTER, MOUTH_INNER]  # outer and inner lip contours
 
-LANDMARK_MODEL_FILE = "shape_predictor_68_face_landmarks.dat"
-LANDMARK_MODEL_TERMS = ("dlib's 68-point shape predictor, trained on the iBUG 300-W dataset, whose "
-                        "licence excludes commercial use")
 SECOND_LOOK_BELOW = 0.5  # a crop's fit of lower quality gets a second look from other starts
-
-
-@dataclass(frozen=True)
-class LandmarkModelFile:
-    """The 68-point model file to use: the one shipped in face_recognition_models, or a user's."""
-
-    path: Path
-
-    @classmethod
-    def find(cls, path: str | Path | None = None) -> "LandmarkModelFile":
-        """``path`` if given (it must exist), else the copy in the face_recognition_models package."""
-        if path is not None:
-            p = Path(path).expanduser()
-            if not p.is_file():
-                raise InputError(f"landmark model {str(p)!r} does not exist: pass an existing "
-                                 f"{LANDMARK_MODEL_FILE} with --landmark-model, or leave the option out")
-            return cls(p)
-        from prepro.detection import find_model_file
-
-        return cls(find_model_file(LANDMARK_MODEL_FILE))
-
-    @classmethod
-    def default(cls) -> "LandmarkModelFile":
-        return cls.find(None)
-
-    def load(self) -> Any:
-        """The loaded dlib model (once per process); a file that is no 68-point model is refused."""
-        return _load_shape_model(str(self.path))
-
-
-@lru_cache(maxsize=2)
-def _load_shape_model(path: str) -> Any:
-    # ~100 MB and ~1 s to load: one per process.
-    import dlib
-
-    try:
-        model = dlib.shape_predictor(path)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else "unreadable"
-        raise DataError(f"{path} is not a dlib landmark model ({first}): pass the "
-                        f"{LANDMARK_MODEL_FILE} shipped with face_recognition_models") from None
-    import dlib
-
-    parts = model(np.zeros((8, 8), np.uint8), dlib.rectangle(0, 0, 7, 7)).num_parts
-    if parts != 68:
-        raise DataError(f"{path} predicts {parts} points, not 68: pass a 68-point model ({LANDMARK_MODEL_FILE})")
-    return model
 
 
 def _rect(box: tuple[float, float, float, float], gray: np.ndarray) -> Any:
@@ -162,14 +113,13 @@ def fit_from_box(gray: np.ndarray, box: tuple[float, float, float, float], shape
 def fits_from_boxes(grays: list[np.ndarray], boxes: Any, shape_model: Any) -> list[Fit]:
     """`fit_from_box` of face i in ``grays[i]`` from ``boxes[i]``: the predictor per face, the
     quality for all faces in one pass."""
-    from prepro.landmark_models import load_landmark_models, quality_signs_many, qualities_from_signs
-
     if not len(grays):
         return []
-    models = load_landmark_models()
+    models = landmark_models.load_landmark_models()
     boxes = [tuple(float(v) for v in b) for b in boxes]
     marks = predict_landmarks_many(shape_model, grays, boxes)
-    quality = qualities_from_signs(quality_signs_many(grays, marks, np.asarray(boxes), models), models)
+    signs = landmark_models.quality_signs_many(grays, marks, np.asarray(boxes), models)
+    quality = landmark_models.qualities_from_signs(signs, models)
     return [Fit(b, m, float(q)) for b, m, q in zip(boxes, marks, quality)]
 
 
@@ -181,17 +131,15 @@ def fit_crop(gray: np.ndarray, shape_model: Any, second_look: bool = False) -> F
 
 def fit_crops(grays: list[np.ndarray], shape_model: Any, second_look: bool = False) -> list[Fit]:
     """`fit_crop` of each crop: start boxes, fits and qualities computed for all crops at once."""
-    from prepro.landmark_models import estimate_start_boxes, implied_box, load_landmark_models
-
     if not len(grays):
         return []
-    models = load_landmark_models()
-    first = fits_from_boxes(grays, estimate_start_boxes(grays, models), shape_model)
+    models = landmark_models.load_landmark_models()
+    first = fits_from_boxes(grays, landmark_models.estimate_start_boxes(grays, models), shape_model)
     doubtful = [i for i, f in enumerate(first) if f.quality < SECOND_LOOK_BELOW] if second_look else []
     if not doubtful:
         return first
     # Two more starts per doubtful crop: the box its first landmarks imply, and the whole image.
-    starts = [implied_box(first[i].landmarks, models.implied_box) for i in doubtful]
+    starts = [landmark_models.implied_box(first[i].landmarks, models.implied_box) for i in doubtful]
     starts += [(0.0, 0.0, float(grays[i].shape[1]), float(grays[i].shape[0])) for i in doubtful]
     others = fits_from_boxes([grays[i] for i in doubtful] * 2, starts, shape_model)
     best = list(first)

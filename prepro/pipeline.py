@@ -24,13 +24,21 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from prepro.config import PreprocessConfig, PreprocessRun
+from prepro.distributor import DEFAULT_BACKEND, connect_dask, lowered_jobs_note, run_in_order
 from prepro.errors import OutputError
+from prepro.faces import BOX_METHODS
 from prepro.inputs import is_inside
-from prepro.outputs import is_empty_but_for_us, new_writer_id, output_lock, remove_own_temp_files
-from prepro.readers import Failure, RawItem, count_mismatches, list_source
+from prepro.labels import CANONICAL_LABELS
+from prepro.landmark_net import NET_FILE
 from prepro.manifest import MANIFEST, SHARD_DIR, Manifest
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile
+from prepro.outputs import is_empty_but_for_us, new_writer_id, output_lock, remove_own_temp_files, sha256_file
+from prepro.readers import BadPixelsError, CsvRowReader, Failure, RawItem, count_mismatches, list_source
 from prepro.shards import check_shard, shard_writer_id
+from prepro.specs import SPLITS, load_spec
 from prepro.splits import assign_splits, order_key
+from prepro.worker import load_models, process_chunk, process_shard_task
+from prepro.writer import ShardRecorder, plan_shards, task_attrs, write_task_shard
 
 Log = Callable[[str], None]
 
@@ -86,9 +94,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
                    run: PreprocessRun = PreprocessRun(), *, overwrite: bool = False, retry_failed: bool = False,
                    progress: bool = True, log: Log = lambda msg: None) -> RunSummary:
     """Turn ``source`` into shards in ``out_dir`` (see the module doc for resume, growth, overwrite)."""
-    from prepro.landmarks import LandmarkModelFile
-    from prepro.specs import load_spec
-
     t0 = time.perf_counter()
     out = Path(out_dir)
     _check_out_apart(Path(source), out)
@@ -102,8 +107,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
     for message in count_mismatches(listing.items, listing.spec):
         log(f"note: {message} (a partial copy of the dataset?)")
     if run.scheduler:
-        from prepro.distributor import connect_dask
-
         connect_dask(run.scheduler)
     with output_lock(out):
         manifest = _open_folder(out, _fresh_manifest(cfg, listing, landmark), overwrite, log)
@@ -135,10 +138,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
 
 
 def _fresh_manifest(cfg: PreprocessConfig, listing, landmark) -> Manifest:
-    from prepro.faces import BOX_METHODS
-    from prepro.labels import CANONICAL_LABELS
-    from prepro.specs import SPLITS
-
     return Manifest(
         params=cfg.to_dict(),
         source={"path": listing.root, "format": listing.format,
@@ -153,12 +152,8 @@ def _fresh_manifest(cfg: PreprocessConfig, listing, landmark) -> Manifest:
 def _landmark_record(cfg: PreprocessConfig, landmark) -> dict:
     """Which landmark model cuts the shards: dlib's file, and with `--landmarks net` the network
     distilled from it (its terms are dlib's)."""
-    from prepro.landmarks import LANDMARK_MODEL_TERMS
-
     record = {"file": landmark.path.name, "sha256": _cached_sha256(landmark.path), "terms": LANDMARK_MODEL_TERMS}
     if cfg.landmarks == "net":
-        from prepro.landmark_net import NET_FILE
-
         record["net"] = {"file": NET_FILE.name, "sha256": _cached_sha256(NET_FILE)}
     return record
 
@@ -384,16 +379,12 @@ def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConf
     """Run the workers over ``pending`` and record their shards; returns the samples written."""
     from tqdm import tqdm
 
-    from prepro.writer import ShardRecorder, plan_shards
-
     settings = cfg.cut_settings(pre_cropped=bool(spec.pre_cropped) if spec else False)
     recorder = ShardRecorder(out, m)
     tasks = plan_shards(out, m, pending, cfg.shard_size)
     n_chunks = sum(-(-len(t.items) // run.chunk_size) for t in tasks)
     on_dask = run.scheduler or run.backend == "dask"
     if not on_dask and tasks:
-        from prepro.distributor import lowered_jobs_note
-
         note = lowered_jobs_note(run.jobs, n_chunks)
         if note:
             log(note)
@@ -414,10 +405,6 @@ def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark,
 
     from joblib import delayed
 
-    from prepro.distributor import DEFAULT_BACKEND, run_in_order
-    from prepro.worker import load_models, process_chunk
-    from prepro.writer import task_attrs, write_task_shard
-
     jobs = (delayed(process_chunk)(k, payload, settings, str(landmark.path))
             for k, task in enumerate(tasks) for payload in _payloads(task.items, run.chunk_size))
     done: dict[int, list] = {}
@@ -435,10 +422,6 @@ def _outcomes_on_dask(out: Path, m: Manifest, tasks: list, settings, landmark, r
     must be reachable by the workers); only the outcomes come back."""
     from joblib import delayed
 
-    from prepro.distributor import run_in_order
-    from prepro.worker import process_shard_task
-    from prepro.writer import task_attrs
-
     jobs = (delayed(process_shard_task)(str(out), task, next(_payloads(task.items, len(task.items))),
                                         task_attrs(m, task), m.writer_id, settings, str(landmark.path),
                                         run.chunk_size)
@@ -450,8 +433,6 @@ def _payloads(items: list[RawItem], size: int) -> Iterator[list[tuple[RawItem, A
     """[(item, CSV pixel text, or a Failure, or None for an image file)] per chunk of ``size``;
     CSV rows are read here, in order, so that a gzip stream is only ever read forwards (the workers
     parse the text)."""
-    from prepro.readers import BadPixelsError, CsvRowReader
-
     with CsvRowReader() as csv:
         for a in range(0, len(items), size):
             payload = []
@@ -471,8 +452,6 @@ _SHA_CACHE: dict[tuple[str, float, int], str] = {}
 
 def _cached_sha256(path: Path) -> str:
     """The landmark model's SHA-256, hashed once per process (it is ~100 MB)."""
-    from prepro.outputs import sha256_file
-
     st = path.stat()
     key = (str(path), st.st_mtime, st.st_size)
     if key not in _SHA_CACHE:

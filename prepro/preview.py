@@ -19,6 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from prepro.errors import InputError, OutputError
+from prepro.inputs import image_inputs, printable
 from prepro.outputs import atomic_write
 from prepro.shards import ShardReader
 
@@ -306,8 +307,6 @@ def contact_sheet_images(inputs: Iterable[str], out_png: str | os.PathLike | Non
     ``failures`` and never opened. ``out_png`` None writes `default_sheet_path` in the current
     folder (never over a file faceblocks did not write).
     """
-    from prepro.inputs import image_inputs, printable
-
     if count < 1:
         raise InputError("count must be at least 1")
     listed = image_inputs(inputs)

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from prepro.cut_settings import CutSettings
+from prepro.faces import FaceCutter
+from prepro.model_files import LandmarkModelFile
+
 # Landmark displacements per expression, in inter-ocular units (x right, y down). Keys are
 # 0-based iBUG-68 point indices.
 _BROW_R, _BROW_L = range(17, 22), range(22, 27)
@@ -61,9 +65,6 @@ def _base_face() -> tuple[np.ndarray, np.ndarray]:
     """The astronaut photo in grayscale, cropped around the face, and its 68 landmarks."""
     import cv2
     from skimage import data
-
-    from prepro.faces import CutSettings, FaceCutter
-    from prepro.landmarks import LandmarkModelFile
 
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     crop = np.ascontiguousarray(gray[10:290, 80:360])  # the face with some background around it

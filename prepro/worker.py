@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prepro.faces import BOX_METHODS, CutSettings, FaceCutter, ImageCut
+from prepro.cut_settings import CutSettings
+from prepro.faces import BOX_METHODS, FaceCutter, ImageCut
 from prepro.labels import CANONICAL_LABELS
-from prepro.landmarks import LandmarkModelFile
-from prepro.readers import Failure, RawItem
+from prepro.model_files import LandmarkModelFile
+from prepro.readers import BadPixelsError, Failure, RawItem, parse_pixels
 from prepro.shards import Sample, pack_block
 from prepro.specs import SPLITS
 from prepro.writer import ShardTask, TaskOutcome, write_task_shard
@@ -61,8 +62,6 @@ def process_chunk(start: int, payload: list[tuple[RawItem, Any]], settings: CutS
 
 def _image_of(item: RawItem, pixels: Any) -> Any:
     """The image to cut: the item's file, its parsed CSV pixels, or the item's `Failure`."""
-    from prepro.readers import BadPixelsError, parse_pixels
-
     if isinstance(pixels, Failure):
         return pixels
     if pixels is None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -29,6 +32,16 @@ def test_help_and_version(runner):
     r = runner.invoke(main, ["--version"])
     assert r.exit_code == 0 and f"faceblocks {__version__}" in r.output
     assert "iBUG 300-W" in r.output  # the terms of the landmark model are shown with the version
+
+
+def test_help_loads_nothing_heavy():
+    # `faceblocks -h` builds every option from the settings classes: none of them may need numpy.
+    code = ("import sys; sys.argv = ['faceblocks', '-h']; import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print([m for m in ('numpy', 'torch', 'cv2', 'dlib', 'h5py') if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

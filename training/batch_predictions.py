@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.data import normalize, to_float
 from training.tta import averaged_outputs
 
 
@@ -19,8 +20,6 @@ def predict_batches(model: nn.Module, batches, regions: Sequence[str], device: t
                     tta_flip: bool = False, tta_shift: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(logits, region weights, labels) over every sample of ``batches`` (this process's part, in
     order); with TTA each face's probabilities are averaged over its views (`training.tta`)."""
-    from training.data import normalize, to_float
-
     model.eval()
     n = len(batches)
     order = np.arange(batches.rank, n, batches.world)

@@ -25,8 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from prepro.errors import FaceblocksError, InputError, OutputError
+from prepro.config import PreprocessRun
+from prepro.errors import EmptySplitError, FaceblocksError, InputError, OutputError
+from prepro.outputs import atomic_write, atomic_write_text, is_empty_but_for_us, output_lock, sha256_file
+from prepro.pipeline import run_preprocess
+from prepro.preview import contact_sheet
+from prepro.shards import Manifest, summarize
 from training.chain_config import CONFIG_COPY, RESOLVED, ChainConfig, load_config
+from training.config import TrainConfig, differing_fields
 from training.run_folder import RunFolder
 from training.run_records import stop_text
 
@@ -70,8 +76,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, st
 
 def _train_finished(run: Path, cfg, shards_params: dict[str, Any]) -> str | None:
     """Why the training run in ``run`` cannot be kept as it is (None when it can)."""
+    # imported here: torch loads on first use, not when this module is imported
     from training.checkpoint import load_checkpoint
-    from training.config import TrainConfig, differing_fields
+
     folder = RunFolder(run)
     try:
         result = folder.read_result()
@@ -96,8 +103,6 @@ def _open_out(cfg: ChainConfig, out: Path, overwrite: bool) -> tuple[dict[str, A
     values["run"]["out"] = str(out)
     resolved = out / RESOLVED
     if not resolved.is_file():
-        from prepro.outputs import is_empty_but_for_us
-
         if not is_empty_but_for_us(out):
             raise OutputError(f"{out} is not empty and holds no `faceblocks run` output: choose a new or empty folder")
         return values, set()
@@ -118,9 +123,6 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
               jobs: int | None = None, progress: bool = True,
               log: Callable[[str], None] = lambda msg: None) -> ChainResult:
     """Run the stages of ``config_path`` into ``out_dir`` (default: the config's ``run.out``)."""
-    from prepro.outputs import atomic_write, atomic_write_text, output_lock
-    from prepro.shards import Manifest
-
     cfg = load_config(config_path)  # every value checked before any stage runs
     pcfg, tcfg = cfg.preprocess_config(), cfg.train_config()
     tcfg.progress = progress
@@ -147,9 +149,6 @@ def run_chain(config_path: str | os.PathLike, out_dir: str | os.PathLike | None 
 def _stage_preprocess(cfg: ChainConfig, pcfg, out: Path, changed: set[str], jobs: int | None, progress: bool,
                       log: Callable[[str], None], result: ChainResult) -> bool:
     """Preprocess (resumes by itself, rebuilds damaged shards); True when shards were written."""
-    from prepro.config import PreprocessRun
-    from prepro.pipeline import run_preprocess
-
     t0 = time.monotonic()
     redo = "data" in changed
     log("[1/4] preprocess" + (" (config changed: redoing)" if redo else ""))
@@ -167,6 +166,7 @@ def _stage_preprocess(cfg: ChainConfig, pcfg, out: Path, changed: set[str], jobs
 def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, changed: set[str],
                  log: Callable[[str], None], result: ChainResult) -> bool:
     """Train, resume a stopped run, or keep a finished one that fits; True when it trained."""
+    # imported here: torch loads on first use, not when this module is imported
     from training.train import train
 
     t0 = time.monotonic()
@@ -199,8 +199,7 @@ def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, chan
 def _stage_evaluate(cfg: ChainConfig, out: Path, ran: bool, changed: set[str], log: Callable[[str], None],
                     result: ChainResult) -> None:
     """Evaluate each split (skipped when metrics of this very checkpoint are there)."""
-    from prepro.errors import EmptySplitError
-    from prepro.outputs import sha256_file
+    # imported here: torch loads on first use, not when this module is imported
     from training.evaluate import evaluate, format_metrics_table, read_metrics
 
     t0 = time.monotonic()
@@ -238,8 +237,6 @@ def _remove_stale_metrics(ev: Path) -> None:
 
 def _stage_preview(cfg: ChainConfig, out: Path, shards_changed: bool, changed: set[str],
                    log: Callable[[str], None], result: ChainResult) -> None:
-    from prepro.preview import contact_sheet
-
     t0 = time.monotonic()
     sheet, manifest = out / "preview.png", out / "shards" / "manifest.json"
     if (not shards_changed and "preview" not in changed and sheet.is_file()
@@ -267,9 +264,8 @@ def _weight_text(w: float | None) -> str:
 
 def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, train_result: dict[str, Any]) -> Path:
     """A short Markdown report of the run's figures, with its pictures linked."""
+    # imported here: torch loads on first use, not when this module is imported
     from architectures import count_params
-    from prepro.outputs import atomic_write_text
-    from prepro.shards import summarize
     from training.checkpoint import build_model_from_checkpoint, load_checkpoint
     from training.evaluate import tta_words
 

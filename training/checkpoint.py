@@ -19,9 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from architectures import create_model
+from architectures.names import MODEL_NAMES
 from prepro import __version__
+from prepro.config import PreprocessConfig
+from prepro.errors import InputError
 from prepro.outputs import atomic_write
+from prepro.settings import from_dict
+from training.data import REGIONS
 from training.errors import CheckpointError
+from training.run_records import history_ok
 
 FORMAT = "faceblocks-checkpoint"
 FORMAT_VERSION = 1
@@ -143,9 +150,6 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, for_resume
 
 def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
     """What is wrong with the types and values of a checkpoint's fields (None when nothing)."""
-    from architectures.names import MODEL_NAMES
-    from training.data import REGIONS
-
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
@@ -190,8 +194,6 @@ def _class_names_ok(names: Any) -> bool:
 
 def _preprocessing_ok(preprocessing: Any) -> bool:
     """A table whose settings for cutting new images (`stored_cut_config`) are valid."""
-    from prepro.errors import InputError
-
     if not isinstance(preprocessing, dict):
         return False
     try:
@@ -208,9 +210,6 @@ CUT_KEYS = ("face", "detection", "blocks", "second_look", "landmarks", "max_mega
 def stored_cut_config(preprocessing: dict[str, Any]):
     """The `PreprocessConfig` of a checkpoint's recorded preprocessing (its `CUT_KEYS`; defaults
     for the others); an InputError when they are not valid settings."""
-    from prepro.config import PreprocessConfig
-    from prepro.settings import from_dict
-
     return from_dict(PreprocessConfig, {k: v for k, v in preprocessing.items() if k in CUT_KEYS})
 
 
@@ -219,8 +218,6 @@ def _resume_checks(ckpt: dict[str, Any], is_int) -> list[tuple[str, bool]]:
     history hold one finite log row per epoch (a forged value would end the resumed run in a
     traceback, or stop best.pt from ever being updated)."""
     import math
-
-    from training.run_records import history_ok
 
     epoch = ckpt["epoch"] if is_int(ckpt["epoch"]) else -1
     checks = [(k, isinstance(ckpt[k], dict)) for k in ("optimizer", "scheduler", "rng")]
@@ -244,8 +241,6 @@ def require_finite_outputs(path: str | os.PathLike, *outputs: np.ndarray) -> Non
 
 def build_model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """The checkpoint's model with its weights loaded (in eval mode)."""
-    from architectures import create_model
-
     model = create_model(ckpt["arch"], ckpt["num_classes"], **ckpt["model_kwargs"])
     try:
         model.load_state_dict(ckpt["model"])

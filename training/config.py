@@ -96,6 +96,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check(self)
         if self.model_kwargs:  # checked now, so a bad network fails before any stage or data loading
+            # imported here: keeps faceblocks -h fast (torch)
             from architectures import check_model_arguments
 
             check_model_arguments(self.model, 7, self.model_kwargs)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from prepro.errors import EmptySplitError, InputError
+from prepro.sample_values import VOTE_COLUMNS, drop_single_votes
 from prepro.shards import ShardReader
 
 # Fixed normalisation of uint8 blocks (stored in checkpoints): x / 255 -> (x - MEAN) / STD.
@@ -122,8 +123,6 @@ class SplitSamples:
     def vote_distribution(self, rows: np.ndarray | None = None) -> np.ndarray:
         """float32 (N, classes): each selected sample's votes for the classes trained on (single
         votes dropped), summing to 1; the majority label's votes are always among them."""
-        from prepro.sample_values import VOTE_COLUMNS, drop_single_votes
-
         rows = self.rows if rows is None else rows
         votes = drop_single_votes(self.reader.load_all(fields=("votes",))["votes"][rows])
         votes = votes[:, [VOTE_COLUMNS.index(n) for n in self.class_names]]

@@ -14,7 +14,12 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from prepro.config import PreprocessConfig, PreprocessRun
 from prepro.errors import OutputError
+from prepro.outputs import is_empty_but_for_us
+from training.config import TrainConfig
+from training.run_folder import RunFolder
+from training.zoo import shipped_names
 
 
 def photo_prediction(out: Path, echo: Callable[[str], None]) -> None:
@@ -22,8 +27,8 @@ def photo_prediction(out: Path, echo: Callable[[str], None]) -> None:
     import cv2
     from skimage import data
 
+    # imported here: keeps faceblocks -h fast (numpy)
     from inference.predict import PredictOptions, predict
-    from training.zoo import shipped_names
 
     if "fer2013" not in shipped_names():
         echo("no shipped model in this install: skipping the photo")
@@ -46,8 +51,6 @@ MARKER = ".faceblocks-demo"  # written first into a demo folder: only such a fol
 def claim_demo_folder(out: Path) -> None:
     """Make ``out`` the demo's folder: new, empty, or an earlier demo's (it carries MARKER). Any
     other folder is refused, so the demo never takes or replaces a file of the user's."""
-    from prepro.outputs import is_empty_but_for_us
-
     marker = out / MARKER
     if out.exists() and not marker.is_file() and not (out.is_dir() and is_empty_but_for_us(out)):
         raise OutputError(f"{out} is not empty and not an earlier demo's folder: the demo writes only into "
@@ -62,13 +65,11 @@ def claim_demo_folder(out: Path) -> None:
 
 def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, progress: bool = True,
              echo: Callable[[str], None] = print, say: Callable[[str], None] = print) -> None:
-    from prepro.config import PreprocessConfig, PreprocessRun
+    # imported here: keeps faceblocks -h fast (numpy, torch)
     from prepro.pipeline import run_preprocess
     from prepro.preview import contact_sheet
     from prepro.synthetic import make_sample
-    from training.config import TrainConfig
     from training.evaluate import evaluate, format_metrics_table
-    from training.run_folder import RunFolder
     from training.train import train
 
     claim_demo_folder(out)

@@ -15,12 +15,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from prepro.errors import InputError, MismatchError
+from prepro.errors import InputError, MismatchError, OutputError
 from prepro.outputs import atomic_write, atomic_write_text, sha256_file
+from prepro.shards import Manifest
 from training.batch_predictions import predict_batches
+from training.checkpoint import build_model_from_checkpoint, require_finite_outputs
+from training.data import Batches, SplitSamples
 from training.devices import amp_context, resolve_device
+from training.model_names import resolve_checkpoint
+from training.run_records import finite_json
 from training.shard_fit import require_cut_like_model
 from training.tta import model_tta, tta_name
+from training.zoo import is_in_package
 
 
 def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.PathLike,
@@ -38,10 +44,6 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     excluded and counted. Macro-F1 averages over the classes present in the evaluated samples.
     ``tta_flip`` and ``tta_shift`` (`training.tta`) None follow the model's card.
     """
-    from prepro.shards import Manifest
-    from training.checkpoint import build_model_from_checkpoint, require_finite_outputs
-    from training.model_names import resolve_checkpoint
-
     ckpt_path, ckpt = resolve_checkpoint(checkpoint_or_run_dir)
     manifest = Manifest.load(shards_dir)
     splits = evaluation_splits(split, manifest)
@@ -92,9 +94,6 @@ def results_folder(out_dir: str | os.PathLike | None, ckpt_path: Path, shards_di
     is the user's and writable, else a folder beside the shards named after the model and split
     (``out/jaffe`` scored by ``fer2013`` on test: ``out/jaffe-eval-fer2013-test``). Never a folder
     inside the installed package: a shipped model's folder is no run folder."""
-    from prepro.errors import OutputError
-    from training.zoo import is_in_package
-
     if out_dir is not None:
         if is_in_package(out_dir):
             raise OutputError(f"--out {out_dir} is inside the installed faceblocks package: choose a folder of "
@@ -112,8 +111,6 @@ def _predict_splits(model: nn.Module, shards_dir: str | os.PathLike, splits: lis
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """(logits, region weights, labels, sample counts) over ``splits`` together. Each named split
     must hold samples the model can score; with ``every`` (``all``) only one of them must."""
-    from training.data import Batches, SplitSamples
-
     parts = [SplitSamples(str(shards_dir), s, class_names=class_names, regions=regions) for s in splits]
     scored = [p for p in parts if len(p)] if every else parts
     for part in scored or parts[:1]:
@@ -156,8 +153,6 @@ def _metrics(pred: np.ndarray, y: np.ndarray, region_w: np.ndarray, class_names:
 def read_metrics(path: str | os.PathLike) -> dict[str, Any] | None:
     """A metrics.json that `evaluate` wrote, checked (`metrics_problem`); None when it is missing,
     unreadable or not such a record, so that a caller evaluates again instead of trusting it."""
-    from training.run_records import finite_json
-
     try:
         metrics = finite_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -201,8 +196,6 @@ def _write(out: Path, metrics: dict[str, Any], arch: str, shards_name: str) -> N
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        from prepro.errors import OutputError
-
         raise OutputError(f"cannot write to {out} ({e.strerror or e})") from None
     cm = np.asarray(metrics.pop("confusion"))
     confusion = {"true_labels": metrics["evaluated_classes"], "pred_labels": metrics["model_classes"],

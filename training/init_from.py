@@ -16,7 +16,12 @@ import torch
 from torch import nn
 
 from prepro.errors import InputError
+from prepro.outputs import sha256_file
+from prepro.shards import Manifest
+from training.checkpoint import build_model_from_checkpoint
 from training.config import TrainConfig
+from training.model_names import resolve_checkpoint
+from training.shard_fit import require_cut_like_model
 
 HEAD = "head"  # the classifier of every architecture: a Sequential ending in its Linear layer
 
@@ -31,8 +36,6 @@ class StartModel:
 
     def record(self, class_names: list[str]) -> dict[str, Any]:
         """Where the run started, for its checkpoints and result.json."""
-        from prepro.outputs import sha256_file
-
         known = list(self.ckpt["class_names"])
         return {"model": self.ref, "checkpoint": str(self.path), "sha256": sha256_file(self.path),
                 "arch": self.ckpt["arch"], "epoch": self.ckpt["epoch"], "class_names": known,
@@ -43,10 +46,6 @@ class StartModel:
 def start_model(cfg: TrainConfig, shards_dir: str) -> StartModel:
     """The model ``cfg.init`` names, checked against the shards. Its network is the run's: ``cfg``
     may name it (model, model_kwargs) or leave them at their defaults, and is stored as given."""
-    from prepro.shards import Manifest
-    from training.model_names import resolve_checkpoint
-    from training.shard_fit import require_cut_like_model
-
     path, ckpt = resolve_checkpoint(cfg.init)
     defaults = TrainConfig()
     for key, theirs in (("model", ckpt["arch"]), ("model_kwargs", ckpt["model_kwargs"])):
@@ -72,8 +71,6 @@ def _head_linear(model: nn.Module) -> nn.Linear:
 def load_start_weights(model: nn.Module, start: StartModel, class_names: list[str]) -> None:
     """Put the start model's weights into ``model`` (built for ``class_names``): every weight but the
     head's; the head's rows of the class names both know (the other rows keep their fresh init)."""
-    from training.checkpoint import build_model_from_checkpoint
-
     source = build_model_from_checkpoint(start.ckpt)  # weights that do not fit: a clear CheckpointError
     head_keys = {f"{HEAD}.{k}" for k in getattr(source, HEAD).state_dict()}
     body = {k: v for k, v in source.state_dict().items() if k not in head_keys}

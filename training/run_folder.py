@@ -17,7 +17,7 @@ import csv
 import json
 from pathlib import Path
 
-from prepro.errors import OutputError
+from prepro.errors import DataError, OutputError
 from training.run_records import LOG_FIELDS, finite_json, result_problem
 
 LAST, BEST, LOG, CURVES, RESULT = "last.pt", "best.pt", "log.csv", "curves.png", "result.json"
@@ -58,8 +58,6 @@ class RunFolder:
     def read_result(self) -> dict:
         """The run's result.json, checked (`result_problem`); a DataError when it is missing,
         unreadable, or not a record a finished run writes."""
-        from prepro.errors import DataError
-
         try:
             result = finite_json(self.result.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -98,6 +96,7 @@ def _is_own(p: Path, name: str) -> bool:
         return False
     try:
         if name in (LAST, BEST):
+            # imported here: torch loads on first use, not when this module is imported
             from training.checkpoint import load_checkpoint
 
             load_checkpoint(p)

@@ -26,8 +26,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from architectures import create_model
 from prepro.errors import DivergedError, FaceblocksError, InputError
-from prepro.outputs import atomic_write_text, output_lock
+from prepro.outputs import atomic_write, atomic_write_text, output_lock
+from prepro.settings import options
 from prepro.shards import Manifest
 from training.batch_predictions import predict_batches
 from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -35,6 +37,7 @@ from training.config import TrainConfig, differing_fields
 from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, holdout_rows,
                            normalize, to_float)
 from training.devices import amp_context, resolve_device
+from training.errors import CheckpointError
 from training.init_from import frozen_in, load_start_weights, network, set_branches_frozen, start_model
 from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
 from training.run_records import LOG_FIELDS
@@ -178,8 +181,6 @@ def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: t
 
 def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool, overwrite: bool,
            say: Callable[[str], None]) -> _Run:
-    from architectures import create_model
-
     rank, world, local_rank = _dist_env()
     cfg, ckpt = _config(run_dir, cfg, resume, overwrite)
     # a resumed run continues from its last.pt, not from init
@@ -242,8 +243,6 @@ def _wrap_for_step(run: _Run, frozen: bool) -> None:
 
 def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     """Continue from a checkpoint; weights or optimiser state that do not fit are a clear error."""
-    from training.errors import CheckpointError
-
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -491,8 +490,6 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from prepro.outputs import atomic_write
-
     buf = StringIO()
     w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
     w.writeheader()
@@ -520,8 +517,6 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from prepro.settings import options
-
     p = argparse.ArgumentParser(prog="python -m training.train",
                                 description="Train a faceblocks model (works under torchrun for several processes).")
     p.add_argument("shards_dir")

@@ -8,11 +8,11 @@ it uses by default (``tta_flip``, ``tta_shift``), chosen on the holdout that cho
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # (dx, dy) of each shifted view, the unshifted one first
 SHIFTS = ((0, 0),) + tuple((dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0))
@@ -32,6 +32,9 @@ def tta_name(flip: bool, shift: bool) -> str:
 def views(x: dict[str, torch.Tensor], regions: Sequence[str], flip: bool, shift: bool
           ) -> Iterator[dict[str, torch.Tensor]]:
     """The views of a batch of normalised blocks, the batch itself first."""
+    # imported here: the card's defaults (`model_tta`) are read where torch is not loaded
+    import torch.nn.functional as F
+
     bases = [x, {r: x[r].flip(-1) for r in regions}] if flip else [x]
     for base in bases:
         if not shift:

@@ -13,7 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import architectures
+import faceblocks
+import inference
+import prepro
+import training
+from prepro.cut_settings import BlockConfig
 from prepro.errors import InputError
+from prepro.inputs import is_inside
+from prepro.outputs import atomic_write_text, sha256_file
 
 MODELS_DIR = Path(__file__).with_name("models")
 
@@ -21,20 +29,12 @@ MODELS_DIR = Path(__file__).with_name("models")
 def package_dirs() -> list[Path]:
     """The folders of faceblocks' own packages and of its shipped models: nothing but an install
     writes there (a shipped model's folder is no run folder)."""
-    import architectures
-    import faceblocks
-    import inference
-    import prepro
-    import training
-
     packages = (faceblocks, prepro, training, inference, architectures)
     return [Path(m.__file__).resolve().parent for m in packages] + [MODELS_DIR]
 
 
 def is_in_package(path: str | Path) -> bool:
     """True when ``path`` is, or lies inside, one of `package_dirs`."""
-    from prepro.inputs import is_inside
-
     return any(is_inside(path, folder) for folder in package_dirs())
 
 
@@ -81,6 +81,7 @@ def _shipped_entries() -> dict[str, dict[str, Any]]:
             entries[name] = {"card": copy["card"], "parameters": int(copy["parameters"]),
                              "geometry": dict(copy["geometry"])}
         except (OSError, ValueError, KeyError, TypeError):
+            # imported here: keeps faceblocks -h fast (numpy, torch)
             from training.checkpoint import load_checkpoint
 
             ck = load_checkpoint(MODELS_DIR / f"{name}.pt")
@@ -91,13 +92,15 @@ def _shipped_entries() -> dict[str, dict[str, Any]]:
 
 def checkpoint_geometry(ckpt: dict[str, Any]) -> dict[str, Any]:
     """How a checkpoint's blocks are cut from 68 landmarks, for users without faceblocks."""
-    from prepro.blocks import BlockConfig, cutting_geometry
+    # imported here: keeps faceblocks -h fast (numpy)
+    from prepro.blocks import cutting_geometry
 
     return cutting_geometry(BlockConfig.from_dict(ckpt["preprocessing"]["blocks"]))
 
 
 def parameter_count(ckpt: dict[str, Any]) -> int:
     """The parameters of a checkpoint's network, counted on torch's meta device (no weights loaded)."""
+    # imported here: keeps faceblocks -h fast (torch)
     from architectures import check_model_arguments
 
     return check_model_arguments(ckpt["arch"], ckpt["num_classes"], ckpt["model_kwargs"])
@@ -140,6 +143,7 @@ def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Pa
     trained on pre-cropped faces (``aligned``) is shipped with ``auto`` so that it finds the faces
     of the photos users bring (the blocks are cut the same way, from the landmarks, either way).
     """
+    # imported here: keeps faceblocks -h fast (numpy, torch)
     from training.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 
     ck = load_checkpoint(checkpoint)
@@ -153,7 +157,6 @@ def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Pa
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / f"{name}.pt"
     save_checkpoint(out, path)
-    from prepro.outputs import atomic_write_text, sha256_file
 
     copy = {"weights_sha256": sha256_file(path), "parameters": parameter_count(out),
             "geometry": checkpoint_geometry(out), "card": card}
