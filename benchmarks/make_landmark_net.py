@@ -288,7 +288,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("train_dir", type=Path, help="FER2013 train folder (<emotion>/Training_*.jpg)")
     ap.add_argument("--work", type=Path, default=Path("bench-out/lmnet"), help="cache folder (resumes from it)")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--views", type=int, default=4, help="views of each held-back face for the error head")
     ap.add_argument("--out", type=Path, default=ln.NET_FILE)
     args = ap.parse_args()
