@@ -27,11 +27,15 @@ sys.path.insert(0, str(ROOT))
 from inference.predict import PredictOptions, predict  # noqa: E402
 
 
-def timed(inputs: list[str], face: str, jobs: int, batch_size: int) -> tuple[float, int]:
+# --tta: the views the network averages (`training.tta`); "card" = the shipped model's default.
+TTA = {"card": {}, "flip": {"tta_flip": True, "tta_shift": False}, "none": {"tta_flip": False, "tta_shift": False}}
+
+
+def timed(inputs: list[str], face: str, jobs: int, batch_size: int, tta: str = "card") -> tuple[float, int]:
     """(seconds, faces) for one `predict` over ``inputs``."""
     t0 = time.perf_counter()
     faces = sum(len(r.faces) for r in predict("fer2013", inputs, PredictOptions(
-        overrides={"face": face}, jobs=jobs, batch_size=batch_size, device="cpu")))
+        overrides={"face": face}, jobs=jobs, batch_size=batch_size, device="cpu", **TTA[tta])))
     return time.perf_counter() - t0, faces
 
 
@@ -43,6 +47,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--tta", choices=sorted(TTA), default="card",
+                    help="test-time views: the model card's (flip + shifts for fer2013), the flip only, or none")
     args = ap.parse_args()
     if args.case == "photos":
         inputs, face = sorted(str(p) for p in args.folder.glob("*.jpg")), "auto"
@@ -52,11 +58,11 @@ def main() -> None:
     rows = {"one at a time (1 process, batch 1)": [], f"faceblocks ({args.jobs} jobs, batch {args.batch_size})": []}
     faces = 0
     for _ in range(args.repeats):
-        ref, faces = timed(inputs, face, 1, 1)
-        new, _ = timed(inputs, face, args.jobs, args.batch_size)
+        ref, faces = timed(inputs, face, 1, 1, args.tta)
+        new, _ = timed(inputs, face, args.jobs, args.batch_size, args.tta)
         for (name, times), t in zip(rows.items(), (ref, new)):
             times.append((t, ref / t))
-    print(f"{len(inputs)} images, {faces} faces, --face {face}, median of {args.repeats}\n")
+    print(f"{len(inputs)} images, {faces} faces, --face {face}, --tta {args.tta}, median of {args.repeats}\n")
     print("| | images/s | x one at a time |\n|---|---|---|")
     for name, times in rows.items():
         t = statistics.median(s for s, _ in times)
