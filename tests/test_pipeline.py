@@ -602,7 +602,8 @@ def test_a_dead_forked_worker_is_a_clean_error_and_the_run_resumes(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "out").rglob("*.h5")) and proc.poll() is None:
         time.sleep(0.05)
-    workers = sorted(_descendants(proc.pid))
+    # the forked workers, not multiprocessing's resource tracker (a child too, started with the pool)
+    workers = sorted(p for p in _descendants(proc.pid) if b"resource_tracker" not in _cmdline(p))
     assert workers and proc.poll() is None, "the run ended before a worker could be killed: give it more images"
     os.kill(workers[-1], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
@@ -610,6 +611,14 @@ def test_a_dead_forked_worker_is_a_clean_error_and_the_run_resumes(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert shards.verify(tmp_path / "out").whole
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _descendants(pid: int) -> set[int]:
