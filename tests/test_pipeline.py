@@ -237,7 +237,8 @@ def test_resume_after_crash_mid_run(tmp_path, monkeypatch):
 
 
 def test_resume_after_kill_9(tmp_path):
-    make_source(tmp_path / "src", per_class=40, bad=False)
+    # 100 shards of 3: the kill must land mid-run however fast this machine cuts them
+    make_source(tmp_path / "src", per_class=100, bad=False)
     cmd = [sys.executable, str(ROOT / "cli.py"), "preprocess", str(tmp_path / "src"), str(tmp_path / "out"),
            "--face", "aligned", "--shard-size", "3", "--chunk-size", "2", "-j", "1", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT)
@@ -258,7 +259,7 @@ def test_resume_after_kill_9(tmp_path):
     ref = tmp_path / "ref"
     run(tmp_path / "src", ref, PreprocessConfig(face="aligned", shard_size=3))
     b = _read_all(tmp_path / "out")
-    assert len(b["source"]) == 120
+    assert len(b["source"]) == 300
     assert _records(ref) == _records(tmp_path / "out")
     _same_samples(ref, tmp_path / "out")
     assert shards.verify(tmp_path / "out").whole
