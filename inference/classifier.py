@@ -39,9 +39,7 @@ class Classifier:
         self.model = build_model_from_checkpoint(self.ckpt).to(self.device)
         self.class_names = list(self.ckpt["class_names"])
         self.regions = list(self.ckpt["regions"])
-        card_flip, card_shift = model_tta(self.ckpt)
-        self.tta_flip = card_flip if tta_flip is None else tta_flip
-        self.tta_shift = card_shift if tta_shift is None else tta_shift
+        self.tta_flip, self.tta_shift = model_tta(self.ckpt, tta_flip, tta_shift)
 
     @classmethod
     def load(cls, model: str | os.PathLike, device: str = "auto", tta_flip: bool | None = None,

@@ -264,6 +264,7 @@ def usage_text(regions: Sequence[str], shapes: dict[str, tuple[int, int]]) -> st
 def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
                     shapes: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """The JSON-able description written into the exported file."""
+    flip, shift = model_tta(ckpt)
     mean, std = _normalization(ckpt)
     n_classes, n_regions = len(ckpt["class_names"]), len(regions)
     return {
@@ -285,8 +286,8 @@ def export_metadata(ckpt: dict[str, Any], regions: Sequence[str],
         "geometry": _geometry(ckpt),
         # The model's card may average each face's probabilities over views of its blocks
         # (`faceblocks predict` does, by default): mirrored left-right, and moved by one pixel.
-        "tta_flip": model_tta(ckpt)[0],
-        "tta_shift": model_tta(ckpt)[1],
+        "tta_flip": flip,
+        "tta_shift": shift,
         "epoch": ckpt.get("epoch"),
         "usage": usage_text(regions, shapes),
     }

@@ -127,16 +127,14 @@ def _on_forked_workers(tasks: Iterable[Any], n_jobs: int, before_fork: Callable[
     pending: deque = deque()
     pool = ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork"),
                                initializer=_forked_worker_start)
+    # The workers fork at the first task and keep the setting they inherit: one OpenCV thread each
+    # (the workers are the parallelism), set here, not in the child, where OpenCV's pool, if this
+    # process had started it, would hang. This process's own setting is back when the run ends.
     threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try:
         for func, args, kwargs in tasks:
-            if not pending:
-                # The workers fork at the first task and keep the setting they inherit: one OpenCV
-                # thread each (the workers are the parallelism), set here, not in the child, where
-                # OpenCV's pool, if this process had started it, would hang.
-                cv2.setNumThreads(1)
             pending.append(pool.submit(func, *args, **kwargs))
-            cv2.setNumThreads(threads)
             if len(pending) >= 2 * n_jobs:
                 yield pending.popleft().result()
                 raise_if_stopped()
@@ -149,6 +147,7 @@ def _on_forked_workers(tasks: Iterable[Any], n_jobs: int, before_fork: Callable[
                         "same command again to resume") from None
     finally:
         _end_workers(pool)
+        cv2.setNumThreads(threads)
 
 
 def _end_workers(pool) -> None:  # noqa: ANN001

@@ -49,9 +49,7 @@ def evaluate(checkpoint_or_run_dir: str | os.PathLike, shards_dir: str | os.Path
     splits = evaluation_splits(split, manifest)
     split_label = "all" if split == "all" else "+".join(splits)
     out = results_folder(out_dir, ckpt_path, shards_dir, split_label)  # a refused folder: before any work
-    card_flip, card_shift = model_tta(ckpt)
-    tta_flip = card_flip if tta_flip is None else tta_flip
-    tta_shift = card_shift if tta_shift is None else tta_shift
+    tta_flip, tta_shift = model_tta(ckpt, tta_flip, tta_shift)
     model = build_model_from_checkpoint(ckpt)
     class_names, regions = list(ckpt["class_names"]), list(ckpt["regions"])
     differences = require_cut_like_model(shards_dir, manifest, ckpt, ckpt_path.name, allow_preprocessing_mismatch)

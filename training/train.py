@@ -223,7 +223,7 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
     elif start is not None:
         run.init = start.record(class_names)
         say(f"fine-tuning from {start.path} (new classes: {', '.join(run.init['new_classes']) or 'none'})")
-    _wrap_for_step(run, bool(cfg.freeze_epochs) and frozen_in(run.start_epoch, cfg.freeze_epochs))
+    _wrap_for_step(run, frozen_in(run.start_epoch, cfg.freeze_epochs))
     return run
 
 
@@ -280,7 +280,7 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
     data_device = run.train.cached["label"].device if run.train.cached is not None else torch.device("cpu")
     g = torch.Generator(device=data_device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + run.rank)
     torch.manual_seed(cfg.seed * 1_000_033 + epoch * 104_729 + run.rank)  # dropout, mixup's Beta
-    frozen = bool(cfg.freeze_epochs) and frozen_in(epoch, cfg.freeze_epochs)
+    frozen = frozen_in(epoch, cfg.freeze_epochs)
     if run.world > 1 and frozen != run.wrapped_frozen:
         _wrap_for_step(run, frozen)
     run.train_model.train()

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 SHIFTS = ((0, 0),) + tuple((dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0))
 
 
-def model_tta(ckpt: dict[str, Any]) -> tuple[bool, bool]:
-    """(flip, shift): the views a checkpoint's predictions average by default, as its card says."""
+def model_tta(ckpt: dict[str, Any], flip: bool | None = None, shift: bool | None = None) -> tuple[bool, bool]:
+    """(flip, shift): the views a checkpoint's predictions average: ``flip`` and ``shift`` as given,
+    and where None, as its card says."""
     card = ckpt.get("card") or {}
-    return bool(card.get("tta_flip", False)), bool(card.get("tta_shift", False))
+    return (bool(card.get("tta_flip", False)) if flip is None else flip,
+            bool(card.get("tta_shift", False)) if shift is None else shift)
 
 
 def tta_name(flip: bool, shift: bool) -> str:
@@ -35,7 +37,9 @@ def views(x: dict[str, torch.Tensor], regions: Sequence[str], flip: bool, shift:
     # imported here: the card's defaults (`model_tta`) are read where torch is not loaded
     import torch.nn.functional as F
 
-    bases = [x, {r: x[r].flip(-1) for r in regions}] if flip else [x]
+    from training.data import flip_batch
+
+    bases = [x, flip_batch(x, regions)] if flip else [x]
     for base in bases:
         if not shift:
             yield base
