@@ -246,7 +246,7 @@ def export(shards_dir, out, fmt, regions, splits, labels, box_methods, min_quali
 
 _CUT_OPTIONS = ("face", "detector", "min_face", "min_face_frac", "eyes_size", "mouth_size", "face_size",
                 "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad", "max_megapixels", "work_max_side",
-                "second_look", "landmarks")
+                "second_look", "landmarks", "auto_trust")
 
 
 # Run settings that only listing a dataset source uses: preview and predict take images as they are.
@@ -382,7 +382,7 @@ def evaluate(model, shards_dir, split, tta_flip, tta_shift, out_dir, device, all
 
 
 # The cut settings predict may take from the command line instead of the model's.
-_PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks")
+_PREDICT_OVERRIDES = ("face", "detector", "min_face", "min_face_frac", "second_look", "landmarks", "auto_trust")
 _NOT_PREDICT = ("format", "dataset", "shard_size", "val_frac", "test_frac", "split_seed", "split_by_subject", "limit",
                 "eyes_size", "mouth_size", "face_size", "eyes_margin", "mouth_margin", "face_margin", "rotate", "pad",
                 "backend", "scheduler", "chunk_size", "work_max_side", "max_megapixels") + _LISTING_ONLY

@@ -21,12 +21,15 @@ On FER2013 faces (the PublicTest half of Kaggle's test/ folder by default):
   the landmark step's time per face (one thread, chunks of 64, the same crops) against dlib's
   predictor, the peak memory of a worker cutting one chunk with each; ``--photos``: the network
   against dlib from the detector's boxes on photographs;
+* **auto, the cheap path first** (``--auto-trust T,...``): `--face auto --auto-trust T` as preprocess
+  runs it on a pre-cropped dataset: how often the detector is skipped, and the same agreement;
 * contact sheets of the worst cases before and after (bench-out/sheets/landmarks-before.png,
   -after.png; they show FER2013 faces, so they stay out of the repository).
 
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split test --cnn
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split train --every 10
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --net --photos ../shared/data/photos
+    .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --auto-trust 0.5,0.8,0.9
 
 Prints a Markdown table (the one in BENCHMARKS.md) and writes the raw figures as JSON (--json).
 """
@@ -269,6 +272,22 @@ def contact_sheet(paths: list[Path], marks: np.ndarray, yard: np.ndarray, err: n
     cv2.imwrite(str(out), sheet)
 
 
+def auto_trust_rows(paths: list[Path], yard: np.ndarray, trusts: list[float], chunk: int = 64) -> str:
+    """`--face auto --auto-trust T` as preprocess cuts a pre-cropped dataset (chunks of 64): the
+    share of images the detector skipped, and the agreement with the yardstick where HOG finds a face."""
+    grays = [decode_gray(p).gray for p in paths]
+    found = np.isfinite(yard[:, 0, 0])
+    lines = ["| `--auto-trust` | detector skipped | > 0.10 | > 0.20 | mean |", "|---|---:|---:|---:|---:|"]
+    for t in trusts:
+        cutter = FaceCutter(CutSettings(face_mode="auto", pre_cropped=True, auto_trust=t), L.LandmarkModelFile.default())
+        faces = [c.faces[0].face for a in range(0, len(grays), chunk) for c in cutter.cut_many(grays[a:a + chunk])]
+        err = agreement(np.stack([f.landmarks for f in faces]), yard)[found]
+        skipped = np.mean([f.method == "estimated" for f in faces])
+        lines.append(f"| {t:g} | {100 * skipped:.1f}% | {100 * (err > 0.10).mean():.1f}% | "
+                     f"{100 * (err > 0.20).mean():.1f}% | {err.mean():.3f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict], auto: dict | None) -> str:
     head = ("| path | faces | median | p90 | > 0.10 | > 0.20 | mean | quality < 0.5 (all faces) | flags > 0.20: "
             "recall | precision | ROC AUC | best recall at 60% precision |")
@@ -301,6 +320,8 @@ def main() -> None:
                     "faces the detector finds in these photographs (e.g. ../shared/data/photos)")
     ap.add_argument("--net", action="store_true", help="also the landmark network (`--landmarks net`): agreement, "
                     "flags, the landmark step's speed against dlib's predictor, a worker's memory")
+    ap.add_argument("--auto-trust", default=None, metavar="T,T,...", help="also `--face auto --auto-trust T` for "
+                    "each T: how often the detector is skipped, and the agreement")
     args = ap.parse_args()
     paths = sorted(args.fer2013.glob(f"{args.split}/*/{SPLIT_PREFIX[args.split]}*.jpg"))[::args.every]
     if not paths:
@@ -318,6 +339,8 @@ def main() -> None:
     print(markdown(rows, auto))
     print(f"\naligned: {r['ms_per_image'][0]:.2f} ms an image with the second look, {r['ms_per_image'][1]:.2f} "
           f"without (one process, this machine); {len(paths)} images in {time.perf_counter() - t0:.0f} s")
+    if args.auto_trust:
+        print("\n" + auto_trust_rows(paths, r["yard"], [float(t) for t in args.auto_trust.split(",")]))
     if args.sheets:
         contact_sheet(paths, r["before"], r["yard"], errs["before"], args.sheets / "landmarks-before.png",
                       "before: worst 24 (green: detector-box landmarks, red: whole-image box)")

@@ -29,6 +29,13 @@ class PreprocessConfig:
     second_look: bool = setting(False, "fit the landmarks of a doubtful face crop again from two other starts and "
                                 "keep the best-scoring fit (slower; it did not lower the error on FER2013, see "
                                 "BENCHMARKS.md)", "bool")
+    # Off by default: the detector decides first, so auto's landmarks are the detector box's
+    # wherever it finds the face; trusting the crop's own fit skips it on most crops (BENCHMARKS.md).
+    auto_trust: float | None = setting(None, "auto on face crops (pre-cropped datasets, small images): keep the "
+                                       "crop's own landmark fit, without the detector, when its quality is at "
+                                       "least this; the detector runs only for the doubtful rest (faster; the "
+                                       "landmarks of the trusted crops are then the aligned path's)", "float",
+                                       low=0, high=1, optional=True)
     landmarks: str = setting("dlib", "what fits the 68 landmarks: dlib (dlib's predictor, the reference) or net "
                              "(the network distilled from it: batched, faster, its own quality; see BENCHMARKS.md)",
                              "str", choices=LANDMARK_MODELS)
@@ -57,7 +64,7 @@ class PreprocessConfig:
         """The part that decides how one image becomes blocks."""
         return CutSettings(face_mode=self.face, detector=self.detection, blocks=self.blocks,
                            max_pixels=self.max_pixels, work_max_side=self.work_max_side, pre_cropped=pre_cropped,
-                           second_look=self.second_look, landmarks=self.landmarks)
+                           second_look=self.second_look, landmarks=self.landmarks, auto_trust=self.auto_trust)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -90,4 +90,5 @@ class CutSettings:
     pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
     second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
     landmarks: str = "dlib"  # one of LANDMARK_MODELS: dlib's predictor, or the network distilled from it
+    auto_trust: float | None = None  # auto on a crop: keep its own fit, undetected, at this quality or more
 

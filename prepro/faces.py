@@ -12,7 +12,9 @@ How the face box is found (``face_mode``):
 * ``detect``: the detector (``detector``: hog, cnn, or hog+cnn for CNN where HOG finds nothing);
   no face found is a failure;
 * ``auto``: the detector, and for a small image or a pre-cropped dataset where it finds nothing,
-  the ``aligned`` path (box method ``estimated_fallback``).
+  the ``aligned`` path (box method ``estimated_fallback``). With ``auto_trust`` such a crop is
+  fitted the ``aligned`` way first and the detector runs only when that fit's quality is below it
+  (a trusted fit is ``estimated``): the cheap path decides first.
 
 A face box given with the input (a label file's box column) is used as it is (``given``).
 Boxes and landmarks in results are in pixels of the ORIGINAL image (see `prepro.landmarks`).
@@ -85,6 +87,7 @@ class _Start:
     method: str  # one of BOX_METHODS
     score: float  # the detector's confidence; NaN when the box is not a detector's
     box: tuple[float, float, float, float] | None
+    provisional: bool = False  # auto_trust's crop fit: the detector runs should its quality be low
 
 
 def _cut_errors() -> tuple[type, ...]:
@@ -150,6 +153,7 @@ class FaceCutter:
                 grays[i] = self._read(image, outs[i], keep_image)
                 starts += [(i, st) for st in self._starts(grays[i], outs[i].scale, all_faces, box)]
         fits = self._fit_all(grays, starts, outs)
+        self._detect_doubtful(grays, starts, fits, outs)
 
         for i, out in enumerate(outs):
             with _failure_of(out):
@@ -190,14 +194,38 @@ class FaceCutter:
             return [_Start("given", math.nan, tuple(float(v) * scale for v in box))]
         if s.face_mode == "aligned":
             return [_Start("estimated", math.nan, None)]
+        if s.face_mode == "auto" and s.auto_trust is not None and not all_faces and self._is_crop(gray, scale):
+            return [_Start("estimated", math.nan, None, provisional=True)]  # the detector only if doubtful
         dets = detect_faces(gray, s.detector, scale)
         if dets:
             return [_Start(d.detector, d.score, d.box) for d in (dets if all_faces else dets[:1])]
         h, w = gray.shape
-        if s.face_mode == "auto" and (s.pre_cropped or max(h, w) / scale <= s.detector.small_image_side):
+        if s.face_mode == "auto" and self._is_crop(gray, scale):
             return [_Start("estimated_fallback", math.nan, None)]
         raise SampleError(f"no face found by the {s.detector.detector} detector (image "
                           f"{round(w / scale)}x{round(h / scale)})")
+
+    def _is_crop(self, gray: np.ndarray, scale: float) -> bool:
+        """Whether auto may take the image for a face crop: a pre-cropped dataset, or a small image."""
+        return self.settings.pre_cropped or max(gray.shape) / scale <= self.settings.detector.small_image_side
+
+    def _detect_doubtful(self, grays: list, starts: list[tuple[int, "_Start"]], fits: list,
+                         outs: list[ImageCut]) -> None:
+        """auto_trust: the crops whose own fit is below it get the detector, and the fit from its
+        box when it finds a face; where it finds none the crop's fit stays (``estimated_fallback``)."""
+        redo: list[tuple[int, _Start]] = []  # (position in starts, the detector's start)
+        for k, ((i, st), fit) in enumerate(zip(starts, fits)):
+            if not st.provisional or fit is None or fit.quality >= self.settings.auto_trust:
+                continue
+            with _failure_of(outs[i]):
+                dets = detect_faces(grays[i], self.settings.detector, outs[i].scale)
+                if dets:
+                    redo.append((k, _Start(dets[0].detector, dets[0].score, dets[0].box)))
+                else:
+                    starts[k] = (i, _Start("estimated_fallback", math.nan, None))
+        new_fits = self._fit_all(grays, [(starts[k][0], st) for k, st in redo], outs) if redo else []
+        for (k, st), fit in zip(redo, new_fits):
+            starts[k], fits[k] = (starts[k][0], st), fit
 
     def _fit_all(self, grays: list, starts: list[tuple[int, "_Start"]], outs: list[ImageCut]) -> list:
         """The fit (gray pixels) of every start: crops and boxes each in one batch. Should a batch

@@ -305,3 +305,36 @@ def test_aligned_agrees_with_the_detector_on_real_fer2013_faces(model_file: Land
     assert len(files) >= 190 and len(errors) >= 0.7 * len(files)  # HOG finds about 80% of them
     assert np.median(errors) < 0.04 and (errors > 0.10).mean() < 0.10 and (errors > 0.20).mean() < 0.05
     assert (np.array(qualities) < 0.5).mean() < 0.12
+
+
+def test_auto_trust_keeps_good_crop_fits_and_detects_only_the_doubtful(model_file: LandmarkModelFile,
+                                                                       astronaut: np.ndarray,
+                                                                       astronaut_cut: ImageCut, monkeypatch) -> None:
+    """--auto-trust: a crop whose own fit reaches the quality is kept as the aligned path fits it,
+    without the detector; a doubtful one gets the detector's box (or the fallback), as plain auto."""
+    import cv2
+
+    import prepro.faces as faces
+
+    l, t, r, b = (int(v) for v in astronaut_cut.faces[0].face.box)
+    pad = (r - l) // 4
+    crop = cv2.resize(astronaut[t - pad:b + pad, l - pad:r + pad], (96, 96), interpolation=cv2.INTER_AREA)
+    blank = np.full((48, 48), 128, np.uint8)
+    aligned = cutter(model_file, "aligned").cut_many([crop, blank])
+    plain = cutter(model_file).cut_many([crop, blank])
+    assert plain[0].faces[0].face.method == "hog" and plain[1].faces[0].face.method == "estimated_fallback"
+    calls = []
+    real = faces.detect_faces
+    monkeypatch.setattr(faces, "detect_faces", lambda *a, **k: calls.append(1) or real(*a, **k))
+    trusted = cutter(model_file, auto_trust=0.5).cut_many([crop, blank])
+    assert len(calls) == 1  # the blank crop only
+    assert trusted[0].faces[0].face.method == "estimated" and trusted[1].faces[0].face.method == "estimated_fallback"
+    for got, want in zip(trusted, aligned):
+        np.testing.assert_array_equal(got.faces[0].face.landmarks, want.faces[0].face.landmarks)
+    doubted = cutter(model_file, auto_trust=1.0).cut_many([crop, blank])
+    for got, want in zip(doubted, plain):
+        assert got.faces[0].face.method == want.faces[0].face.method
+        np.testing.assert_array_equal(got.faces[0].face.landmarks, want.faces[0].face.landmarks)
+    calls.clear()
+    every = cutter(model_file, auto_trust=0.0).cut(crop, all_faces=True)  # every face: the detector decides
+    assert calls and every.faces[0].face.method == "hog"

@@ -204,7 +204,8 @@ def _preprocessing_ok(preprocessing: Any) -> bool:
 
 
 # What a checkpoint's preprocessing decides for new images (the rest describes its training shards).
-CUT_KEYS = ("face", "detection", "blocks", "second_look", "landmarks", "max_megapixels", "work_max_side")
+CUT_KEYS = ("face", "detection", "blocks", "second_look", "landmarks", "auto_trust", "max_megapixels",
+            "work_max_side")
 
 
 def stored_cut_config(preprocessing: dict[str, Any]):
