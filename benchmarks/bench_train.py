@@ -9,7 +9,8 @@ backward, AdamW) on in-memory random blocks of the given sizes: compute only, no
 ``sweep`` trains every run of a sweep file (TOML: a ``[defaults]`` table of `TrainConfig` fields
 and one ``[[run]]`` table per run, each naming its ``shards`` folder) into OUT/<name>, selecting
 the epoch on the holdout carved from Training, then evaluates PublicTest (the shards' ``val``
-split) and writes OUT/<name>/result.json. Finished runs are skipped, stopped ones resumed:
+split) and writes OUT/<name>/result.json. Finished runs are skipped, stopped ones resumed; a run's
+``teachers`` may name earlier runs of the same file (distillation, `training.teachers`):
 
     python benchmarks/bench_train.py sweep benchmarks/sweep-cpu.toml bench-out/sweep
 
@@ -144,6 +145,14 @@ def load_sweep(path: Path, overrides: dict | None = None) -> list[dict]:
     return runs
 
 
+def teachers_in(run: dict, out: Path, names: set[str]) -> dict:
+    """``run`` with each teacher that names a run of the same sweep pointing at its folder in
+    ``out`` (a sweep trains its teachers before the student that learns from them)."""
+    if not run.get("teachers"):
+        return run
+    return {**run, "teachers": [str(out / t) if t in names else t for t in run["teachers"]]}
+
+
 def run_one(run: dict, out: Path) -> dict:
     folder = out / run["name"]
     rf = RunFolder(folder)
@@ -190,7 +199,7 @@ def holdout_accuracy(folder: Path, shards: str, tta_flip: bool) -> float:
     cfg = TrainConfig.from_dict(ckpt["config"])
     regions = list(ckpt["regions"])
     samples = SplitSamples(shards, cfg.train_split, class_names=ckpt["class_names"], regions=regions)
-    samples.select(holdout_rows(samples.targets, cfg.holdout_frac, cfg.seed))
+    samples.select(holdout_rows(samples.targets, cfg.holdout_frac, cfg.holdout_seed_used))
     model = build_model_from_checkpoint(ckpt)
     logits, _w, y = predict_batches(model, Batches(samples, None, 256), regions, torch.device("cpu"),
                                     contextlib.nullcontext, torch.contiguous_format, tta_flip=tta_flip)
@@ -277,9 +286,10 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(res, indent=1))
     elif args.cmd == "sweep":
-        for run in load_sweep(args.spec, dict(args.set)):
+        runs = load_sweep(args.spec, dict(args.set))
+        for run in runs:
             if args.only is None or run["name"] in args.only:
-                run_one(run, args.out)
+                run_one(teachers_in(run, args.out, {r["name"] for r in runs}), args.out)
     else:
         print(table(args.folders))
 

@@ -12,44 +12,23 @@ with that default and the PublicTest figures measured here (weights unchanged):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHOICES = ((False, False), (True, False), (False, True), (True, True))
+from score_models import CHOICES, scores, view_probabilities  # noqa: E402  (benchmarks/ is on the path)
 
 
 def split_scores(model, ckpt: dict, shards: str, split: str, holdout: bool) -> dict:
     """{(flip, shift): {"accuracy", "macro_f1", "per_class_f1"}} on ``split`` (its holdout part)."""
-    from sklearn.metrics import f1_score
-
-    from training.batch_predictions import predict_batches
-    from training.config import TrainConfig
-    from training.data import Batches, SplitSamples, holdout_rows
-
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    regions, names = list(ckpt["regions"]), list(ckpt["class_names"])
-    samples = SplitSamples(shards, split, class_names=names, regions=regions)
-    if holdout:
-        samples.select(holdout_rows(samples.targets, cfg.holdout_frac, cfg.seed))
-    out = {}
-    for flip, shift in CHOICES:
-        logits, _w, y = predict_batches(model, Batches(samples, None, 512), regions, torch.device("cpu"),
-                                        contextlib.nullcontext, torch.contiguous_format, tta_flip=flip,
-                                        tta_shift=shift)
-        pred = logits.argmax(1)
-        per = f1_score(y, pred, labels=list(range(len(names))), average=None, zero_division=0)
-        out[(flip, shift)] = {"accuracy": round(float(np.mean(pred == y)), 4),
-                              "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
-                              "per_class_f1": {c: round(float(v), 3) for c, v in zip(names, per)}}
-    return out
+    names = list(ckpt["class_names"])
+    return {c: scores(probs, y, names) for c, (probs, y) in
+            view_probabilities(model, ckpt, shards, split, holdout).items()}
 
 
 def recarded(card: dict, best: tuple[bool, bool], holdout: dict, public: dict) -> dict:

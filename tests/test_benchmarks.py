@@ -43,3 +43,39 @@ def test_sweep_overrides_are_json_and_apply_to_every_run(tmp_path):
     assert bench_train._setting('device="cpu"') == ("device", "cpu")
     with pytest.raises(Exception, match="must be JSON"):
         bench_train._setting("device=cpu")
+    distill = bench_train.load_sweep(ROOT / "benchmarks" / "sweep-distill.toml")
+    names = {r["name"] for r in distill}
+    student = next(r for r in distill if r.get("teachers"))
+    mapped = bench_train.teachers_in(student, tmp_path, names)["teachers"]
+    assert mapped and all(t == str(tmp_path / name) for t, name in zip(mapped, student["teachers"]))
+    assert bench_train.teachers_in({"teachers": ["fer2013"]}, tmp_path, names)["teachers"] == ["fer2013"]
+
+
+def _tiny_runs(tmp_path: Path, seeds_and_holdouts) -> tuple[Path, list[Path]]:
+    from training.config import TrainConfig
+    from training.train import train
+
+    shards = make_fake_shards(tmp_path / "shards")
+    runs = []
+    for seed, holdout_seed in seeds_and_holdouts:
+        run = tmp_path / f"s{seed}-h{holdout_seed}"
+        train(shards, run, TrainConfig(epochs=1, batch_size=16, progress=False, seed=seed, holdout_seed=holdout_seed,
+                                       model_kwargs={"widths": [8, 16, 32], "feat_dim": 32}), log=None)
+        runs.append(run)
+    return shards, runs
+
+
+def test_score_models_scores_each_model_and_their_mean_on_one_holdout(tmp_path):
+    shards, runs = _tiny_runs(tmp_path, [(0, 0), (1, 0), (2, None)])
+    script = str(ROOT / "benchmarks" / "score_models.py")
+    r = subprocess.run([sys.executable, script, str(runs[0]), str(runs[1]), "--shards", str(shards), "--threads", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith(f"| {tmp_path}") or ln.startswith("| mean of")]
+    assert len(rows) == 3 and all(ln.count("%") == 8 for ln in rows)
+    bad = subprocess.run([sys.executable, script, str(runs[0]), str(runs[2]), "--shards", str(shards)],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "do not share one holdout" in bad.stderr
+    tta = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "choose_tta.py"), str(runs[0]), str(shards)],
+                         capture_output=True, text=True, timeout=600)
+    assert tta.returncode == 0 and "(chosen)" in tta.stdout, tta.stderr[-2000:]

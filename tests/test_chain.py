@@ -186,6 +186,17 @@ def test_template_is_a_valid_config(tmp_path):
     assert cfg["data"]["source"] == str(tmp_path / "path" / "to" / "fer2013")
 
 
+def test_model_paths_are_relative_to_the_config_and_names_stay_names(tmp_path):
+    (tmp_path / "conf" / "teacher-run").mkdir(parents=True)
+    path = tmp_path / "conf" / "c.toml"
+    path.write_text('[data]\nsource = "s"\n[train]\ninit = "../start/best.pt"\n'
+                    'teachers = ["fer2013", "teacher-run", "runs/t2"]\n')
+    train = load_config(path)["train"]
+    assert train["init"] == str(tmp_path / "start" / "best.pt")
+    assert train["teachers"] == ["fer2013", str(tmp_path / "conf" / "teacher-run"),
+                                 str(tmp_path / "conf" / "runs" / "t2")]
+
+
 def test_cli_run(finished, tmp_path):
     cfg, _ = finished
     runner = CliRunner()

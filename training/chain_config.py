@@ -144,7 +144,24 @@ def load_config(path: str | os.PathLike) -> ChainConfig:
             values["data"][key] = str((base / values["data"][key]).resolve())
     if values["run"]["out"]:
         values["run"]["out"] = str((base / values["run"]["out"]).resolve())
+    _resolve_models(values["train"], base)
     return ChainConfig(path=path, values=values)
+
+
+def _resolve_models(train: dict[str, Any], base: Path) -> None:
+    """init and teachers that are paths become paths relative to the config file, like every other
+    path in it; a bare name (fer2013) stays a shipped model's name."""
+    # imported here: the model resolver loads torch, which `faceblocks -h` never needs
+    from training.model_names import is_bare_name
+
+    def resolved(ref: str) -> str:
+        here = base / ref
+        return str(here.resolve()) if here.exists() or not is_bare_name(ref) else ref
+
+    if train.get("init"):
+        train["init"] = resolved(train["init"])
+    if train.get("teachers"):
+        train["teachers"] = [resolved(t) for t in train["teachers"]]
 
 
 def template() -> str:

@@ -66,7 +66,7 @@ def make_checkpoint(*, arch: str, model_kwargs: dict[str, Any], class_names: lis
                     normalization: dict[str, float], config: dict[str, Any], model_state: dict[str, torch.Tensor],
                     epoch: int, **resume_state: Any) -> dict[str, Any]:
     """Assemble the checkpoint dict; ``resume_state`` holds the RESUME_KEYS (absent in export-only files)."""
-    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card", "init"}
+    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card", "init", "teachers"}
     if unknown:
         raise TypeError(f"unexpected checkpoint field(s): {', '.join(sorted(unknown))}")
     return {
@@ -168,6 +168,8 @@ def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
         ("config", isinstance(ckpt["config"], dict)),
         ("preprocessing", _preprocessing_ok(ckpt.get("preprocessing", {}))),
         ("card", isinstance(ckpt.get("card", {}), dict)),
+        ("teachers", ckpt.get("teachers") is None or (isinstance(ckpt["teachers"], list) and all(
+            isinstance(t, dict) for t in ckpt["teachers"]))),
         ("epoch", is_int(ckpt["epoch"]) and ckpt["epoch"] >= 0),
         ("model", isinstance(ckpt["model"], dict) and all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items())),

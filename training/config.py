@@ -58,6 +58,15 @@ class TrainConfig:
                                 "still score the majority label", "bool")
     mixup: float = setting(0.0, "mixup strength (Beta(a, a) mixing of pairs of samples and labels); 0 = off",
                            "float", low=0, high=10)
+    teachers: list[str] | None = setting(None, "distil: also learn from these trained models (shipped names, run "
+                                         "folders or .pt files, cut like the shards), their probabilities on "
+                                         "each training sample averaged (training.teachers)", "str_list",
+                                         optional=True, repeatable=True, metavar="MODEL")
+    distill_weight: float = setting(0.5, "with teachers: the share of the loss that follows them (the rest "
+                                    "follows the labels)", "float", low=0, high=1)
+    distill_temperature: float = setting(2.0, "with teachers: both their and the student's probabilities are "
+                                         "softened by this temperature in the distillation loss", "float",
+                                         low=0.05, high=100)
     # data
     class_weighting: str = setting("none", "loss weights per class: none, inverse class frequency, or its "
                                    "square root", "str", choices=CLASS_WEIGHTINGS)
@@ -77,8 +86,11 @@ class TrainConfig:
     holdout_frac: float = setting(0.1, "fraction of the train split held out when val_split is holdout", "float",
                                   low=0.01, high=0.5)
     # control
-    seed: int = setting(0, "seeds the holdout, model init, sampling order, augmentation and dropout", "int",
-                        low=0, high=2**31 - 1)
+    seed: int = setting(0, "seeds the holdout (unless holdout_seed), model init, sampling order, augmentation and "
+                        "dropout", "int", low=0, high=2**31 - 1)
+    holdout_seed: int | None = setting(None, "seeds the holdout alone, so runs of several seeds share one holdout "
+                                       "(an ensemble of them is then scored on faces none trained on); none = seed",
+                                       "int", low=0, high=2**31 - 1, optional=True)
     patience: int = setting(0, "stop after this many epochs without a better validation macro-F1; 0 = never",
                             "int", low=0, high=100_000, run_control=True)
     max_minutes: float = setting(0.0, "wall-clock budget; training stops (after validating) when it is spent; "
@@ -106,9 +118,18 @@ class TrainConfig:
             raise InputError("freeze_epochs needs init: the branches of a new network have nothing to keep")
         if self.labels is not None and len(self.labels) < 2:
             raise InputError("labels must name at least 2 classes")
+        if self.teachers is not None and not self.teachers:
+            raise InputError("teachers must name at least one model")
+        if self.teachers and not self.cache:
+            raise InputError("teachers need the cached data (cache on): their scores are held beside the samples")
         if self.val_split == self.train_split:
             raise InputError(f"val_split must differ from train_split ({self.train_split}); use holdout to "
                              "carve a validation part out of it")
+
+    @property
+    def holdout_seed_used(self) -> int:
+        """The seed that draws the holdout."""
+        return self.seed if self.holdout_seed is None else self.holdout_seed
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

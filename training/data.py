@@ -95,6 +95,12 @@ class SplitSamples:
         self.rows, self.targets = self.rows[positions], self.targets[positions]
         return self
 
+    def same_samples(self, regions: Sequence[str]) -> "SplitSamples":
+        """The same selected samples, read for ``regions`` (another model's inputs)."""
+        other = SplitSamples(self.shards_dir, self.split, class_names=self.class_names, regions=regions)
+        other.rows, other.targets = self.rows.copy(), self.targets.copy()
+        return other
+
     def quality(self) -> np.ndarray:
         return self.reader.load_all(fields=("quality",))["quality"][self.rows].astype(np.float64)
 

@@ -29,12 +29,12 @@ def resolve_checkpoint(ref: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             warnings.warn(f"{p} holds a run that did not finish (stopped or killed; no result.json): using its "
                           "best epoch so far", stacklevel=2)
         p = folder.best
-    elif not p.exists() and _is_bare_name(ref):
+    elif not p.exists() and is_bare_name(ref):
         p = shipped_model_path(str(ref))
     return p, load_checkpoint(p)  # a missing path: "no checkpoint at PATH"
 
 
-def _is_bare_name(ref: str | os.PathLike) -> bool:
+def is_bare_name(ref: str | os.PathLike) -> bool:
     """True when ``ref`` can name a shipped model: no folder part and no .pt suffix (a missing
     ``runs/x/best.pt`` is a missing checkpoint, not an unknown model)."""
     text = os.fspath(ref)

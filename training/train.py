@@ -43,6 +43,7 @@ from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
 from training.run_records import LOG_FIELDS
 from training.scores import scores
 from training.shard_fit import check_block_sizes
+from training.teachers import check_resumed_teachers, distillation_loss, teacher_probabilities
 
 
 @dataclass
@@ -92,6 +93,7 @@ class _Run:
     arch: str = ""  # the network trained: cfg.model, or init's
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     wrapped_frozen: bool = False  # whether train_model's DDP was built for frozen branches
+    teachers: list[dict[str, Any]] | None = None  # the models distilled from (`training.teachers`), else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: t
                          soft_labels=cfg.soft_labels)
     train.require_samples(f"split {cfg.train_split!r}")
     if cfg.val_split == "holdout":
-        held = holdout_rows(train.targets, cfg.holdout_frac, cfg.seed)
+        held = holdout_rows(train.targets, cfg.holdout_frac, cfg.holdout_seed_used)
         val = SplitSamples(shards_dir, cfg.train_split, class_names=train.class_names, regions=regions).select(held)
         train.select(np.setdiff1d(np.arange(len(train)), held))
     else:
@@ -218,6 +220,7 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
     run = _Run(cfg, run_dir, device, regions, class_names, block_sizes, train.samples.manifest.params, train, val,
                model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say,
                arch=arch, model_kwargs=model_kwargs)
+    _attach_teachers(run, shards_dir, ckpt)
     if ckpt is not None:
         _restore(run, ckpt)
     elif start is not None:
@@ -225,6 +228,18 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
         say(f"fine-tuning from {start.path} (new classes: {', '.join(run.init['new_classes']) or 'none'})")
     _wrap_for_step(run, frozen_in(run.start_epoch, cfg.freeze_epochs))
     return run
+
+
+def _attach_teachers(run: _Run, shards_dir: str, ckpt: dict[str, Any] | None) -> None:
+    """Score the training samples with the run's teachers once, held beside them in the cache."""
+    if not run.cfg.teachers:
+        return
+    probs, run.teachers = teacher_probabilities(run.cfg.teachers, shards_dir, run.train.samples, run.device)
+    check_resumed_teachers(run.teachers, ckpt.get("teachers") if ckpt is not None else None)
+    cached = run.train.cached
+    cached["teacher"] = torch.from_numpy(probs).to(cached["label"].device)
+    run.say(f"distilling from {', '.join(t['model'] for t in run.teachers)} (weight {run.cfg.distill_weight:g}, "
+            f"temperature {run.cfg.distill_temperature:g})")
 
 
 def _wrap_for_step(run: _Run, frozen: bool) -> None:
@@ -263,11 +278,14 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
 # One epoch
 
 
-def _mixup(x: dict[str, torch.Tensor], y: torch.Tensor, alpha: float, g: torch.Generator):
-    """Mix each sample with another (same partner for every region); returns x, y, partner y, lam."""
+def _mixup(x: dict[str, torch.Tensor], y: torch.Tensor, alpha: float, g: torch.Generator,
+           teacher: torch.Tensor | None):
+    """Mix each sample with another (same partner for every region, and for the teachers' scores);
+    returns x, y, partner y, lam, mixed teachers' scores."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample().item()) if alpha > 0 else 1.0
     perm = torch.randperm(y.shape[0], generator=g, device=g.device).to(y.device)
-    return {r: lam * v + (1 - lam) * v[perm] for r, v in x.items()}, y, y[perm], lam
+    mixed_teacher = None if teacher is None else lam * teacher + (1 - lam) * teacher[perm]
+    return {r: lam * v + (1 - lam) * v[perm] for r, v in x.items()}, y, y[perm], lam, mixed_teacher
 
 
 def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, Any]:
@@ -294,18 +312,22 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
         y = batch["label"].to(run.device, non_blocking=True)
         # the target: the vote distribution with --soft-labels, else the label (accuracy is the label's)
         target = batch["soft"].to(run.device, non_blocking=True) if "soft" in batch else y
+        teacher = batch["teacher"].to(run.device, non_blocking=True) if "teacher" in batch else None
         x = to_float(batch, run.regions, run.device, run.memory_format)
         if cfg.augment:
             x = augment(x, run.regions, g)
         x = normalize(x, run.regions)
         target2, lam = target, 1.0
         if cfg.mixup > 0:
-            x, target, target2, lam = _mixup(x, target, cfg.mixup, g)
+            x, target, target2, lam, teacher = _mixup(x, target, cfg.mixup, g, teacher)
         with run.autocast():
             out = run.train_model(x)
             logits = out.logits.float()
             loss = lam * run.criterion(logits, target) + (1 - lam) * run.criterion(logits, target2) if lam < 1 \
                 else run.criterion(logits, target)
+            if teacher is not None:
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
+                    logits, teacher, cfg.distill_temperature)
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {run.step + 1}: lower "
                                 f"lr (now {cfg.lr:g}) or keep grad_clip on; the last good checkpoints are kept")
@@ -467,7 +489,8 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
         normalization={"mean": NORM_MEAN, "std": NORM_STD}, config=run.cfg.to_dict(),
         model_state=run.model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), step=run.step, best_metric=run.best_metric, best_epoch=run.best_epoch,
-        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row, init=run.init)
+        bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row, init=run.init,
+        teachers=run.teachers)
     folder = RunFolder(run.run_dir)
     if improved:
         save_checkpoint(ck, folder.best)
