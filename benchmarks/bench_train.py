@@ -38,11 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from architectures import count_params, create_model  # noqa: E402
-from training.batch_predictions import predict_batches  # noqa: E402
 from training.chain import markdown_table  # noqa: E402
 from training.checkpoint import build_model_from_checkpoint, load_checkpoint  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.data import Batches, SplitSamples, augment, holdout_rows, normalize, to_float  # noqa: E402
+from training.data import augment, normalize, to_float  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 from training.run_folder import RunFolder  # noqa: E402
 from training.train import train  # noqa: E402
@@ -190,20 +189,13 @@ def holdout_accuracy(folder: Path, shards: str, tta_flip: bool) -> float:
     """Accuracy of the run's best.pt on the holdout its training carved from the train split (the
     split that chose the epoch): whether flip test-time augmentation pays is decided here, not on
     PublicTest."""
-    import contextlib
-
-    import numpy as np
-    import torch
+    from score_models import view_probabilities  # benchmarks/ is on the path of its scripts
 
     ckpt = load_checkpoint(folder / "best.pt")
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    regions = list(ckpt["regions"])
-    samples = SplitSamples(shards, cfg.train_split, class_names=ckpt["class_names"], regions=regions)
-    samples.select(holdout_rows(samples.targets, cfg.holdout_frac, cfg.holdout_seed_used))
-    model = build_model_from_checkpoint(ckpt)
-    logits, _w, y = predict_batches(model, Batches(samples, None, 256), regions, torch.device("cpu"),
-                                    contextlib.nullcontext, torch.contiguous_format, tta_flip=tta_flip)
-    return float(np.mean(logits.argmax(1) == y))
+    view = (tta_flip, False)
+    probs, y = view_probabilities(build_model_from_checkpoint(ckpt), ckpt, shards, ckpt["config"]["train_split"],
+                                  True, choices=(view,))[view]
+    return float((probs.argmax(1) == y).mean())
 
 
 def _log_minutes(folder: Path) -> float:
