@@ -29,6 +29,7 @@ from prepro.settings import from_dict
 from training.data import REGIONS
 from training.errors import CheckpointError
 from training.run_records import history_ok
+from training.weight_average import ONLINE_KEY, UPDATES_KEY, stored_fields_ok
 
 FORMAT = "faceblocks-checkpoint"
 FORMAT_VERSION = 1
@@ -66,7 +67,7 @@ def make_checkpoint(*, arch: str, model_kwargs: dict[str, Any], class_names: lis
                     normalization: dict[str, float], config: dict[str, Any], model_state: dict[str, torch.Tensor],
                     epoch: int, **resume_state: Any) -> dict[str, Any]:
     """Assemble the checkpoint dict; ``resume_state`` holds the RESUME_KEYS (absent in export-only files)."""
-    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card", "init", "teachers"}
+    unknown = set(resume_state) - set(RESUME_KEYS) - {"metrics", "card", "init", "teachers", ONLINE_KEY, UPDATES_KEY}
     if unknown:
         raise TypeError(f"unexpected checkpoint field(s): {', '.join(sorted(unknown))}")
     return {
@@ -171,6 +172,7 @@ def _type_problem(ckpt: dict[str, Any], for_resume: bool) -> str | None:
         ("teachers", ckpt.get("teachers") is None or (isinstance(ckpt["teachers"], list) and all(
             isinstance(t, dict) for t in ckpt["teachers"]))),
         ("epoch", is_int(ckpt["epoch"]) and ckpt["epoch"] >= 0),
+        ("online_model/ema_updates", stored_fields_ok(ckpt)),
         ("model", isinstance(ckpt["model"], dict) and all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items())),
     ]

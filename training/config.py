@@ -67,6 +67,10 @@ class TrainConfig:
     distill_temperature: float = setting(2.0, "with teachers: both their and the student's probabilities are "
                                          "softened by this temperature in the distillation loss", "float",
                                          low=0.05, high=100)
+    ema_decay: float = setting(0.0, "keep an exponential moving average of the weights, moved towards them by "
+                               "1 - decay after every step (e.g. 0.999); validation, best.pt and every use of the "
+                               "model take the average (training.weight_average); 0 = off", "float", low=0,
+                               high=0.99999)
     # data
     class_weighting: str = setting("none", "loss weights per class: none, inverse class frequency, or its "
                                    "square root", "str", choices=CLASS_WEIGHTINGS)

@@ -44,6 +44,7 @@ from training.run_records import LOG_FIELDS
 from training.scores import scores
 from training.shard_fit import check_block_sizes
 from training.teachers import check_resumed_teachers, distillation_loss, teacher_probabilities
+from training.weight_average import checkpoint_fields, restore, weight_average
 
 
 @dataclass
@@ -94,6 +95,12 @@ class _Run:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     wrapped_frozen: bool = False  # whether train_model's DDP was built for frozen branches
     teachers: list[dict[str, Any]] | None = None  # the models distilled from (`training.teachers`), else None
+    average: nn.Module | None = None  # the weights' moving average (`training.weight_average`), else None
+
+    @property
+    def scored_model(self) -> nn.Module:
+        """The network validation scores and checkpoints store as ``model``: the average when kept."""
+        return self.model if self.average is None else self.average.module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +228,8 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
                model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say,
                arch=arch, model_kwargs=model_kwargs)
     _attach_teachers(run, shards_dir, ckpt)
+    if cfg.ema_decay > 0:
+        run.average = weight_average(model, cfg.ema_decay)
     if ckpt is not None:
         _restore(run, ckpt)
     elif start is not None:
@@ -259,7 +268,10 @@ def _wrap_for_step(run: _Run, frozen: bool) -> None:
 def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     """Continue from a checkpoint; weights or optimiser state that do not fit are a clear error."""
     try:
-        run.model.load_state_dict(ckpt["model"])
+        if run.average is not None:
+            restore(run.average, run.model, ckpt)
+        else:
+            run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
@@ -357,6 +369,8 @@ def _step(run: _Run, loss: torch.Tensor) -> None:
     else:
         run.optimizer.step()
     run.scheduler.step()
+    if run.average is not None:
+        run.average.update_parameters(run.model)
     run.step += 1
 
 
@@ -391,7 +405,7 @@ def _gather(arrays: list[np.ndarray], world: int) -> list[np.ndarray]:
 @torch.no_grad()
 def validate(run: _Run) -> dict[str, Any]:
     """Loss, accuracy and macro-F1 on the validation part (all processes together)."""
-    logits, _w, y = predict_batches(run.model, run.val, run.regions, run.device, run.autocast, run.memory_format)
+    logits, _w, y = predict_batches(run.scored_model, run.val, run.regions, run.device, run.autocast, run.memory_format)
     logits, y = _gather([logits, y], run.world)
     loss = float(run.criterion(torch.from_numpy(logits).to(run.device), torch.from_numpy(y).to(run.device)).item())
     acc, f1 = scores(y, logits.argmax(1))
@@ -476,7 +490,8 @@ def _check_finite(run: _Run, epoch: int, row: dict[str, Any]) -> None:
         if not math.isfinite(row[key]) or row[key] > limit:
             raise DivergedError(f"training diverged in epoch {epoch + 1} ({key} {row[key]:.3g}): lower lr (now "
                                 f"{run.cfg.lr:g}); the checkpoints of the last good epoch are kept")
-    for name, p in run.model.state_dict().items():
+    states = [run.model.state_dict()] + ([run.average.module.state_dict()] if run.average is not None else [])
+    for name, p in ((k, v) for state in states for k, v in state.items()):
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise DivergedError(f"weight {name} became non-finite in epoch {epoch + 1}: lower lr (now "
                                 f"{run.cfg.lr:g}); the checkpoints of the last good epoch are kept")
@@ -487,10 +502,10 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
         arch=run.arch, model_kwargs=run.model_kwargs, class_names=run.class_names, regions=list(run.regions),
         block_sizes=run.block_sizes, preprocessing=run.preprocessing,
         normalization={"mean": NORM_MEAN, "std": NORM_STD}, config=run.cfg.to_dict(),
-        model_state=run.model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
+        model_state=run.scored_model.state_dict(), epoch=epoch, optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), step=run.step, best_metric=run.best_metric, best_epoch=run.best_epoch,
         bad_epochs=run.bad_epochs, rng=rng_state(), history=run.history, metrics=row, init=run.init,
-        teachers=run.teachers)
+        teachers=run.teachers, **({} if run.average is None else checkpoint_fields(run.average, run.model)))
     folder = RunFolder(run.run_dir)
     if improved:
         save_checkpoint(ck, folder.best)
