@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from prepro.config import PreprocessConfig  # noqa: E402
 from prepro.image_io import decode_gray  # noqa: E402
 from prepro.landmark_models import estimate_start_boxes, load_landmark_models  # noqa: E402
-from prepro.landmarks import _rect  # noqa: E402
+from prepro.landmarks import dlib_rects  # noqa: E402
 from prepro.model_files import LandmarkModelFile  # noqa: E402
 from prepro.outputs import new_writer_id  # noqa: E402
 from prepro.readers import list_source  # noqa: E402
@@ -226,7 +226,7 @@ def budget(n: int, mode: str, repeats: int) -> dict:
     settings, model = _worker_setup(mode)
     _chunked(items[:64], settings, model)
     grays = [decode_gray(it.path).gray for it in items]
-    rects = [_rect(b, g) for b, g in zip(estimate_start_boxes(grays, load_landmark_models()), grays)]
+    rects = dlib_rects(estimate_start_boxes(grays, load_landmark_models()), grays)
     predictor = LandmarkModelFile.default().load()
     whole, alone = [], []
     for _ in range(repeats):

@@ -80,62 +80,93 @@ def cutting_geometry(cfg: BlockConfig) -> dict[str, Any]:
 def cut_blocks(gray: np.ndarray, landmarks: np.ndarray, cfg: BlockConfig, scale: float = 1.0) -> Blocks:
     """Cut the three blocks from ``gray``, a decode of the original image at ``scale`` (decoded
     size / original size), using 68 ``landmarks`` in original-image coordinates."""
-    import cv2
-
-    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2 or gray.size == 0:
-        raise ValueError("gray must be a non-empty 2-D uint8 array")
-    if not (scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
     p = np.asarray(landmarks, dtype=np.float64)
     if p.shape != (68, 2):
         raise BlockError(f"expected 68x2 landmarks, got shape {p.shape}")
-    if not np.isfinite(p).all():
-        raise BlockError("landmarks contain NaN or infinite values")
-    # Scalar geometry in plain floats: numpy calls on 2-vectors cost more than the math.
-    (rx, ry), (lx, ly) = _EYE_MEANS @ p
-    dx, dy = lx - rx, ly - ry
-    iod = math.hypot(dx, dy)
-    if not iod >= _MIN_IOD:
-        raise BlockError(f"degenerate landmarks: inter-ocular distance {iod:.2f} px")
-    cx, cy = 0.5 * (rx + lx), 0.5 * (ry + ly)
-    cos, sin = (dx / iod, dy / iod) if cfg.rotate else (1.0, 0.0)
-    # Rotated frame about the eye midpoint: q = R (p - c), R = [[cos, sin], [-sin, cos]] (levels
-    # the eyes). Only the extents are needed: rotate all points once, then reduce per block.
-    qx = (p[:, 0] - cx) * cos + (p[:, 1] - cy) * sin
-    qy = (p[:, 1] - cy) * cos - (p[:, 0] - cx) * sin
-    ex, ey, mx, my = qx[EYES_BLOCK_IDX], qy[EYES_BLOCK_IDX], qx[MOUTH_BLOCK_IDX], qy[MOUTH_BLOCK_IDX]
-    extents = ((ex.min(), ey.min(), ex.max(), ey.max(), cfg.eyes_size, cfg.eyes_margin),
-               (mx.min(), my.min(), mx.max(), my.max(), cfg.mouth_size, cfg.mouth_margin),
-               (qx.min(), qy.min(), qx.max(), qy.max(), cfg.face_size, cfg.face_margin))
-    border = cv2.BORDER_REPLICATE if cfg.pad == "replicate" else cv2.BORDER_CONSTANT
-    # Reduced decode: original x = (x_dec + 0.5) / scale - 0.5 = x_dec * inv_s + t.
-    inv_s = 1.0 / scale
-    t = 0.5 * inv_s - 0.5
+    blocks = cut_blocks_many([gray], p[None], cfg, [scale])[0]
+    if isinstance(blocks, BlockError):
+        raise blocks
+    return blocks
 
-    out = []
-    for x0, y0, x1, y1, (h_out, w_out), margin in extents:
+
+def cut_blocks_many(grays: list[np.ndarray], landmarks: np.ndarray, cfg: BlockConfig,
+                    scales: list[float]) -> list[Blocks | BlockError]:
+    """`cut_blocks` of face i (``grays[i]`` at ``scales[i]``, ``landmarks[i]`` of the N x 68 x 2):
+    the same blocks, the geometry of all faces computed in one pass of array operations; a face
+    whose landmarks cannot place a block gets its `BlockError` in its place."""
+    import cv2
+
+    for gray, scale in zip(grays, scales):
+        if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2 or gray.size == 0:
+            raise ValueError("gray must be a non-empty 2-D uint8 array")
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+    p = np.asarray(landmarks, dtype=np.float64).reshape(len(grays), 68, 2)
+    inv_s = 1.0 / np.asarray(scales, dtype=np.float64)
+    maps, errors = _block_maps(p, cfg, inv_s)
+    border = cv2.BORDER_REPLICATE if cfg.pad == "replicate" else cv2.BORDER_CONSTANT
+    sizes = (cfg.eyes_size, cfg.mouth_size, cfg.face_size)
+    out: list[Blocks | BlockError] = []
+    for i, gray in enumerate(grays):
+        if errors[i] is not None:
+            out.append(errors[i])
+            continue
+        m_orig, m_dec, factor = maps[0][i], maps[1][i], maps[2][i]
+        warped = [_warp(cv2, gray, m_dec[k], factor[k], w, h, border) for k, (h, w) in enumerate(sizes)]
+        out.append(Blocks(eyes=warped[0], mouth=warped[1], face=warped[2],
+                          eyes_affine=m_orig[0], mouth_affine=m_orig[1], face_affine=m_orig[2]))
+    return out
+
+
+def _block_maps(p: np.ndarray, cfg: BlockConfig, inv_s: np.ndarray) -> tuple[tuple, list]:
+    """For N faces' landmarks ``p`` (N x 68 x 2, original pixels) of images decoded at 1 / ``inv_s``:
+    ((N x 3 x 2 x 3 float32 original-pixel maps, N x 3 x 2 x 3 decoded-pixel maps, N x 3 scale
+    factors) of the eyes, mouth and face blocks, and each face's `BlockError` or None).
+
+    Array for array the arithmetic of one face at a time, in the same order, so every face gets
+    the same numbers whatever batch it is in."""
+    n = len(p)
+    finite = np.isfinite(p).all(axis=(1, 2))
+    p = np.where(finite[:, None, None], p, 0.0)  # no arithmetic on NaN or infinity (nor its warnings)
+    # The eye centres face by face: a matrix product's summation order depends on its shape.
+    eyes = np.array([_EYE_MEANS @ q for q in p]).reshape(n, 2, 2)
+    dx, dy = eyes[:, 1, 0] - eyes[:, 0, 0], eyes[:, 1, 1] - eyes[:, 0, 1]
+    iod = np.array([math.hypot(a, b) for a, b in zip(dx.tolist(), dy.tolist())])
+    errors: list = [None if ok and d >= _MIN_IOD else
+                    BlockError("landmarks contain NaN or infinite values") if not ok else
+                    BlockError(f"degenerate landmarks: inter-ocular distance {d:.2f} px")
+                    for ok, d in zip(finite.tolist(), iod.tolist())]
+    iod = np.where([e is None for e in errors], iod, 1.0)  # the bad faces' numbers are never used
+    cx, cy = 0.5 * (eyes[:, 0, 0] + eyes[:, 1, 0]), 0.5 * (eyes[:, 0, 1] + eyes[:, 1, 1])
+    cos, sin = (dx / iod, dy / iod) if cfg.rotate else (np.ones(n), np.zeros(n))
+    # Rotated frame about the eye midpoint: q = R (p - c), R = [[cos, sin], [-sin, cos]] (levels the eyes).
+    qx = (p[:, :, 0] - cx[:, None]) * cos[:, None] + (p[:, :, 1] - cy[:, None]) * sin[:, None]
+    qy = (p[:, :, 1] - cy[:, None]) * cos[:, None] - (p[:, :, 0] - cx[:, None]) * sin[:, None]
+    t = 0.5 * inv_s - 0.5  # reduced decode: original x = x_dec * inv_s + t
+    m_orig, m_dec, factors = np.empty((n, 3, 2, 3)), np.empty((n, 3, 2, 3)), np.empty((n, 3))
+    for k, (idx, (h_out, w_out), margin) in enumerate(((EYES_BLOCK_IDX, cfg.eyes_size, cfg.eyes_margin),
+                                                       (MOUTH_BLOCK_IDX, cfg.mouth_size, cfg.mouth_margin),
+                                                       (slice(None), cfg.face_size, cfg.face_margin))):
         grow = margin * iod
-        x0, y0, x1, y1 = float(x0) - grow, float(y0) - grow, float(x1) + grow, float(y1) + grow
-        bw, bh = max(x1 - x0, 1e-6), max(y1 - y0, 1e-6)
-        if bw * h_out < bh * w_out:  # too narrow for the output aspect: widen about the centre
-            x0 -= 0.5 * (bh * w_out / h_out - bw)
-            bw = bh * w_out / h_out
-        else:
-            y0 -= 0.5 * (bw * h_out / w_out - bh)
-        k = w_out / bw  # block pixels per original pixel, the same on both axes
+        x0, y0 = qx[:, idx].min(axis=1) - grow, qy[:, idx].min(axis=1) - grow
+        x1, y1 = qx[:, idx].max(axis=1) + grow, qy[:, idx].max(axis=1) + grow
+        bw, bh = np.maximum(x1 - x0, 1e-6), np.maximum(y1 - y0, 1e-6)
+        narrow = bw * h_out < bh * w_out  # too narrow for the output aspect: widen about the centre
+        x0 = np.where(narrow, x0 - 0.5 * (bh * w_out / h_out - bw), x0)
+        y0 = np.where(narrow, y0, y0 - 0.5 * (bw * h_out / w_out - bh))  # else taller about the centre
+        bw = np.where(narrow, bh * w_out / h_out, bw)
+        kk = w_out / bw  # block pixels per original pixel, the same on both axes
         # Block pixel i has its centre at rotated x0 + (i + 0.5) / k:
         # u = k (cos (x - cx) + sin (y - cy) - x0) - 0.5, v = k (-sin (x - cx) + cos (y - cy) - y0) - 0.5.
-        a, b = k * cos, k * sin
-        ou = -a * cx - b * cy - k * x0 - 0.5
-        ov = b * cx - a * cy - k * y0 - 0.5
-        m_orig = np.array([[a, b, ou], [-b, a, ov]])
+        a, b = kk * cos, kk * sin
+        ou = -a * cx - b * cy - kk * x0 - 0.5
+        ov = b * cx - a * cy - kk * y0 - 0.5
+        m_orig[:, k] = np.stack([np.stack([a, b, ou], axis=1), np.stack([-b, a, ov], axis=1)], axis=1)
         # The same map from decoded pixels: substitute x = x_dec * inv_s + t.
-        m_dec = np.array([[a * inv_s, b * inv_s, ou + (a + b) * t],
-                          [-b * inv_s, a * inv_s, ov + (a - b) * t]])
-        out.append(_warp(cv2, gray, m_dec, k * inv_s, w_out, h_out, border))
-        out.append(m_orig.astype(np.float32))
-    return Blocks(eyes=out[0], mouth=out[2], face=out[4],
-                  eyes_affine=out[1], mouth_affine=out[3], face_affine=out[5])
+        m_dec[:, k] = np.stack([np.stack([a * inv_s, b * inv_s, ou + (a + b) * t], axis=1),
+                                np.stack([-b * inv_s, a * inv_s, ov + (a - b) * t], axis=1)], axis=1)
+        factors[:, k] = kk * inv_s
+    return (m_orig.astype(np.float32), m_dec, factors), errors
 
 
 def _warp(cv2: Any, src: np.ndarray, m: np.ndarray, factor: float, w: int, h: int,

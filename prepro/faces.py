@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from prepro.blocks import BlockError, Blocks, cut_blocks
+from prepro.blocks import BlockError, Blocks, cut_blocks_many
 from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, CutSettings
 from prepro.detection import detect_faces, load_detectors
 from prepro.errors import InputError, SampleError
@@ -154,14 +154,7 @@ class FaceCutter:
                 starts += [(i, st) for st in self._starts(grays[i], outs[i].scale, all_faces, box)]
         fits = self._fit_all(grays, starts, outs)
         self._detect_doubtful(grays, starts, fits, outs)
-
-        for i, out in enumerate(outs):
-            with _failure_of(out):
-                for (j, st), fit in zip(starts, fits):
-                    if j == i and fit is not None and out.failure is None:
-                        face = self._face(fit, st.method, st.score, grays[i].shape, out.scale)
-                        out.faces.append(FaceCut(face, cut_blocks(grays[i], face.landmarks, self.settings.blocks,
-                                                                  out.scale)))
+        self._cut_faces(grays, starts, fits, outs)
         return outs
 
     # -- steps ------------------------------------------------------------------------------------
@@ -259,6 +252,23 @@ class FaceCutter:
     def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]]) -> list:
         """The network's fits: every start of the batch (crops and boxes alike) in one pass."""
         return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net())
+
+    def _cut_faces(self, grays: list, starts: list[tuple[int, "_Start"]], fits: list, outs: list[ImageCut]) -> None:
+        """Each fit's face and blocks into its image's cut, in the order of ``starts``; the blocks of
+        all faces cut together. A face whose blocks cannot be cut fails its whole image."""
+        faces: list[tuple[int, Face]] = []  # (image index, face)
+        for (i, st), fit in zip(starts, fits):
+            if fit is not None and outs[i].failure is None:
+                with _failure_of(outs[i]):
+                    faces.append((i, self._face(fit, st.method, st.score, grays[i].shape, outs[i].scale)))
+        blocks = cut_blocks_many([grays[i] for i, _ in faces], np.array([f.landmarks for _, f in faces]),
+                                 self.settings.blocks, [outs[i].scale for i, _ in faces])
+        for (i, face), blk in zip(faces, blocks):
+            if outs[i].failure is None:
+                with _failure_of(outs[i]):
+                    if isinstance(blk, BlockError):
+                        raise blk
+                    outs[i].faces.append(FaceCut(face, blk))
 
     @staticmethod
     def _face(fit: Fit, method: str, score: float, shape: tuple[int, int], scale: float) -> Face:

@@ -176,7 +176,11 @@ def gradient_histograms_many(imgs: np.ndarray, cell: int = FEATURE_CELL) -> np.n
     gy[:, 0, :] = gy[:, -1, :] = 0.0
     mag, ang = cv2.cartToPolar(gx.reshape(-1, side), gy.reshape(-1, side))
     # Orientation bins, in place and in float32 as before: floor(mod(angle, pi) * 9 / pi), at most 8.
-    np.mod(ang, np.float32(np.pi), out=ang)
+    # The angles lie in [0, 2 pi], where subtracting pi (exact there) is np.mod at a fifth of its
+    # cost; twice, for an angle of exactly 2 pi.
+    pi = np.float32(np.pi)
+    for _ in range(2):
+        np.subtract(ang, pi, out=ang, where=ang >= pi)
     ang *= np.float32(ORIENTATIONS / np.pi)
     b = ang.astype(np.intp)
     np.minimum(b, ORIENTATIONS - 1, out=b)

@@ -21,7 +21,6 @@ quality is kept. Nothing heavy is imported at module import: dlib loads on first
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,16 +58,21 @@ MOUTH_BLOCK_IDX = np.r_[MOUTH_OUTER, MOUTH_INNER]  # outer and inner lip contour
 SECOND_LOOK_BELOW = 0.5  # a crop's fit of lower quality gets a second look from other starts
 
 
-def _rect(box: tuple[float, float, float, float], gray: np.ndarray) -> Any:
+def dlib_rects(boxes: Any, grays: list[np.ndarray]) -> list[Any]:
+    """dlib rectangles of the (left, top, right, bottom) ``boxes``, box i in ``grays[i]``'s pixels;
+    a box that is not finite is an InputError."""
     import dlib
 
-    h, w = gray.shape
-    lim = 8 * max(h, w)  # a box far outside the image means nothing; keep dlib's ints sane
-    l, t, r, b = (min(max(float(v), -lim), lim) for v in box)
-    if not all(math.isfinite(v) for v in (l, t, r, b)):
-        raise InputError(f"face box {box} is not finite")
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    lim = 8.0 * np.array([max(g.shape) for g in grays], dtype=np.float64)[:, None]
+    b = np.minimum(np.maximum(b, -lim), lim)  # a box far outside the image means nothing; keep dlib's ints sane
+    bad = np.flatnonzero(~np.isfinite(b).all(axis=1))
+    if len(bad):
+        raise InputError(f"face box {tuple(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[bad[0]].tolist())} is not finite")
+    l, t, r, bt = np.rint(b).astype(np.int64).T  # round half to even, as Python's round
     # dlib rectangles are inclusive: an exclusive right edge r is pixel r - 1.
-    return dlib.rectangle(round(l), round(t), max(round(r) - 1, round(l)), max(round(b) - 1, round(t)))
+    return [dlib.rectangle(*e) for e in zip(l.tolist(), t.tolist(), np.maximum(r - 1, l).tolist(),
+                                             np.maximum(bt - 1, t).tolist())]
 
 
 def landmark_error(landmarks: np.ndarray, reference: np.ndarray) -> float:
@@ -87,7 +91,7 @@ def predict_landmarks(shape_model: Any, gray: np.ndarray, box: tuple[float, floa
 
 def predict_landmarks_many(shape_model: Any, grays: list[np.ndarray], boxes: Any) -> np.ndarray:
     """N x 68 x 2 float64 landmarks, face i started from ``boxes[i]`` in ``grays[i]``'s pixels."""
-    shapes = [shape_model(g, _rect(b, g)) for g, b in zip(grays, boxes)]
+    shapes = [shape_model(g, r) for g, r in zip(grays, dlib_rects(boxes, grays))]
     if not shapes:
         return np.zeros((0, 68, 2))
     # dlib gives one Python object per point; its text form "points[(x, y), ...]" is read for all

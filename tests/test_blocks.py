@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from prepro.blocks import BlockConfig, BlockError, Blocks, cut_blocks
+from prepro.blocks import BlockConfig, BlockError, Blocks, cut_blocks, cut_blocks_many
 from prepro.errors import FaceblocksError, InputError, SampleError
 from prepro.landmark_models import load_mean_shape
 from prepro.landmarks import EYES_BLOCK_IDX, MOUTH_BLOCK_IDX
@@ -109,6 +109,31 @@ def test_degenerate_landmarks() -> None:
         cut_blocks(img, np.zeros((5, 2)), BlockConfig())
     # One image's problem: the pipeline lists it as that input's failure and goes on.
     assert issubclass(BlockError, SampleError) and issubclass(BlockError, FaceblocksError)
+
+
+@pytest.mark.parametrize("cfg", [BlockConfig(), BlockConfig(rotate=False, pad="constant")])
+def test_a_batch_cuts_each_face_as_alone(cfg: BlockConfig) -> None:
+    """The batched geometry gives every face exactly the blocks and maps it gets alone, whatever
+    else is in the batch (so chunk sizes and job counts write the same shards); a bad face gets its
+    error in its place and costs the others nothing."""
+    import cv2
+
+    big = _smooth(400, 400)
+    half = cv2.resize(big, (0, 0), fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    cases = [(_smooth(100, 100), _face(), 1.0), (_smooth(100, 100), np.full((68, 2), np.nan), 1.0),
+             (half, _face(iod=120, centre=(200.0, 180.0), angle_deg=10), 0.5),
+             (_smooth(60, 60), np.full((68, 2), 30.0), 1.0), (big, _face(iod=300, centre=(200.0, 190.0)), 1.0),
+             (_smooth(100, 100), _face(angle_deg=-25), 1.0)]
+    batch = cut_blocks_many([g for g, _, _ in cases], np.array([m for _, m, _ in cases]), cfg,
+                            [s for _, _, s in cases])
+    assert [type(b) for b in batch] == [Blocks, BlockError, Blocks, BlockError, Blocks, Blocks]
+    assert "NaN" in str(batch[1]) and "inter-ocular" in str(batch[3])
+    for (gray, marks, scale), got in zip(cases, batch):
+        if isinstance(got, Blocks):
+            alone = cut_blocks(gray, marks, cfg, scale)
+            for name in ("eyes", "mouth", "face", "eyes_affine", "mouth_affine", "face_affine"):
+                assert np.array_equal(getattr(got, name), getattr(alone, name)), name
+    assert cut_blocks_many([], np.zeros((0, 68, 2)), cfg, []) == []
 
 
 def test_reduced_decode_scale() -> None:
