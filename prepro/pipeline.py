@@ -37,7 +37,7 @@ from prepro.readers import BadPixelsError, CsvRowReader, Failure, RawItem, count
 from prepro.shards import check_shard, shard_writer_id
 from prepro.specs import SPLITS, load_spec
 from prepro.splits import assign_splits, order_key
-from prepro.worker import ModelPrefetch, load_models, process_chunk, process_shard_task
+from prepro.worker import load_models, process_chunk, process_shard_task
 from prepro.writer import ShardRecorder, plan_shards, task_attrs, write_task_shard
 
 Log = Callable[[str], None]
@@ -103,7 +103,6 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         # one is loaded by the workers only: loading it here too would cost a second a run.)
         landmark.load()
     spec = load_spec(cfg.dataset) if cfg.dataset else None
-    prefetch = _prefetch(cfg, run, landmark)
     listing = list_source(source, cfg.format, spec=spec, image_root=run.image_root, votes_file=run.votes_file)
     for message in count_mismatches(listing.items, listing.spec):
         log(f"note: {message} (a partial copy of the dataset?)")
@@ -120,7 +119,7 @@ def run_preprocess(source: str, out_dir: str, cfg: PreprocessConfig = Preprocess
         manifest.complete = not plan.pending
         if plan.pending:
             manifest.save(out)  # "incomplete" on disk before any work, in case the run is killed
-        written = _process(out, manifest, plan.pending, cfg, run, landmark, listing.spec, progress, log, prefetch)
+        written = _process(out, manifest, plan.pending, cfg, run, landmark, listing.spec, progress, log)
         manifest.complete = True
         if manifest.to_dict() != Manifest.load(out).to_dict():
             manifest.save(out)  # saved only when something changed: its time stamp says when
@@ -375,17 +374,8 @@ def _report_plan(plan: _Plan, m: Manifest, log: Log) -> None:
 # Doing it
 
 
-def _prefetch(cfg: PreprocessConfig, run: PreprocessRun, landmark) -> ModelPrefetch | None:
-    """Workers forked from this process (the default on Linux) inherit its models: load them while
-    the source is listed. Which models a run needs does not depend on whether its images are
-    crops, so the settings before the listing (which may find the dataset) do."""
-    if run.scheduler or (run.backend or DEFAULT_BACKEND) != "multiprocessing":
-        return None
-    return ModelPrefetch(cfg.cut_settings(pre_cropped=False), str(landmark.path))
-
-
 def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConfig, run: PreprocessRun,
-             landmark, spec, progress: bool, log: Log, prefetch: ModelPrefetch | None = None) -> int:
+             landmark, spec, progress: bool, log: Log) -> int:
     """Run the workers over ``pending`` and record their shards; returns the samples written."""
     from tqdm import tqdm
 
@@ -399,7 +389,7 @@ def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConf
         if note:
             log(note)
     outcomes = (_outcomes_on_dask(out, m, tasks, settings, landmark, run) if on_dask
-                else _outcomes_on_joblib(out, m, tasks, settings, landmark, run, n_chunks, prefetch))
+                else _outcomes_on_joblib(out, m, tasks, settings, landmark, run, n_chunks))
     with tqdm(total=len(pending), unit="img", disable=not progress, smoothing=0.05, dynamic_ncols=True) as bar:
         for outcome in outcomes:
             recorder.record(outcome)
@@ -408,15 +398,15 @@ def _process(out: Path, m: Manifest, pending: list[RawItem], cfg: PreprocessConf
 
 
 def _outcomes_on_joblib(out: Path, m: Manifest, tasks: list, settings, landmark, run: PreprocessRun,
-                        n_chunks: int, prefetch: ModelPrefetch | None = None) -> Iterator:
+                        n_chunks: int) -> Iterator:
     """Workers cut chunks of ``run.chunk_size`` images; this process writes each task's shard once
     its chunks are back (small chunks keep every worker busy however few the tasks)."""
     from joblib import delayed
 
     def before_fork() -> None:
-        if prefetch is not None:
-            prefetch.wait()
-        load_models(settings, str(landmark.path))  # the cutter of these settings; its models are loaded
+        # The cutter of these settings, its models loaded, for the forked workers to share. (In a
+        # thread while the source is listed it saves nothing: dlib's loader keeps the GIL.)
+        load_models(settings, str(landmark.path))
 
     jobs = (delayed(process_chunk)(k, payload, settings, str(landmark.path))
             for k, task in enumerate(tasks) for payload in _payloads(task.items, run.chunk_size))

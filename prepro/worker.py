@@ -7,7 +7,6 @@ parallel and the writer only stores bytes.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -33,31 +32,6 @@ def _cutter(settings: CutSettings, landmark_model: str) -> FaceCutter:
 def load_models(settings: CutSettings, landmark_model: str) -> None:
     """Build this process's cutter and load its models now (before forked workers inherit them)."""
     _cutter(settings, landmark_model).load_models()
-
-
-class ModelPrefetch:
-    """The models of ``settings`` loaded in a thread of this process while it does other work (dlib's
-    loader releases the GIL, so listing a source and loading 100 MB overlap); workers forked after
-    `wait` inherit them. A loading error is raised by `wait`, in the run's own thread."""
-
-    def __init__(self, settings: CutSettings, landmark_model: str) -> None:
-        self.error: BaseException | None = None
-        self._thread: threading.Thread | None = threading.Thread(
-            target=self._load, args=(settings, landmark_model), name="faceblocks-model-prefetch", daemon=True)
-        self._thread.start()
-
-    def _load(self, settings: CutSettings, landmark_model: str) -> None:
-        try:
-            load_models(settings, landmark_model)
-        except BaseException as e:  # noqa: BLE001 - handed to the run's thread by wait()
-            self.error = e
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self.error is not None:
-            raise self.error
 
 
 def process_chunk(start: int, payload: list[tuple[RawItem, Any]], settings: CutSettings,

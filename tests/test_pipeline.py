@@ -644,20 +644,3 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def test_model_prefetch_hands_its_error_to_the_run(monkeypatch):
-    """Models loaded in a thread while the source is listed: a failure to load is raised by wait(),
-    in the run's thread, not printed by the thread and lost."""
-    import prepro.worker as worker
-    from prepro.errors import InputError
-
-    def broken(settings, path):
-        raise InputError(f"{path} is no 68-point landmark model")
-
-    monkeypatch.setattr(worker, "load_models", broken)
-    prefetch = worker.ModelPrefetch(PreprocessConfig().cut_settings(), "/nowhere/model.dat")
-    with pytest.raises(InputError, match="no 68-point landmark model"):
-        prefetch.wait()
-    with pytest.raises(InputError):
-        prefetch.wait()  # asked again, the same answer
