@@ -10,11 +10,14 @@ From FER2013 **Training** faces (Kaggle folder layout; PublicTest is never read)
 3. the **network** (torch at build time only), trained on 80% of the faces with augmentation that
    shifts, scales, rotates and mirrors the crop (mirroring permutes the points), loss the mean
    point distance in inter-ocular units, the measure the benchmark reports;
-4. the **error head**, trained on the other 20% (faces the network never saw; identity and
+4. the **refinement stages** (`prepro.landmark_refine`), learnt on the same 80%: each a ridge
+   regression from the features around the points to the moves that bring them onto dlib's, from
+   the network's run-time fits and from starts moved by other faces' network errors;
+5. the **error head**, trained on the other 20% (faces the network never saw; identity and
    augmented views, and faceless junk images) to predict log(landmark error), cross-fitted in two
    folds so that the **quality** calibration (logistic, "within 0.20 inter-ocular distances")
-   reads out-of-sample estimates;
-5. the file, its card holding the held-back figures.
+   reads out-of-sample estimates; it learns the error of the refined points;
+6. the file, its card holding the held-back figures.
 
     .venv/bin/python benchmarks/make_landmark_net.py ../shared/data/fer2013/train --work bench-out/lmnet
 
@@ -25,6 +28,7 @@ Every stage is cached in --work, so a rerun resumes (training from its last epoc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import resource
@@ -40,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_landmark_models import junk_images, yardstick  # noqa: E402
 
 from prepro import landmark_net as ln  # noqa: E402
+from prepro import landmark_refine as lr  # noqa: E402
 from prepro.landmarks import LEFT_EYE, RIGHT_EYE, landmark_error  # noqa: E402
 from prepro.model_files import LANDMARK_MODEL_TERMS  # noqa: E402
 
@@ -48,6 +53,13 @@ CHANNELS = (1, 16, 24, 48)  # three 3x3 stride-2 convolutions: 40 -> 20 -> 10 ->
 HIDDEN = 128
 AUGMENT = (0.14, 0.08, 0.04)  # standard deviations of the rotation (radians), log scale and shift (crop sides)
 HELD_BACK_EVERY = 5  # every 5th face (by file order) trains the error head, never the network
+# Refinement (prepro.landmark_refine): one stage per grid spacing (inter-ocular units), coarse to
+# fine; each face starts from the network's fit and from START_COPIES - 1 more starts (its dlib
+# points moved by another face's network error); ridge strength; modes of the moves kept.
+REFINE_SPACINGS = (0.12, 0.08, 0.05, 0.035)
+START_COPIES = 3
+RIDGE = 0.05
+MOVE_MODES = 32
 BUSY_FLAG = Path("/tmp/cpu-busy")
 
 
@@ -194,6 +206,64 @@ def numpy_net(layers: dict, margin: np.ndarray) -> ln.LandmarkNet:
                           np.zeros(2), {})
 
 
+def net_fits(net: ln.LandmarkNet, imgs: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """The run-time fits (`prepro.landmark_net.fits_from_net` on the whole image) of face crops."""
+    return np.array([f.landmarks for a in range(0, len(imgs), chunk)
+                     for f in ln.fits_from_net(list(imgs[a:a + chunk]), [None] * len(imgs[a:a + chunk]), net)])
+
+
+def refine_starts(fits: np.ndarray, marks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, row's face): each face's network fit, then START_COPIES - 1 copies of its dlib points
+    moved by the network's error on another face (turned and scaled to this face)."""
+    errors = lr.to_face_moves(fits - marks, lr.face_pose(marks))
+    starts, faces = [fits], [np.arange(len(fits))]
+    for _ in range(START_COPIES - 1):
+        other = errors[rng.integers(0, len(fits), len(fits))]
+        starts.append(marks + lr.to_image_moves(other, lr.face_pose(marks)))
+        faces.append(np.arange(len(fits)))
+    return np.concatenate(starts), np.concatenate(faces)
+
+
+def ridge_stage(feats: np.ndarray, moves: np.ndarray, spacing: float) -> lr.RefineStage:
+    """The stage that best maps ``feats`` to ``moves`` (ridge, strength RIDGE relative to the rows),
+    its output kept to the MOVE_MODES leading modes of the fitted moves."""
+    mu, nu = feats.mean(axis=0), moves.mean(axis=0)
+    xc = feats - mu
+    gram = (xc.T @ xc).astype(np.float64)
+    gram[np.diag_indices_from(gram)] += RIDGE * len(feats)
+    w = np.linalg.solve(gram, (xc.T @ (moves - nu)).astype(np.float64))
+    fitted = xc @ w
+    modes = np.linalg.svd(fitted - fitted.mean(axis=0), full_matrices=False)[2][:MOVE_MODES]
+    weights = w @ modes.T
+    return lr.RefineStage(spacing, weights.astype(np.float32), modes.astype(np.float32),
+                          (nu - (mu @ weights) @ modes).astype(np.float32))
+
+
+def train_stages(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, cache: Path) -> tuple[lr.RefineStage, ...]:
+    """The refinement stages, learnt on the faces that taught the network (cached in ``cache``)."""
+    if cache.is_file():
+        with np.load(cache) as z:
+            return tuple(lr.RefineStage(float(z["spacing"][k]), z[f"w{k}"], z[f"modes{k}"], z[f"b{k}"])
+                         for k in range(len(z["spacing"])))
+    t0 = time.perf_counter()
+    starts, face = refine_starts(net_fits(net, imgs), marks, np.random.default_rng(3))
+    x, target, views = starts, marks[face], [imgs[i] for i in face]
+    stages = []
+    for spacing in REFINE_SPACINGS:
+        wait_while_busy()
+        feats, pose = lr.stage_features(views, x, spacing)
+        stage = ln.half_stages((ridge_stage(feats, lr.to_face_moves(target - x, pose), spacing),))[0]
+        x = x + lr.to_image_moves(stage.moves(feats).astype(np.float64), pose)
+        err = np.array([landmark_error(p, t) for p, t in zip(x, target)])
+        print(f"refinement stage {spacing}: taught starts above 0.10 {100 * (err > 0.10).mean():.1f}% "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        stages.append(stage)
+    np.savez(cache, spacing=np.array(REFINE_SPACINGS), **{f"{key}{k}": v for k, st in enumerate(stages)
+                                                          for key, v in (("w", st.weights), ("modes", st.modes),
+                                                                         ("b", st.bias))})
+    return tuple(stages)
+
+
 def head_rows(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, views_per_face: int,
               n_junk: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """What the error head learns from: held-back faces (view 0 as they are, then augmented views)
@@ -205,17 +275,22 @@ def head_rows(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, views_pe
     crops, targets = view_crops(imgs[face], marks[face], views)
     junk = np.stack(junk_images(n_junk, imgs.shape[1], rng))
     jcrops, _ = view_crops(junk, np.zeros((n_junk, 68, 2)), random_views(n_junk, rng, identity=True))
-    unit, hidden = net.forward(ln.normalised(np.concatenate([crops, jcrops])))
-    pred = (unit.astype(np.float64) + 1) * (SIDE / 2) - 0.5
+    every = np.concatenate([crops, jcrops])
+    unit, hidden = net.forward(ln.normalised(every))
+    own = (unit.astype(np.float64) + 1) * (SIDE / 2) - 0.5
+    pred, moves = lr.refine(list(every), own, net.refine)
+    signs = ln.refinement_signs(list(every), pred, moves)
     err = np.r_[[landmark_error(p, t) for p, t in zip(pred[:len(face)], targets)], np.ones(n_junk)]
-    return {"x": ln.head_input(hidden, unit), "error": err, "group": np.r_[face, len(imgs) + np.arange(n_junk)],
+    return {"x": ln.head_input(hidden, own, signs), "error": err, "group": np.r_[face, len(imgs) + np.arange(n_junk)],
             "view": np.r_[view, np.zeros(n_junk, int)], "junk": np.r_[np.zeros(len(face), bool), np.ones(n_junk, bool)]}
 
 
 def cached_head_rows(cache: Path, net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray,
                      views: int) -> dict[str, np.ndarray]:
     """`head_rows` (a tenth as many junk images as faces), cached for this network's weights."""
-    key = np.array([float(np.sum([w.sum() for w, _ in net.convs + net.dense])), views])
+    width = ln.head_input(np.zeros((1, HIDDEN), np.float32), np.zeros((1, 68, 2)), np.zeros((1, 5))).shape[1]
+    key = np.array([float(np.sum([w.sum() for w, _ in net.convs + net.dense])), views,
+                    float(np.sum([st.weights.sum() for st in net.refine])), width])
     if cache.is_file():
         with np.load(cache) as z:
             if np.array_equal(z["key"], key):
@@ -307,12 +382,13 @@ def main() -> None:
     net = train_net(ys["imgs"][taught], ys["marks"][taught], args.work, args.epochs)
     layers = exported_layers(net)
     wait_while_busy()
-    rows = cached_head_rows(args.work / "head_rows.npz", numpy_net(layers, margin), ys["imgs"][held],
-                            ys["marks"][held], args.views)
+    stages = train_stages(numpy_net(layers, margin), ys["imgs"][taught], ys["marks"][taught], args.work / "stages.npz")
+    refined = dataclasses.replace(numpy_net(layers, margin), refine=stages)
+    rows = cached_head_rows(args.work / "head_rows.npz", refined, ys["imgs"][held], ys["marks"][held], args.views)
     (layers["head"], head_scale), quality_ab, oof = error_head(rows)
     card = card_of(len(files), len(found), len(taught), len(held), args.epochs,
                    held_back_figures(rows, oof, quality_ab), time.perf_counter() - t0)
-    ln.save_landmark_net(args.out, SIDE, margin, layers, head_scale, quality_ab, card)
+    ln.save_landmark_net(args.out, SIDE, margin, layers, head_scale, quality_ab, card, stages)
     print(json.dumps(card, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.0f} s)")
 
@@ -328,7 +404,10 @@ def card_of(images: int, found: int, taught: int, held: int, epochs: int, figure
                     f"the network, {held} held back teach the error head; PublicTest never read)",
             "terms": f"research use only: learnt from FER2013 and from {LANDMARK_MODEL_TERMS}",
             "architecture": {"input": SIDE, "conv3x3_stride2_channels": list(CHANNELS[1:]), "hidden": HIDDEN,
-                             "epochs": epochs},
+                             "epochs": epochs,
+                             "refinement": {"grid_spacings_iod": list(REFINE_SPACINGS), "radius": lr.RADIUS,
+                                            "orientation_bins": lr.BINS, "features": lr.n_features(),
+                                            "move_modes": MOVE_MODES, "ridge": RIDGE, "starts_per_face": START_COPIES}},
             "quality": "probability that the landmarks are within 0.20 inter-ocular distances of dlib's from the "
                        "HOG box (logistic on the error head's log-error estimate)",
             "held_back": figures, "build_minutes_this_run": round(seconds / 60, 1),

@@ -12,7 +12,8 @@ distances of the detector-box ones.
 
 Input: a face crop, normalised to ``side`` x ``side`` pixels: the image itself for a face crop
 (`aligned`), the box with a margin for a detector's or a given box (`crop_box`). Each convolution is
-one im2col and one matrix product for the whole batch. The weights live in ``landmark_net.npz``
+one im2col and one matrix product for the whole batch. The network's points are then refined on the
+image itself (`prepro.landmark_refine`), and the error head estimates the refined points' error. The weights live in ``landmark_net.npz``
 beside this module, read without pickle; nothing is loaded until first used.
 """
 
@@ -27,15 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from prepro.errors import DataError
-from prepro.landmark_models import implied_boxes, load_landmark_models, procrustes_rms_many
+from prepro.landmark_models import implied_boxes, load_landmark_models, procrustes_rms_many, quality_signs_many
+from prepro.landmark_refine import MIN_BATCH, RefineStage, refine
 from prepro.landmarks import JAW, LEFT_EYE, LEFT_EYEBROW, MOUTH_INNER, MOUTH_OUTER, NOSE_BRIDGE, NOSE_TIP, \
     RIGHT_EYE, RIGHT_EYEBROW, Fit
 
 NET_FILE = Path(__file__).with_name("landmark_net.npz")
 GREY_EPS = 8.0  # grey levels added to a crop's standard deviation: flat crops stay near zero
-# Batches are padded to at least this many crops: BLAS takes other code paths (other rounding) for
-# products of a few rows, and a face must get the same landmarks whatever chunk it came in.
-MIN_BATCH = 16
 # The error head's estimates are held to log(0.005)..log(1): below, the yardstick's own noise;
 # above, the landmarks are anywhere (a crop that holds no face).
 LOG_ERROR_RANGE = (math.log(0.005), 0.0)
@@ -75,26 +74,48 @@ class LandmarkNet:
     head_scale: tuple[np.ndarray, np.ndarray]  # the error head's input mean and standard deviation
     quality_ab: np.ndarray  # quality = sigmoid(a * predicted log error + b)
     card: dict  # data, recipe, figures, terms
+    refine: tuple[RefineStage, ...] = ()  # stages that move the points on the image (prepro.landmark_refine)
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks (N x 68 x 2, crop pixels, pixel centres at the integers) and quality (N,)
-        of N crops of ``side`` x ``side`` grey pixels (uint8 or float)."""
+        """Landmarks (N x 68 x 2, crop pixels, pixel centres at the integers; refined on the crops
+        themselves) and quality (N,) of N crops of ``side`` x ``side`` grey pixels (uint8)."""
+        marks, hidden = self.points(crops)
+        images = list(np.asarray(crops))
+        refined, moves = refine(images, marks, self.refine)
+        return refined, self.quality(hidden, marks, refinement_signs(images, refined, moves))
+
+    def points(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's own landmarks (N x 68 x 2, crop pixels) and its last hidden layer, for N
+        crops of ``side`` x ``side`` grey pixels."""
         from threadpoolctl import threadpool_limits
 
         crops = np.asarray(crops)
         if crops.ndim != 3 or crops.shape[1:] != (self.side, self.side):
             raise DataError(f"the landmark network takes N x {self.side} x {self.side} crops, got {crops.shape}")
         if not len(crops):
-            return np.zeros((0, 68, 2)), np.zeros(0)
+            return np.zeros((0, 68, 2)), np.zeros((0, self.dense[0][0].shape[1]), np.float32)
         n = len(crops)
         x = normalised(crops)
         if n < MIN_BATCH:
             x = np.concatenate([x, np.zeros((MIN_BATCH - n,) + x.shape[1:], x.dtype)])
         with threadpool_limits(1):  # one thread per worker: the workers are the parallelism
             marks, hidden = self.forward(x)
-            marks, log_error = marks[:n], self.log_error(hidden, marks)[:n]
-        quality = 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
-        return (marks.astype(np.float64) + 1.0) * (self.side / 2) - 0.5, quality
+        return (marks[:n].astype(np.float64) + 1.0) * (self.side / 2) - 0.5, hidden[:n]
+
+    def quality(self, hidden: np.ndarray, marks: np.ndarray, signs: np.ndarray) -> np.ndarray:
+        """The calibrated quality (N,) from the network's hidden layer, its own landmarks and the
+        signs of its refined ones (`refinement_signs`)."""
+        from threadpoolctl import threadpool_limits
+
+        if not len(hidden):
+            return np.zeros(0)
+        n = len(hidden)
+        rows = head_input(hidden, marks, signs)
+        if n < MIN_BATCH:
+            rows = np.concatenate([rows, np.zeros((MIN_BATCH - n, rows.shape[1]), rows.dtype)])
+        with threadpool_limits(1):
+            log_error = self.log_error(rows)[:n]
+        return 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N x 68 x 2, -1..1 across the crop) and the last hidden layer of `normalised` crops."""
@@ -106,10 +127,10 @@ class LandmarkNet:
         hidden = np.maximum(h @ w0 + b0, 0.0)
         return (hidden @ w1 + b1).reshape(-1, 68, 2), hidden
 
-    def log_error(self, hidden: np.ndarray, marks: np.ndarray) -> np.ndarray:
-        """The error head's estimate of log(landmark error) for each crop, from `forward`'s outputs."""
+    def log_error(self, rows: np.ndarray) -> np.ndarray:
+        """The error head's estimate of log(landmark error) for each row of `head_input`."""
         mean, std = self.head_scale
-        h = (head_input(hidden, marks) - mean) / std
+        h = (rows - mean) / std
         for k, (w, b) in enumerate(self.head):
             h = h @ w + b
             if k < len(self.head) - 1:
@@ -132,10 +153,23 @@ def whole_image_box(gray: np.ndarray) -> tuple[float, float, float, float]:
     return (w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2
 
 
-def head_input(hidden: np.ndarray, marks: np.ndarray) -> np.ndarray:
-    """What the error head reads: the last hidden layer and the landmarks' distance to the mean face."""
+def head_input(hidden: np.ndarray, marks: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """What the error head reads: the network's last hidden layer, its own landmarks' distance to
+    the mean face, and the signs of the refined landmarks (`refinement_signs`)."""
     rms = np.minimum(procrustes_rms_many(np.asarray(marks, np.float64)), 10.0)
-    return np.concatenate([hidden, rms[:, None].astype(np.float32)], axis=1)
+    return np.concatenate([hidden, rms[:, None].astype(np.float32), signs.astype(np.float32)], axis=1)
+
+
+def refinement_signs(grays: list[np.ndarray], refined: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    """N x 5: how far the refinement moved the points (all, its last stage; inter-ocular units),
+    and the refined points' appearance score, distance to the mean face and face evidence (the
+    signs of dlib's quality, `prepro.landmark_models`)."""
+    from threadpoolctl import threadpool_limits
+
+    models = load_landmark_models()
+    with threadpool_limits(1):  # one thread per worker, as everywhere in the landmark step
+        signs = quality_signs_many(grays, refined, implied_boxes(refined, models.implied_box), models)[:, :3]
+    return np.concatenate([np.minimum(moves, 10.0), signs], axis=1)
 
 
 def normalised(crops: np.ndarray) -> np.ndarray:
@@ -191,10 +225,11 @@ def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet") -> l
         return []
     squares = [whole_image_box(g) if b is None else net.crop_box(b) for g, b in zip(grays, boxes)]
     crops = np.stack([cut_crop(g, sq, net.side) for g, sq in zip(grays, squares)])
-    marks, quality = net.predict(crops)
+    own, hidden = net.points(crops)
     sq = np.asarray(squares, np.float64)
     scale = (sq[:, 2] - sq[:, 0]) / net.side
-    marks = (marks + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5
+    marks, moves = refine(grays, (own + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5, net.refine)
+    quality = net.quality(hidden, own, refinement_signs(grays, marks, moves))
     implied = implied_boxes(marks, load_landmark_models().implied_box)
     return [Fit(tuple(float(v) for v in (implied[i] if b is None else b)), marks[i], float(quality[i]))
             for i, b in enumerate(boxes)]
@@ -212,16 +247,28 @@ def load_landmark_net(path: str | None = None) -> LandmarkNet:
             return LandmarkNet(side=int(z["side"]), margin=z["margin"].astype(np.float64), convs=layers("conv"),
                                dense=layers("dense"), head=layers("head"),
                                head_scale=(z["head_mean"].astype(np.float32), z["head_std"].astype(np.float32)),
-                               quality_ab=z["quality_ab"].astype(np.float64), card=json.loads(str(z["card"])))
+                               quality_ab=z["quality_ab"].astype(np.float64), card=json.loads(str(z["card"])),
+                               refine=_stored_stages(z))
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{path} cannot be read as the landmark network ({e}): reinstall faceblocks") from None
 
 
+def _stored_stages(z) -> tuple[RefineStage, ...]:
+    return tuple(RefineStage(float(z["refine_spacing"][k]), z[f"refine{k}_w"].astype(np.float32),
+                             z[f"refine{k}_modes"].astype(np.float32), z[f"refine{k}_b"].astype(np.float32))
+                 for k in range(int(z["refine_count"])))
+
+
 def save_landmark_net(path: Path, side: int, margin: np.ndarray, layers: dict[str, list], head_scale: tuple,
-                      quality_ab: np.ndarray, card: dict) -> None:
+                      quality_ab: np.ndarray, card: dict, stages: tuple[RefineStage, ...] = ()) -> None:
     """Write the network in the format `load_landmark_net` reads (used by the making script);
-    ``layers``: {"conv": [(w, b), ...], "dense": [...], "head": [...]}."""
-    arrays: dict[str, np.ndarray] = {}
+    ``layers``: {"conv": [(w, b), ...], "dense": [...], "head": [...]}; the stages' weights as
+    float16 (the making script measures them so, `half_stages`)."""
+    arrays: dict[str, np.ndarray] = {"refine_count": np.array(len(stages)),
+                                     "refine_spacing": np.array([st.spacing for st in stages], np.float64)}
+    for k, st in enumerate(stages):
+        arrays[f"refine{k}_w"], arrays[f"refine{k}_modes"] = st.weights.astype(np.float16), st.modes.astype(np.float16)
+        arrays[f"refine{k}_b"] = st.bias.astype(np.float32)
     for prefix, pairs in layers.items():
         arrays[f"{prefix}_count"] = np.array(len(pairs))
         for k, (w, b) in enumerate(pairs):
@@ -229,3 +276,10 @@ def save_landmark_net(path: Path, side: int, margin: np.ndarray, layers: dict[st
     np.savez_compressed(path, side=np.array(side), margin=np.asarray(margin, np.float64),
                         head_mean=np.asarray(head_scale[0], np.float32), head_std=np.asarray(head_scale[1], np.float32),
                         quality_ab=np.asarray(quality_ab, np.float64), card=np.array(json.dumps(card)), **arrays)
+
+
+def half_stages(stages: tuple[RefineStage, ...]) -> tuple[RefineStage, ...]:
+    """The stages as `load_landmark_net` gives them back from the file (weights through float16)."""
+    return tuple(RefineStage(st.spacing, st.weights.astype(np.float16).astype(np.float32),
+                             st.modes.astype(np.float16).astype(np.float32), st.bias.astype(np.float32))
+                 for st in stages)
