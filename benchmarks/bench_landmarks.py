@@ -147,12 +147,12 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
             **flagging(err, quality)}
 
 
-def net_fits(grays: list[np.ndarray], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """`--face aligned --landmarks net`: the network's landmarks and quality of every crop, a
-    worker's chunk at a time."""
+def net_fits(grays: list[np.ndarray], chunk: int = 64, refined: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """`--face aligned --landmarks net` (``refined``) or `net-fast`: the network's landmarks and
+    quality of every crop, a worker's chunk at a time."""
     net = load_landmark_net()
     fits = [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
-        grays[k:k + chunk]), net)]
+        grays[k:k + chunk]), net, refined)]
     return np.stack([f.landmarks for f in fits]), np.array([f.quality for f in fits])
 
 
@@ -166,6 +166,7 @@ def landmark_step_ms(grays: list[np.ndarray], repeats: int = 3, chunk: int = 64)
     chunks = [grays[k:k + chunk] for k in range(0, len(grays), chunk)]
     starts = [estimate_start_boxes(c, load_landmark_models()) for c in chunks]
     steps = {"net": lambda c, b: fits_from_net(c, [None] * len(c), net),
+             "net-fast": lambda c, b: fits_from_net(c, [None] * len(c), net, refined=False),
              "dlib predictor": lambda c, b: L.predict_landmarks_many(shape_model, c, b),
              "dlib predictor + quality": lambda c, b: L.fits_from_boxes(c, b, shape_model)}
     out = {}
@@ -201,15 +202,20 @@ def photo_agreement(photo_dir: Path) -> dict[str, float]:
     """On photographs, every face the default detector finds: the network's landmarks from its box
     (with the margin) against dlib's from the same box."""
     model_file = L.LandmarkModelFile.default()
-    cutters = [FaceCutter(CutSettings(face_mode="detect", landmarks=k), model_file) for k in ("dlib", "net")]
-    errors = []
+    cutters = [FaceCutter(CutSettings(face_mode="detect", landmarks=k), model_file) for k in ("dlib", "net", "net-fast")]
+    errors: dict[str, list[float]] = {"net": [], "net-fast": []}
     for path in sorted(p for p in photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
-        dlib_cut, net_cut = (c.cut(path, all_faces=True) for c in cutters)
-        for a, b in zip(dlib_cut.faces, net_cut.faces):  # the same detector: the same boxes, in order
-            errors.append(L.landmark_error(b.face.landmarks, a.face.landmarks))
-    e = np.array(errors)
-    return {"faces": len(e), "median": float(np.median(e)), "p90": float(np.percentile(e, 90)),
-            "above_0.10": float((e > 0.10).mean()), "above_0.20": float((e > 0.20).mean()), "mean": float(e.mean())}
+        dlib_cut, *net_cuts = (c.cut(path, all_faces=True) for c in cutters)
+        for name, net_cut in zip(errors, net_cuts):
+            for a, b in zip(dlib_cut.faces, net_cut.faces):  # the same detector: the same boxes, in order
+                errors[name].append(L.landmark_error(b.face.landmarks, a.face.landmarks))
+    out = {}
+    for name, values in errors.items():
+        e = np.array(values)
+        out[name] = {"faces": len(e), "median": float(np.median(e)), "p90": float(np.percentile(e, 90)),
+                     "above_0.10": float((e > 0.10).mean()), "above_0.20": float((e > 0.20).mean()),
+                     "mean": float(e.mean())}
+    return out
 
 
 def flag_markdown(rows: list[tuple[str, np.ndarray, np.ndarray]], above: float = 0.10) -> str:
@@ -229,8 +235,9 @@ def net_report(paths: list[Path], r: dict[str, np.ndarray], errs: dict[str, np.n
     landmark step's speed and a worker's memory; prints the Markdown tables."""
     grays = [decode_gray(p).gray for p in paths]
     marks, quality = net_fits(grays)
-    err = agreement(marks, r["yard"])
-    named = [("net (`--landmarks net`, aligned)", err, quality),
+    fast_marks, fast_quality = net_fits(grays, refined=False)
+    named = [("net (`--landmarks net`, aligned)", agreement(marks, r["yard"]), quality),
+             ("net-fast (`--landmarks net-fast`, aligned)", agreement(fast_marks, r["yard"]), fast_quality),
              ("dlib aligned (estimated start box, the default)", errs["first"], r["q_first"]),
              ("dlib aligned + `--second-look`", errs["aligned"], r["q_aligned"])]
     rows = [summary(n, e, q) for n, e, q in named]
@@ -238,10 +245,11 @@ def net_report(paths: list[Path], r: dict[str, np.ndarray], errs: dict[str, np.n
     for above in (0.10, 0.20):
         print("\n" + flag_markdown(named, above))
     speed = landmark_step_ms(grays)
-    memory = {k: worker_memory_mb(k, paths) for k in ("dlib", "net")}
+    memory = {k: worker_memory_mb(k, paths) for k in ("dlib", "net", "net-fast")}
     print(f"\nlandmark step, ms a face (one thread, chunks of 64, {len(grays)} crops): "
           + ", ".join(f"{k} {v:.3f}" for k, v in speed.items())
-          + f"; the network {speed['dlib predictor'] / speed['net']:.1f}x dlib's predictor")
+          + f"; the network {speed['dlib predictor'] / speed['net']:.1f}x dlib's predictor, net-fast "
+          f"{speed['dlib predictor'] / speed['net-fast']:.1f}x")
     print("peak memory of a worker cutting one chunk: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
     return {"rows": rows, "flags": {str(a): [flagging(e, q, a) for _, e, q in named] for a in (0.10, 0.20)},
             "landmark_step_ms": speed, "worker_memory_mb": memory}

@@ -200,10 +200,10 @@ def exported_layers(net) -> dict[str, list]:
 
 
 def numpy_net(layers: dict, margin: np.ndarray) -> ln.LandmarkNet:
-    """The exported network without its error head (for computing what the head learns from)."""
+    """The exported network without its error heads (for computing what the heads learn from)."""
     f32 = lambda pairs: tuple((np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in pairs)  # noqa: E731
-    return ln.LandmarkNet(SIDE, margin, f32(layers["conv"]), f32(layers["dense"]), (), (np.zeros(1), np.ones(1)),
-                          np.zeros(2), {})
+    no_head = ln.ErrorHead((), (np.zeros(1), np.ones(1)), np.zeros(2))
+    return ln.LandmarkNet(SIDE, margin, f32(layers["conv"]), f32(layers["dense"]), no_head, no_head, {})
 
 
 def net_fits(net: ln.LandmarkNet, imgs: np.ndarray, chunk: int = 64) -> np.ndarray:
@@ -266,8 +266,9 @@ def train_stages(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, cache
 
 def head_rows(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, views_per_face: int,
               n_junk: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """What the error head learns from: held-back faces (view 0 as they are, then augmented views)
-    and junk images (error 1), each with the head's input and the fit's real error."""
+    """What the error heads learn from: held-back faces (view 0 as they are, then augmented views)
+    and junk images (error 1), each with the heads' inputs and the real errors of the refined points
+    (x, error) and of the network's own (x_fast, error_fast)."""
     face = np.repeat(np.arange(len(imgs)), views_per_face)
     view = np.tile(np.arange(views_per_face), len(imgs))
     views = random_views(len(face), rng)
@@ -281,7 +282,9 @@ def head_rows(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, views_pe
     pred, moves = lr.refine(list(every), own, net.refine)
     signs = ln.refinement_signs(list(every), pred, moves)
     err = np.r_[[landmark_error(p, t) for p, t in zip(pred[:len(face)], targets)], np.ones(n_junk)]
-    return {"x": ln.head_input(hidden, own, signs), "error": err, "group": np.r_[face, len(imgs) + np.arange(n_junk)],
+    err_fast = np.r_[[landmark_error(p, t) for p, t in zip(own[:len(face)], targets)], np.ones(n_junk)]
+    return {"x": ln.head_input(hidden, own, signs), "error": err, "x_fast": ln.head_input(hidden, own),
+            "error_fast": err_fast, "group": np.r_[face, len(imgs) + np.arange(n_junk)],
             "view": np.r_[view, np.zeros(n_junk, int)], "junk": np.r_[np.zeros(len(face), bool), np.ones(n_junk, bool)]}
 
 
@@ -300,17 +303,18 @@ def cached_head_rows(cache: Path, net: ln.LandmarkNet, imgs: np.ndarray, marks: 
     return rows
 
 
-def error_head(rows: dict[str, np.ndarray]) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The error head (final, all rows), the quality calibration (a, b) and the out-of-fold
-    log-error estimates it was fitted on (two folds by face)."""
+def error_head(x: np.ndarray, error: np.ndarray, rows: dict[str, np.ndarray]) -> tuple[ln.ErrorHead, np.ndarray]:
+    """The error head that reads ``x`` for the fits of ``error`` (final, all rows, with its quality
+    calibration) and the out-of-fold log-error estimates the calibration was fitted on (two folds
+    by face); ``rows``: `head_rows`' groups, views and junk."""
     from make_landmark_models import as_perceptron, train_perceptron
     from sklearn.linear_model import LogisticRegression
 
-    y = np.clip(np.log(np.maximum(rows["error"], 1e-9)), *ln.LOG_ERROR_RANGE)
+    y = np.clip(np.log(np.maximum(error, 1e-9)), *ln.LOG_ERROR_RANGE)
     # Hidden units that never fire here carry nothing; standardised by a zero spread they would
     # turn a rare activation elsewhere into an absurd estimate.
-    live = rows["x"].std(axis=0) > 1e-3
-    x = rows["x"][:, live]
+    live = x.std(axis=0) > 1e-3
+    x = x[:, live]
     fold = rows["group"] % 2
     oof = np.zeros(len(y))
     for k in (0, 1):
@@ -318,12 +322,12 @@ def error_head(rows: dict[str, np.ndarray]) -> tuple[dict, np.ndarray, np.ndarra
         p = as_perceptron(train_perceptron(x[fold != k], y[fold != k], (64,), "huber", epochs=30, seed=k))
         oof[fold == k] = np.clip(p(x[fold == k])[:, 0], *ln.LOG_ERROR_RANGE)
     as_is = rows["view"] == 0  # the faces as the network meets them, and the junk
-    fit = LogisticRegression(C=1.0).fit(oof[as_is, None], rows["error"][as_is] <= 0.20)
+    fit = LogisticRegression(C=1.0).fit(oof[as_is, None], error[as_is] <= 0.20)
     final = train_perceptron(x, y, (64,), "huber", epochs=30, seed=2)
-    return head_layers(final, live), np.array([fit.coef_[0, 0], fit.intercept_[0]]), oof
+    return ln.ErrorHead(*head_layers(final, live), np.array([fit.coef_[0, 0], fit.intercept_[0]])), oof
 
 
-def head_layers(p: dict, live: np.ndarray) -> tuple[list, tuple]:
+def head_layers(p: dict, live: np.ndarray) -> tuple[tuple, tuple]:
     """A trained perceptron as the network's error head over all of `ln.head_input`: the columns
     it did not read get zero weights, its output scaling is folded into the last layer."""
     w, b = list(p["weights"]), list(p["biases"])
@@ -332,15 +336,15 @@ def head_layers(p: dict, live: np.ndarray) -> tuple[list, tuple]:
     first[live] = w[0]
     mean, std = np.zeros(len(live), np.float32), np.ones(len(live), np.float32)
     mean[live], std[live] = p["x_mean"], p["x_std"]
-    return list(zip([first] + w[1:], b)), (mean, std)
+    return tuple(zip([first] + w[1:], b)), (mean, std)
 
 
-def held_back_figures(rows: dict[str, np.ndarray], oof: np.ndarray, quality_ab: np.ndarray) -> dict:
-    """The network's error on held-back faces as they are, and how its out-of-fold quality flags them."""
+def held_back_figures(error: np.ndarray, rows: dict[str, np.ndarray], oof: np.ndarray, quality_ab: np.ndarray) -> dict:
+    """The fits' ``error`` on held-back faces as they are, and how their out-of-fold quality flags them."""
     from bench_landmarks import flagging
 
     sel = (rows["view"] == 0) & ~rows["junk"]
-    e = rows["error"][sel]
+    e = error[sel]
     q = 1 / (1 + np.exp(-(quality_ab[0] * oof[sel] + quality_ab[1])))
     junk_q = 1 / (1 + np.exp(-(quality_ab[0] * oof[rows["junk"]] + quality_ab[1])))
     r = lambda v: round(float(v), 4)  # noqa: E731
@@ -385,15 +389,18 @@ def main() -> None:
     stages = train_stages(numpy_net(layers, margin), ys["imgs"][taught], ys["marks"][taught], args.work / "stages.npz")
     refined = dataclasses.replace(numpy_net(layers, margin), refine=stages)
     rows = cached_head_rows(args.work / "head_rows.npz", refined, ys["imgs"][held], ys["marks"][held], args.views)
-    (layers["head"], head_scale), quality_ab, oof = error_head(rows)
-    card = card_of(len(files), len(found), len(taught), len(held), args.epochs,
-                   held_back_figures(rows, oof, quality_ab), time.perf_counter() - t0)
-    ln.save_landmark_net(args.out, SIDE, margin, layers, head_scale, quality_ab, card, stages)
+    head, oof = error_head(rows["x"], rows["error"], rows)
+    fast_head, oof_fast = error_head(rows["x_fast"], rows["error_fast"], rows)
+    figures = (held_back_figures(rows["error"], rows, oof, head.quality_ab),
+               held_back_figures(rows["error_fast"], rows, oof_fast, fast_head.quality_ab))
+    card = card_of(len(files), len(found), len(taught), len(held), args.epochs, figures, time.perf_counter() - t0)
+    ln.save_landmark_net(args.out, SIDE, margin, layers, {"": head, "fast_": fast_head}, card, stages)
     print(json.dumps(card, indent=1))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.0f} s)")
 
 
-def card_of(images: int, found: int, taught: int, held: int, epochs: int, figures: dict, seconds: float) -> dict:
+def card_of(images: int, found: int, taught: int, held: int, epochs: int, figures: tuple[dict, dict],
+            seconds: float) -> dict:
     """The file's card: its data, recipe, terms, architecture and held-back figures."""
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     return {"made_by": "benchmarks/make_landmark_net.py",
@@ -410,7 +417,7 @@ def card_of(images: int, found: int, taught: int, held: int, epochs: int, figure
                                             "move_modes": MOVE_MODES, "ridge": RIDGE, "starts_per_face": START_COPIES}},
             "quality": "probability that the landmarks are within 0.20 inter-ocular distances of dlib's from the "
                        "HOG box (logistic on the error head's log-error estimate)",
-            "held_back": figures, "build_minutes_this_run": round(seconds / 60, 1),
+            "held_back": figures[0], "held_back_fast": figures[1], "build_minutes_this_run": round(seconds / 60, 1),
             "build_cpu_minutes_this_run": round((cpu.ru_utime + cpu.ru_stime) / 60, 1)}
 
 

@@ -36,8 +36,10 @@ class PreprocessConfig:
                                        "least this; the detector runs only for the doubtful rest (faster; the "
                                        "landmarks of the trusted crops are then the aligned path's)", "float",
                                        low=0, high=1, optional=True)
-    landmarks: str = setting("dlib", "what fits the 68 landmarks: dlib (dlib's predictor, the reference) or net "
-                             "(the network distilled from it: batched, faster, its own quality; see BENCHMARKS.md)",
+    landmarks: str = setting("dlib", "what fits the 68 landmarks: dlib (dlib's predictor, the reference), net "
+                             "(the network distilled from it, its points refined on the image: batched, faster, "
+                             "its own quality) or net-fast (the network's points as they are: faster still, "
+                             "further from dlib's); see BENCHMARKS.md",
                              "str", choices=LANDMARK_MODELS)
     blocks: BlockConfig = nested(BlockConfig)
     shard_size: int = setting(1024, "inputs per HDF5 shard: a shard holds the samples of up to this many inputs of "

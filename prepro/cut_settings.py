@@ -19,8 +19,10 @@ DETECTORS = ("hog", "cnn", "hog+cnn")  # hog+cnn: the CNN only where HOG finds n
 SEARCHES = ("full", "coarse-fine")
 FACE_MODES = ("auto", "detect", "aligned")
 # What fits the 68 points: dlib's predictor (the yardstick), or the network distilled from it
-# (prepro.landmark_net: all faces of a chunk in one batch, quality from its error head).
-LANDMARK_MODELS = ("dlib", "net")
+# (prepro.landmark_net: all faces of a chunk in one batch, quality from its error head), its points
+# refined on the image (net) or as it gives them (net-fast: faster, further from dlib's).
+LANDMARK_MODELS = ("dlib", "net", "net-fast")
+NET_LANDMARKS = ("net", "net-fast")  # the landmark models that are the network
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from prepro.blocks import BlockError, Blocks, cut_blocks_many
-from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, CutSettings
+from prepro.cut_settings import FACE_MODES, LANDMARK_MODELS, NET_LANDMARKS, CutSettings
 from prepro.detection import detect_faces, load_detectors
 from prepro.errors import InputError, SampleError
 from prepro.image_io import ImageDecodeError, decode_gray, gray_from_array
@@ -125,7 +125,7 @@ class FaceCutter:
     def load_models(self) -> None:
         """Load every model these settings use, now rather than at the first image: before worker
         processes are forked, so that they share one copy instead of loading their own."""
-        if self.settings.landmarks == "net":
+        if self.settings.landmarks in NET_LANDMARKS:
             load_landmark_net()
         else:
             self.landmark_model.load()
@@ -234,8 +234,8 @@ class FaceCutter:
             return fits
 
     def _fit_batch(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
-        if self.settings.landmarks == "net":
-            return self._fit_batch_net(grays, starts)
+        if self.settings.landmarks in NET_LANDMARKS:
+            return self._fit_batch_net(grays, starts, refined=self.settings.landmarks == "net")
         shape_model = self.landmark_model.load()
         crops = [k for k, (_, st) in enumerate(starts) if st.box is None]
         given = [k for k, (_, st) in enumerate(starts) if st.box is not None]
@@ -249,9 +249,10 @@ class FaceCutter:
         return fits
 
     @staticmethod
-    def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]]) -> list:
+    def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]], refined: bool) -> list:
         """The network's fits: every start of the batch (crops and boxes alike) in one pass."""
-        return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net())
+        return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net(),
+                             refined)
 
     def _cut_faces(self, grays: list, starts: list[tuple[int, "_Start"]], fits: list, outs: list[ImageCut]) -> None:
         """Each fit's face and blocks into its image's cut, in the order of ``starts``; the blocks of

@@ -29,7 +29,7 @@ import numpy as np
 
 from prepro.errors import DataError
 from prepro.landmark_models import implied_boxes, load_landmark_models, procrustes_rms_many, quality_signs_many
-from prepro.landmark_refine import MIN_BATCH, RefineStage, refine
+from prepro.landmark_refine import MIN_BATCH, RefineStage, one_thread, refine
 from prepro.landmarks import JAW, LEFT_EYE, LEFT_EYEBROW, MOUTH_INNER, MOUTH_OUTER, NOSE_BRIDGE, NOSE_TIP, \
     RIGHT_EYE, RIGHT_EYEBROW, Fit
 
@@ -65,30 +65,58 @@ def mirror_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class ErrorHead:
+    """Estimates a fit's log error from its `head_input` row; the quality is that estimate calibrated."""
+
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # a small ReLU perceptron -> log error
+    scale: tuple[np.ndarray, np.ndarray]  # its input mean and standard deviation
+    quality_ab: np.ndarray  # quality = sigmoid(a * predicted log error + b)
+
+    def log_error(self, rows: np.ndarray) -> np.ndarray:
+        """The estimate of log(landmark error) for each row of `head_input`."""
+        mean, std = self.scale
+        h = (rows - mean) / std
+        for k, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if k < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return np.clip(h[:, 0].astype(np.float64), *LOG_ERROR_RANGE)
+
+    def quality(self, rows: np.ndarray) -> np.ndarray:
+        """The calibrated quality (N,) of N rows of `head_input`."""
+        n = len(rows)
+        if n < MIN_BATCH:
+            rows = np.concatenate([rows, np.zeros((MIN_BATCH - n, rows.shape[1]), rows.dtype)])
+        with one_thread():
+            log_error = self.log_error(rows)[:n]
+        return 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
+
+
+@dataclass(frozen=True)
 class LandmarkNet:
     side: int  # crops are resampled to side x side pixels
     margin: np.ndarray  # (dx, dy, scale): crop centre = box centre + (dx, dy) * box side, crop side = scale * box side
     convs: tuple[tuple[np.ndarray, np.ndarray], ...]  # (9 cin x cout weights, cout biases), 3x3, stride 2, pad 1
     dense: tuple[tuple[np.ndarray, np.ndarray], ...]  # hidden layer, then the 136 outputs
-    head: tuple[tuple[np.ndarray, np.ndarray], ...]  # error head: hidden + shape distance -> log error
-    head_scale: tuple[np.ndarray, np.ndarray]  # the error head's input mean and standard deviation
-    quality_ab: np.ndarray  # quality = sigmoid(a * predicted log error + b)
+    head: ErrorHead  # the error of the refined points (`--landmarks net`)
+    fast_head: ErrorHead  # the error of the network's own points (`--landmarks net-fast`)
     card: dict  # data, recipe, figures, terms
     refine: tuple[RefineStage, ...] = ()  # stages that move the points on the image (prepro.landmark_refine)
 
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, crops: np.ndarray, refined: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N x 68 x 2, crop pixels, pixel centres at the integers; refined on the crops
-        themselves) and quality (N,) of N crops of ``side`` x ``side`` grey pixels (uint8)."""
+        themselves unless not ``refined``) and quality (N,) of N crops of ``side`` x ``side`` grey
+        pixels (uint8)."""
         marks, hidden = self.points(crops)
+        if not refined:
+            return marks, self.fast_head.quality(head_input(hidden, marks))
         images = list(np.asarray(crops))
-        refined, moves = refine(images, marks, self.refine)
-        return refined, self.quality(hidden, marks, refinement_signs(images, refined, moves))
+        better, moves = refine(images, marks, self.refine)
+        return better, self.head.quality(head_input(hidden, marks, refinement_signs(images, better, moves)))
 
     def points(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's own landmarks (N x 68 x 2, crop pixels) and its last hidden layer, for N
         crops of ``side`` x ``side`` grey pixels."""
-        from threadpoolctl import threadpool_limits
-
         crops = np.asarray(crops)
         if crops.ndim != 3 or crops.shape[1:] != (self.side, self.side):
             raise DataError(f"the landmark network takes N x {self.side} x {self.side} crops, got {crops.shape}")
@@ -98,24 +126,9 @@ class LandmarkNet:
         x = normalised(crops)
         if n < MIN_BATCH:
             x = np.concatenate([x, np.zeros((MIN_BATCH - n,) + x.shape[1:], x.dtype)])
-        with threadpool_limits(1):  # one thread per worker: the workers are the parallelism
+        with one_thread():
             marks, hidden = self.forward(x)
         return (marks[:n].astype(np.float64) + 1.0) * (self.side / 2) - 0.5, hidden[:n]
-
-    def quality(self, hidden: np.ndarray, marks: np.ndarray, signs: np.ndarray) -> np.ndarray:
-        """The calibrated quality (N,) from the network's hidden layer, its own landmarks and the
-        signs of its refined ones (`refinement_signs`)."""
-        from threadpoolctl import threadpool_limits
-
-        if not len(hidden):
-            return np.zeros(0)
-        n = len(hidden)
-        rows = head_input(hidden, marks, signs)
-        if n < MIN_BATCH:
-            rows = np.concatenate([rows, np.zeros((MIN_BATCH - n, rows.shape[1]), rows.dtype)])
-        with threadpool_limits(1):
-            log_error = self.log_error(rows)[:n]
-        return 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks (N x 68 x 2, -1..1 across the crop) and the last hidden layer of `normalised` crops."""
@@ -126,16 +139,6 @@ class LandmarkNet:
         (w0, b0), (w1, b1) = self.dense
         hidden = np.maximum(h @ w0 + b0, 0.0)
         return (hidden @ w1 + b1).reshape(-1, 68, 2), hidden
-
-    def log_error(self, rows: np.ndarray) -> np.ndarray:
-        """The error head's estimate of log(landmark error) for each row of `head_input`."""
-        mean, std = self.head_scale
-        h = (rows - mean) / std
-        for k, (w, b) in enumerate(self.head):
-            h = h @ w + b
-            if k < len(self.head) - 1:
-                h = np.maximum(h, 0.0)
-        return np.clip(h[:, 0].astype(np.float64), *LOG_ERROR_RANGE)
 
     def crop_box(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """The square crop the network reads for a face box (a detector's or a given one)."""
@@ -153,21 +156,20 @@ def whole_image_box(gray: np.ndarray) -> tuple[float, float, float, float]:
     return (w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2
 
 
-def head_input(hidden: np.ndarray, marks: np.ndarray, signs: np.ndarray) -> np.ndarray:
-    """What the error head reads: the network's last hidden layer, its own landmarks' distance to
-    the mean face, and the signs of the refined landmarks (`refinement_signs`)."""
+def head_input(hidden: np.ndarray, marks: np.ndarray, signs: np.ndarray | None = None) -> np.ndarray:
+    """What an error head reads: the network's last hidden layer, its own landmarks' distance to the
+    mean face, and (for the refined points) the signs of the refined landmarks (`refinement_signs`)."""
     rms = np.minimum(procrustes_rms_many(np.asarray(marks, np.float64)), 10.0)
-    return np.concatenate([hidden, rms[:, None].astype(np.float32), signs.astype(np.float32)], axis=1)
+    parts = [hidden, rms[:, None].astype(np.float32)] + ([] if signs is None else [signs.astype(np.float32)])
+    return np.concatenate(parts, axis=1)
 
 
 def refinement_signs(grays: list[np.ndarray], refined: np.ndarray, moves: np.ndarray) -> np.ndarray:
     """N x 5: how far the refinement moved the points (all, its last stage; inter-ocular units),
     and the refined points' appearance score, distance to the mean face and face evidence (the
     signs of dlib's quality, `prepro.landmark_models`)."""
-    from threadpoolctl import threadpool_limits
-
     models = load_landmark_models()
-    with threadpool_limits(1):  # one thread per worker, as everywhere in the landmark step
+    with one_thread():
         signs = quality_signs_many(grays, refined, implied_boxes(refined, models.implied_box), models)[:, :3]
     return np.concatenate([np.minimum(moves, 10.0), signs], axis=1)
 
@@ -217,10 +219,11 @@ def cut_crop(gray: np.ndarray, box: tuple[float, float, float, float], side: int
     return cv2.warpAffine(src, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet") -> list[Fit]:
+def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet", refined: bool = True) -> list[Fit]:
     """The network's fit of face i in ``grays[i]``: from ``boxes[i]`` (with the margin), or from the
-    whole image when it is None; landmarks in ``grays[i]``'s pixels. All faces in one batch. The
-    box of a crop's fit is the one its landmarks imply (where the detector would have put it)."""
+    whole image when it is None; landmarks in ``grays[i]``'s pixels, refined on ``grays[i]`` unless
+    not ``refined`` (`--landmarks net-fast`). All faces in one batch. The box of a crop's fit is the
+    one its landmarks imply (where the detector would have put it)."""
     if not len(grays):
         return []
     squares = [whole_image_box(g) if b is None else net.crop_box(b) for g, b in zip(grays, boxes)]
@@ -228,8 +231,12 @@ def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet") -> l
     own, hidden = net.points(crops)
     sq = np.asarray(squares, np.float64)
     scale = (sq[:, 2] - sq[:, 0]) / net.side
-    marks, moves = refine(grays, (own + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5, net.refine)
-    quality = net.quality(hidden, own, refinement_signs(grays, marks, moves))
+    marks = (own + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5
+    if refined:
+        marks, moves = refine(grays, marks, net.refine)
+        quality = net.head.quality(head_input(hidden, own, refinement_signs(grays, marks, moves)))
+    else:
+        quality = net.fast_head.quality(head_input(hidden, own))
     implied = implied_boxes(marks, load_landmark_models().implied_box)
     return [Fit(tuple(float(v) for v in (implied[i] if b is None else b)), marks[i], float(quality[i]))
             for i, b in enumerate(boxes)]
@@ -241,16 +248,23 @@ def load_landmark_net(path: str | None = None) -> LandmarkNet:
     path = Path(path) if path else NET_FILE
     try:
         with np.load(path, allow_pickle=False) as z:
-            layers = lambda prefix: tuple((z[f"{prefix}{k}_w"].astype(np.float32),  # noqa: E731
-                                           z[f"{prefix}{k}_b"].astype(np.float32))
-                                          for k in range(int(z[f"{prefix}_count"])))
-            return LandmarkNet(side=int(z["side"]), margin=z["margin"].astype(np.float64), convs=layers("conv"),
-                               dense=layers("dense"), head=layers("head"),
-                               head_scale=(z["head_mean"].astype(np.float32), z["head_std"].astype(np.float32)),
-                               quality_ab=z["quality_ab"].astype(np.float64), card=json.loads(str(z["card"])),
-                               refine=_stored_stages(z))
+            return LandmarkNet(side=int(z["side"]), margin=z["margin"].astype(np.float64),
+                               convs=_stored_layers(z, "conv"), dense=_stored_layers(z, "dense"),
+                               head=_stored_head(z, ""), fast_head=_stored_head(z, "fast_"),
+                               card=json.loads(str(z["card"])), refine=_stored_stages(z))
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{path} cannot be read as the landmark network ({e}): reinstall faceblocks") from None
+
+
+def _stored_layers(z, prefix: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    return tuple((z[f"{prefix}{k}_w"].astype(np.float32), z[f"{prefix}{k}_b"].astype(np.float32))
+                 for k in range(int(z[f"{prefix}_count"])))
+
+
+def _stored_head(z, prefix: str) -> ErrorHead:
+    return ErrorHead(_stored_layers(z, f"{prefix}head"),
+                     (z[f"{prefix}head_mean"].astype(np.float32), z[f"{prefix}head_std"].astype(np.float32)),
+                     z[f"{prefix}quality_ab"].astype(np.float64))
 
 
 def _stored_stages(z) -> tuple[RefineStage, ...]:
@@ -259,23 +273,27 @@ def _stored_stages(z) -> tuple[RefineStage, ...]:
                  for k in range(int(z["refine_count"])))
 
 
-def save_landmark_net(path: Path, side: int, margin: np.ndarray, layers: dict[str, list], head_scale: tuple,
-                      quality_ab: np.ndarray, card: dict, stages: tuple[RefineStage, ...] = ()) -> None:
+def save_landmark_net(path: Path, side: int, margin: np.ndarray, layers: dict[str, list], heads: dict[str, ErrorHead],
+                      card: dict, stages: tuple[RefineStage, ...] = ()) -> None:
     """Write the network in the format `load_landmark_net` reads (used by the making script);
-    ``layers``: {"conv": [(w, b), ...], "dense": [...], "head": [...]}; the stages' weights as
-    float16 (the making script measures them so, `half_stages`)."""
+    ``layers``: {"conv": [(w, b), ...], "dense": [...]}; ``heads``: {"": the refined points' head,
+    "fast_": the network's own points'}; the stages' weights as float16 (the making script measures
+    them so, `half_stages`)."""
     arrays: dict[str, np.ndarray] = {"refine_count": np.array(len(stages)),
                                      "refine_spacing": np.array([st.spacing for st in stages], np.float64)}
     for k, st in enumerate(stages):
         arrays[f"refine{k}_w"], arrays[f"refine{k}_modes"] = st.weights.astype(np.float16), st.modes.astype(np.float16)
         arrays[f"refine{k}_b"] = st.bias.astype(np.float32)
+    for prefix, head in heads.items():
+        layers = {**layers, f"{prefix}head": list(head.layers)}
+        arrays[f"{prefix}head_mean"], arrays[f"{prefix}head_std"] = (np.asarray(v, np.float32) for v in head.scale)
+        arrays[f"{prefix}quality_ab"] = np.asarray(head.quality_ab, np.float64)
     for prefix, pairs in layers.items():
         arrays[f"{prefix}_count"] = np.array(len(pairs))
         for k, (w, b) in enumerate(pairs):
             arrays[f"{prefix}{k}_w"], arrays[f"{prefix}{k}_b"] = np.asarray(w, np.float32), np.asarray(b, np.float32)
     np.savez_compressed(path, side=np.array(side), margin=np.asarray(margin, np.float64),
-                        head_mean=np.asarray(head_scale[0], np.float32), head_std=np.asarray(head_scale[1], np.float32),
-                        quality_ab=np.asarray(quality_ab, np.float64), card=np.array(json.dumps(card)), **arrays)
+                        card=np.array(json.dumps(card)), **arrays)
 
 
 def half_stages(stages: tuple[RefineStage, ...]) -> tuple[RefineStage, ...]:

@@ -16,6 +16,7 @@ is in (`MIN_BATCH`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -24,6 +25,20 @@ from prepro.landmark_models import load_mean_shape
 RADIUS = 2  # grey values on a (2 RADIUS + 1)^2 grid; gradients on a (2 RADIUS + 2)^2 one
 BINS = 8  # signed gradient orientations, in the face's frame
 GREY_EPS = 8.0  # grey levels added to a face's spread of samples: flat images stay near zero
+def one_thread():
+    """A context in which numpy's BLAS runs on one thread: the landmark step's rule (one thread per
+    worker, the workers are the parallelism). The controller is made once: building one looks up
+    every loaded library, which costs more than a chunk's small products (0.4 ms a call)."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
+@lru_cache(maxsize=1)
+def _controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 # Products are padded to at least this many rows (the network's too): BLAS takes other code paths
 # (other rounding) for products of a few rows, and a face must get the same landmarks whatever chunk
 # it came in.
@@ -142,12 +157,10 @@ def refine(grays: list[np.ndarray], marks: np.ndarray,
     ok[ok] = np.abs(face_pose(out[ok])) > 1e-6
     if not stages or not ok.any():
         return out, sizes
-    from threadpoolctl import threadpool_limits
-
     idx = np.flatnonzero(ok)
     kept = [grays[i] for i in idx]
     x = out[idx]
-    with threadpool_limits(1):  # one thread per worker, as the network: the workers are the parallelism
+    with one_thread():
         for stage in stages:
             feats, pose = stage_features(kept, x, stage.spacing)
             step = to_image_moves(stage.moves(feats).astype(np.float64), pose)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from prepro.config import PreprocessConfig, PreprocessRun
+from prepro.cut_settings import NET_LANDMARKS
 from prepro.distributor import DEFAULT_BACKEND, connect_dask, lowered_jobs_note, run_in_order
 from prepro.errors import OutputError
 from prepro.faces import BOX_METHODS
@@ -150,10 +151,10 @@ def _fresh_manifest(cfg: PreprocessConfig, listing, landmark) -> Manifest:
 
 
 def _landmark_record(cfg: PreprocessConfig, landmark) -> dict:
-    """Which landmark model cuts the shards: dlib's file, and with `--landmarks net` the network
-    distilled from it (its terms are dlib's)."""
+    """Which landmark model cuts the shards: dlib's file, and with `--landmarks net` or `net-fast` the
+    network distilled from it (its terms are dlib's)."""
     record = {"file": landmark.path.name, "sha256": _cached_sha256(landmark.path), "terms": LANDMARK_MODEL_TERMS}
-    if cfg.landmarks == "net":
+    if cfg.landmarks in NET_LANDMARKS:
         record["net"] = {"file": NET_FILE.name, "sha256": _cached_sha256(NET_FILE)}
     return record
 

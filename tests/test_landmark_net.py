@@ -210,3 +210,29 @@ def test_a_folder_cut_before_the_option_existed_resumes_as_dlib(tmp_path: Path) 
     (out / "manifest.json").write_text(json.dumps(manifest))
     again = run_preprocess(str(tmp_path / "src"), str(out), cfg, PreprocessRun(jobs=1), progress=False)
     assert again.written_now == 0 and again.samples == 3
+
+
+def test_net_fast_gives_the_networks_own_points_and_its_own_quality(tmp_path: Path) -> None:
+    """`--landmarks net-fast`: the network's points as it places them (no refinement), scored by the
+    error head learnt for them; `net` refines them on the image. Both record the network file."""
+    net = ln.load_landmark_net()
+    assert net.card["held_back_fast"]["above_0.10"] > net.card["held_back"]["above_0.10"]
+    grays = [_face_crop()]
+    crops = np.stack([ln.cut_crop(g, ln.whole_image_box(g), net.side) for g in grays])
+    own, _hidden = net.points(crops)
+    fast = ln.fits_from_net(grays, [None], net, refined=False)[0]
+    assert np.allclose(fast.landmarks, (own[0] + 0.5) * (48 / net.side) - 0.5)
+    refined = ln.fits_from_net(grays, [None], net)[0]
+    assert np.abs(refined.landmarks - fast.landmarks).max() > 0.05 and 0 <= fast.quality <= 1
+    model = L.LandmarkModelFile.default()
+    cut = FaceCutter(CutSettings(face_mode="aligned", landmarks="net-fast"), model).cut(grays[0])
+    assert np.allclose(cut.faces[0].face.landmarks, fast.landmarks, atol=1e-4)
+    src = tmp_path / "src" / "happy"
+    src.mkdir(parents=True)
+    Image.fromarray(grays[0]).save(src / "a.png")
+    run_preprocess(str(tmp_path / "src"), str(tmp_path / "out"), PreprocessConfig(face="aligned", landmarks="net-fast"),
+                   PreprocessRun(jobs=1), progress=False)
+    (shard,) = sorted((tmp_path / "out").rglob("*.h5"))
+    with h5py.File(shard, "r") as f:
+        assert json.loads(f.attrs["params"])["landmarks"] == "net-fast"
+        assert json.loads(f.attrs["landmark_model"])["net"]["file"] == ln.NET_FILE.name
