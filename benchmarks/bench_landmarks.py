@@ -147,10 +147,11 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
             **flagging(err, quality)}
 
 
-def net_fits(grays: list[np.ndarray], chunk: int = 64, refined: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """`--face aligned --landmarks net` (``refined``) or `net-fast`: the network's landmarks and
-    quality of every crop, a worker's chunk at a time."""
-    net = load_landmark_net()
+def net_fits(grays: list[np.ndarray], chunk: int = 64, refined: bool = True,
+             net=None) -> tuple[np.ndarray, np.ndarray]:
+    """`--face aligned --landmarks net` (``refined``) or `net-fast`: the landmarks and quality of
+    every crop, a worker's chunk at a time, by ``net`` (the shipped network by default)."""
+    net = net or load_landmark_net()
     fits = [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
         grays[k:k + chunk]), net, refined)]
     return np.stack([f.landmarks for f in fits]), np.array([f.quality for f in fits])

@@ -11,9 +11,9 @@ From FER2013 **Training** faces (Kaggle folder layout; PublicTest is never read)
    shifts, scales, rotates and mirrors the crop (mirroring permutes the points), loss the mean
    point distance in inter-ocular units, the measure the benchmark reports;
 4. the **refinement stages** (`prepro.landmark_refine`), learnt on the same 80% and their mirror
-   images: each a ridge
-   regression from the features around the points to the moves that bring them onto dlib's, from
-   the network's run-time fits and from starts moved by other faces' network errors;
+   images: each a ridge regression from the features around the points to the moves that bring
+   them onto dlib's, from the network's run-time fits and from starts moved by other faces'
+   network errors;
 5. the **error head**, trained on the other 20% (faces the network never saw; identity and
    augmented views, and faceless junk images) to predict log(landmark error), cross-fitted in two
    folds so that the **quality** calibration (logistic, "within 0.20 inter-ocular distances")
@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_landmarks import flagging, net_fits  # noqa: E402
 from make_landmark_models import junk_images, yardstick  # noqa: E402
 
 from prepro import landmark_net as ln  # noqa: E402
@@ -207,20 +208,15 @@ def numpy_net(layers: dict, margin: np.ndarray) -> ln.LandmarkNet:
     return ln.LandmarkNet(SIDE, margin, f32(layers["conv"]), f32(layers["dense"]), no_head, no_head, {})
 
 
-def net_fits(net: ln.LandmarkNet, imgs: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """The run-time fits (`prepro.landmark_net.fits_from_net` on the whole image) of face crops."""
-    return np.array([f.landmarks for a in range(0, len(imgs), chunk)
-                     for f in ln.fits_from_net(list(imgs[a:a + chunk]), [None] * len(imgs[a:a + chunk]), net)])
-
-
 def refine_starts(fits: np.ndarray, marks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(starts, row's face): each face's network fit, then START_COPIES - 1 copies of its dlib points
     moved by the network's error on another face (turned and scaled to this face)."""
-    errors = lr.to_face_moves(fits - marks, lr.face_pose(marks))
+    pose = lr.face_pose(marks)
+    errors = lr.to_face_moves(fits - marks, pose)
     starts, faces = [fits], [np.arange(len(fits))]
     for _ in range(START_COPIES - 1):
         other = errors[rng.integers(0, len(fits), len(fits))]
-        starts.append(marks + lr.to_image_moves(other, lr.face_pose(marks)))
+        starts.append(marks + lr.to_image_moves(other, pose))
         faces.append(np.arange(len(fits)))
     return np.concatenate(starts), np.concatenate(faces)
 
@@ -250,7 +246,8 @@ def train_stages(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray, cache
     # The mirror images too (the mirror permutes the points): twice the faces for the same cost at run time.
     imgs = np.concatenate([imgs, np.ascontiguousarray(imgs[:, :, ::-1])])
     marks = np.concatenate([marks, ln.mirror_landmarks(marks, imgs.shape[2])])
-    starts, face = refine_starts(net_fits(net, imgs), marks, np.random.default_rng(3))
+    fits = net_fits(list(imgs), net=net)[0]  # the run-time fits on the whole image
+    starts, face = refine_starts(fits, marks, np.random.default_rng(3))
     x, target, views = starts, marks[face], [imgs[i] for i in face]
     stages = []
     for spacing in REFINE_SPACINGS:
@@ -345,8 +342,6 @@ def head_layers(p: dict, live: np.ndarray) -> tuple[tuple, tuple]:
 
 def held_back_figures(error: np.ndarray, rows: dict[str, np.ndarray], oof: np.ndarray, quality_ab: np.ndarray) -> dict:
     """The fits' ``error`` on held-back faces as they are, and how their out-of-fold quality flags them."""
-    from bench_landmarks import flagging
-
     sel = (rows["view"] == 0) & ~rows["junk"]
     e = error[sel]
     q = 1 / (1 + np.exp(-(quality_ab[0] * oof[sel] + quality_ab[1])))

@@ -13,8 +13,9 @@ distances of the detector-box ones.
 Input: a face crop, normalised to ``side`` x ``side`` pixels: the image itself for a face crop
 (`aligned`), the box with a margin for a detector's or a given box (`crop_box`). Each convolution is
 one im2col and one matrix product for the whole batch. The network's points are then refined on the
-image itself (`prepro.landmark_refine`), and the error head estimates the refined points' error. The weights live in ``landmark_net.npz``
-beside this module, read without pickle; nothing is loaded until first used.
+image itself (`prepro.landmark_refine`), and the error head estimates the refined points' error
+(`--landmarks net-fast` keeps the network's own points, scored by their own head). The weights live
+in ``landmark_net.npz`` beside this module, read without pickle; nothing is loaded until first used.
 """
 
 from __future__ import annotations
@@ -108,11 +109,16 @@ class LandmarkNet:
         themselves unless not ``refined``) and quality (N,) of N crops of ``side`` x ``side`` grey
         pixels (uint8)."""
         marks, hidden = self.points(crops)
+        return self.finish(list(np.asarray(crops)), marks, marks, hidden, refined)
+
+    def finish(self, images: list[np.ndarray], marks: np.ndarray, own: np.ndarray, hidden: np.ndarray,
+               refined: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(landmarks, quality) of N faces from `points`' output: ``own`` its landmarks in crop
+        pixels, ``marks`` the same in ``images[i]``'s pixels, refined there unless not ``refined``."""
         if not refined:
-            return marks, self.fast_head.quality(head_input(hidden, marks))
-        images = list(np.asarray(crops))
+            return marks, self.fast_head.quality(head_input(hidden, own))
         better, moves = refine(images, marks, self.refine)
-        return better, self.head.quality(head_input(hidden, marks, refinement_signs(images, better, moves)))
+        return better, self.head.quality(head_input(hidden, own, refinement_signs(images, better, moves)))
 
     def points(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's own landmarks (N x 68 x 2, crop pixels) and its last hidden layer, for N
@@ -231,12 +237,8 @@ def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet", refi
     own, hidden = net.points(crops)
     sq = np.asarray(squares, np.float64)
     scale = (sq[:, 2] - sq[:, 0]) / net.side
-    marks = (own + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5
-    if refined:
-        marks, moves = refine(grays, marks, net.refine)
-        quality = net.head.quality(head_input(hidden, own, refinement_signs(grays, marks, moves)))
-    else:
-        quality = net.fast_head.quality(head_input(hidden, own))
+    marks, quality = net.finish(grays, (own + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5, own, hidden,
+                                refined)
     implied = implied_boxes(marks, load_landmark_models().implied_box)
     return [Fit(tuple(float(v) for v in (implied[i] if b is None else b)), marks[i], float(quality[i]))
             for i, b in enumerate(boxes)]
