@@ -21,6 +21,9 @@ On FER2013 faces (the PublicTest half of Kaggle's test/ folder by default):
   the landmark step's time per face (one thread, chunks of 64, the same crops) against dlib's
   predictor, the peak memory of a worker cutting one chunk with each; ``--photos``: the network
   against dlib from the detector's boxes on photographs;
+* **the yardstick's floor** (``--floor``): dlib's predictor from the detector's own box moved by half
+  a pixel or a pixel, or grown by 3%, against the yardstick: how far dlib disagrees with itself when
+  its start box is nearly, but not exactly, the detector's (the floor of any detector-free path);
 * **auto, the cheap path first** (``--auto-trust T,...``): `--face auto --auto-trust T` as preprocess
   runs it on a pre-cropped dataset: how often the detector is skipped, and the same agreement;
 * contact sheets of the worst cases before and after (bench-out/sheets/landmarks-before.png,
@@ -30,6 +33,7 @@ On FER2013 faces (the PublicTest half of Kaggle's test/ folder by default):
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --split train --every 10
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --net --photos ../shared/data/photos
     .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --auto-trust 0.5,0.8,0.9
+    .venv/bin/python benchmarks/bench_landmarks.py ../shared/data/fer2013 --floor
 
 Prints a Markdown table (the one in BENCHMARKS.md) and writes the raw figures as JSON (--json).
 """
@@ -50,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from prepro import landmarks as L  # noqa: E402
 from prepro.cut_settings import CutSettings, DetectorSettings  # noqa: E402
+from prepro.detection import detect_faces  # noqa: E402
 from prepro.faces import FaceCutter  # noqa: E402
 from prepro.image_io import decode_gray  # noqa: E402
 from prepro.landmark_models import (estimate_start_box, estimate_start_boxes, face_evidence,
@@ -79,6 +84,7 @@ def measure(paths: list[Path], cnn: bool) -> dict[str, np.ndarray]:
     aligned = FaceCutter(CutSettings(face_mode="aligned", second_look=True), model_file)
     n = len(paths)
     out = {k: np.full((n, 68, 2), np.nan) for k in ("yard", "aligned", "first", "before")}
+    out["yard_box"] = np.full((n, 4), np.nan)
     out |= {k: np.full(n, np.nan) for k in ("q_aligned", "q_first", "q_before")}
     out["cnn_hit"] = np.zeros(n, bool)
     timing = {"aligned": 0.0, "first": 0.0}
@@ -87,6 +93,7 @@ def measure(paths: list[Path], cnn: bool) -> dict[str, np.ndarray]:
         d = detect.cut(gray)
         if not d.failure:
             out["yard"][i] = d.faces[0].face.landmarks
+            out["yard_box"][i] = detect_faces(gray, DetectorSettings())[0].box  # as found, not clamped
         t0 = time.perf_counter()
         a = aligned.cut(gray).faces[0].face
         timing["aligned"] += time.perf_counter() - t0
@@ -297,6 +304,28 @@ def auto_trust_rows(paths: list[Path], yard: np.ndarray, trusts: list[float], ch
     return "\n".join(lines)
 
 
+# How the detector's box is moved for the floor: (name, shift right in pixels, growth about the centre).
+FLOOR_MOVES = (("unmoved (a check: 0)", 0.0, 1.0), ("moved 0.5 px right", 0.5, 1.0), ("moved 1 px right", 1.0, 1.0), ("grown by 3%", 0.0, 1.03))
+
+
+def floor_rows(paths: list[Path], yard: np.ndarray, yard_box: np.ndarray) -> str:
+    """dlib's predictor from the detector's box moved a little (`FLOOR_MOVES`) against the
+    yardstick (the same predictor from the box unmoved), on the faces the detector finds."""
+    found = np.flatnonzero(np.isfinite(yard_box[:, 0]))
+    grays = [decode_gray(paths[i]).gray for i in found]
+    shape_model = L.LandmarkModelFile.default().load()
+    lines = ["| dlib's predictor from the detector's box | faces | median | > 0.10 | > 0.20 | mean |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, shift, grow in FLOOR_MOVES:
+        box = yard_box[found]
+        centre, half = (box[:, :2] + box[:, 2:]) / 2 + [shift, 0.0], (box[:, 2:] - box[:, :2]) / 2 * grow
+        marks = L.predict_landmarks_many(shape_model, grays, np.concatenate([centre - half, centre + half], axis=1))
+        err = agreement(marks, yard[found])
+        lines.append(f"| {name} | {len(err)} | {np.median(err):.3f} | {100 * (err > 0.10).mean():.1f}% | "
+                     f"{100 * (err > 0.20).mean():.1f}% | {err.mean():.3f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict], auto: dict | None) -> str:
     head = ("| path | faces | median | p90 | > 0.10 | > 0.20 | mean | quality < 0.5 (all faces) | flags > 0.20: "
             "recall | precision | ROC AUC | best recall at 60% precision |")
@@ -331,6 +360,8 @@ def main() -> None:
                     "flags, the landmark step's speed against dlib's predictor, a worker's memory")
     ap.add_argument("--auto-trust", default=None, metavar="T,T,...", help="also `--face auto --auto-trust T` for "
                     "each T: how often the detector is skipped, and the agreement")
+    ap.add_argument("--floor", action="store_true", help="also dlib's predictor from the detector's box moved "
+                    "by half a pixel or a pixel, or grown by 3%%: how far the yardstick disagrees with itself")
     args = ap.parse_args()
     paths = sorted(args.fer2013.glob(f"{args.split}/*/{SPLIT_PREFIX[args.split]}*.jpg"))[::args.every]
     if not paths:
@@ -350,6 +381,8 @@ def main() -> None:
           f"without (one process, this machine); {len(paths)} images in {time.perf_counter() - t0:.0f} s")
     if args.auto_trust:
         print("\n" + auto_trust_rows(paths, r["yard"], [float(t) for t in args.auto_trust.split(",")]))
+    if args.floor:
+        print("\n" + floor_rows(paths, r["yard"], r["yard_box"]))
     if args.sheets:
         contact_sheet(paths, r["before"], r["yard"], errs["before"], args.sheets / "landmarks-before.png",
                       "before: worst 24 (green: detector-box landmarks, red: whole-image box)")
