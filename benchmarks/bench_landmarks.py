@@ -155,18 +155,21 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
 
 
 def net_fits(grays: list[np.ndarray], chunk: int = 64, refined: bool = True,
-             net=None) -> tuple[np.ndarray, np.ndarray]:
-    """`--face aligned --landmarks net` (``refined``) or `net-fast`: the landmarks and quality of
-    every crop, a worker's chunk at a time, by ``net`` (the shipped network by default)."""
+             net=None, second_look: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`--face aligned --landmarks net` (``refined``) or `net-fast`, with `--second-look` or not: the
+    landmarks and quality of every crop, a worker's chunk at a time, by ``net`` (the shipped network
+    by default)."""
     net = net or load_landmark_net()
+    shape_model = L.LandmarkModelFile.default().load() if second_look else None
     fits = [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
-        grays[k:k + chunk]), net, refined)]
+        grays[k:k + chunk]), net, refined, shape_model)]
     return np.stack([f.landmarks for f in fits]), np.array([f.quality for f in fits])
 
 
 def landmark_step_ms(grays: list[np.ndarray], repeats: int = 3, chunk: int = 64) -> dict[str, float]:
     """Milliseconds per face of the landmark step alone, one thread, the same crops in chunks of
-    ``chunk``: the network (crop, network, error head) against dlib's predictor from the
+    ``chunk``: the network (crop, network, error head; with the second look, dlib's refits of its
+    doubtful fits) against dlib's predictor from the
     estimated start box (the predictor alone, and with its quality); best of ``repeats``."""
     from threadpoolctl import threadpool_limits
 
@@ -175,6 +178,7 @@ def landmark_step_ms(grays: list[np.ndarray], repeats: int = 3, chunk: int = 64)
     starts = [estimate_start_boxes(c, load_landmark_models()) for c in chunks]
     steps = {"net": lambda c, b: fits_from_net(c, [None] * len(c), net),
              "net-fast": lambda c, b: fits_from_net(c, [None] * len(c), net, refined=False),
+             "net --second-look": lambda c, b: fits_from_net(c, [None] * len(c), net, second_look=shape_model),
              "dlib predictor": lambda c, b: L.predict_landmarks_many(shape_model, c, b),
              "dlib predictor + quality": lambda c, b: L.fits_from_boxes(c, b, shape_model)}
     out = {}
@@ -190,15 +194,16 @@ def landmark_step_ms(grays: list[np.ndarray], repeats: int = 3, chunk: int = 64)
     return out
 
 
-def worker_memory_mb(landmarks: str, paths: list[Path]) -> float:
+def worker_memory_mb(landmarks: str, paths: list[Path], second_look: bool = False) -> float:
     """Peak resident memory (MB) of a fresh process that cuts 64 crops as a `preprocess --face
-    aligned` worker does with ``landmarks`` (models loaded, one chunk)."""
+    aligned` worker does with ``landmarks`` (models loaded, one chunk), with `--second-look` or not."""
     import subprocess
 
     # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's peak (Linux keeps it across exec).
     code = ("import re, sys; from prepro.cut_settings import CutSettings; "
             "from prepro.faces import FaceCutter; from prepro.model_files import LandmarkModelFile; "
-            f"c = FaceCutter(CutSettings(face_mode='aligned', landmarks={landmarks!r}), LandmarkModelFile.default()); "
+            f"c = FaceCutter(CutSettings(face_mode='aligned', landmarks={landmarks!r}, second_look={second_look}), "
+            "LandmarkModelFile.default()); "
             "c.cut_many(sys.argv[1:]); "
             "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) / 1024)")
     res = subprocess.run([sys.executable, "-c", code, *map(str, paths[:64])], capture_output=True, text=True,
@@ -208,10 +213,12 @@ def worker_memory_mb(landmarks: str, paths: list[Path]) -> float:
 
 def photo_agreement(photo_dir: Path) -> dict[str, float]:
     """On photographs, every face the default detector finds: the network's landmarks from its box
-    (with the margin) against dlib's from the same box."""
+    (with the margin; with the second look, dlib's from that box where the network doubts its fit)
+    against dlib's from the same box."""
     model_file = L.LandmarkModelFile.default()
-    cutters = [FaceCutter(CutSettings(face_mode="detect", landmarks=k), model_file) for k in ("dlib", "net", "net-fast")]
-    errors: dict[str, list[float]] = {"net": [], "net-fast": []}
+    kinds = (("dlib", False), ("net", False), ("net-fast", False), ("net", True))
+    cutters = [FaceCutter(CutSettings(face_mode="detect", landmarks=k, second_look=look), model_file) for k, look in kinds]
+    errors: dict[str, list[float]] = {"net": [], "net-fast": [], "net --second-look": []}
     for path in sorted(p for p in photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
         dlib_cut, *net_cuts = (c.cut(path, all_faces=True) for c in cutters)
         for name, net_cut in zip(errors, net_cuts):
@@ -244,8 +251,12 @@ def net_report(paths: list[Path], r: dict[str, np.ndarray], errs: dict[str, np.n
     grays = [decode_gray(p).gray for p in paths]
     marks, quality = net_fits(grays)
     fast_marks, fast_quality = net_fits(grays, refined=False)
+    looked_marks, looked_quality = net_fits(grays, second_look=True)
+    fast_looked_marks, fast_looked_quality = net_fits(grays, refined=False, second_look=True)
     named = [("net (`--landmarks net`, aligned)", agreement(marks, r["yard"]), quality),
              ("net-fast (`--landmarks net-fast`, aligned)", agreement(fast_marks, r["yard"]), fast_quality),
+             ("net + `--second-look`", agreement(looked_marks, r["yard"]), looked_quality),
+             ("net-fast + `--second-look`", agreement(fast_looked_marks, r["yard"]), fast_looked_quality),
              ("dlib aligned (estimated start box, the default)", errs["first"], r["q_first"]),
              ("dlib aligned + `--second-look`", errs["aligned"], r["q_aligned"])]
     rows = [summary(n, e, q) for n, e, q in named]
@@ -254,10 +265,12 @@ def net_report(paths: list[Path], r: dict[str, np.ndarray], errs: dict[str, np.n
         print("\n" + flag_markdown(named, above))
     speed = landmark_step_ms(grays)
     memory = {k: worker_memory_mb(k, paths) for k in ("dlib", "net", "net-fast")}
+    memory["net --second-look"] = worker_memory_mb("net", paths, second_look=True)
     print(f"\nlandmark step, ms a face (one thread, chunks of 64, {len(grays)} crops): "
           + ", ".join(f"{k} {v:.3f}" for k, v in speed.items())
           + f"; the network {speed['dlib predictor'] / speed['net']:.1f}x dlib's predictor, net-fast "
-          f"{speed['dlib predictor'] / speed['net-fast']:.1f}x")
+          f"{speed['dlib predictor'] / speed['net-fast']:.1f}x, net with the second look "
+          f"{speed['dlib predictor'] / speed['net --second-look']:.1f}x")
     print("peak memory of a worker cutting one chunk: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
     return {"rows": rows, "flags": {str(a): [flagging(e, q, a) for _, e, q in named] for a in (0.10, 0.20)},
             "landmark_step_ms": speed, "worker_memory_mb": memory}

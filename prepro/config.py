@@ -26,9 +26,12 @@ class PreprocessConfig:
     detection: DetectorSettings = nested(DetectorSettings)
     # Off by default: on held-out FER2013 test faces it left the landmark error unchanged (issue 17),
     # on PublicTest it lowered the share above 0.10 from 5.3% to 4.9%, and it costs 28% more time.
+    # With the network it is the other way: its doubtful fits are refitted by dlib (BENCHMARKS.md).
     second_look: bool = setting(False, "fit the landmarks of a doubtful face crop again from two other starts and "
                                 "keep the best-scoring fit (slower; it did not lower the error on FER2013, see "
-                                "BENCHMARKS.md)", "bool")
+                                "BENCHMARKS.md); with --landmarks net or net-fast, fit the faces whose estimated "
+                                "error is above 0.06 inter-ocular distances again with dlib's predictor (about a "
+                                "fifth of them with net: closer to dlib's landmarks, slower)", "bool")
     # Off by default: the detector decides first, so auto's landmarks are the detector box's
     # wherever it finds the face; trusting the crop's own fit skips it on most crops (BENCHMARKS.md).
     auto_trust: float | None = setting(None, "auto on face crops (pre-cropped datasets, small images): keep the "

@@ -90,7 +90,7 @@ class CutSettings:
     max_pixels: int = 40_000_000  # images whose header claims more are refused undecoded
     work_max_side: int = 1024  # large JPEGs are decoded reduced, never below this longest side
     pre_cropped: bool = False  # the dataset's images are face crops (auto falls back to the crop)
-    second_look: bool = False  # fit a doubtful crop again from other starts (see prepro.landmarks)
+    second_look: bool = False  # fit a doubtful fit again: dlib from other starts, or the network's by dlib (prepro.landmark_net)
     landmarks: str = "dlib"  # one of LANDMARK_MODELS: dlib's predictor, or the network distilled from it
     auto_trust: float | None = None  # auto on a crop: keep its own fit, undetected, at this quality or more
 

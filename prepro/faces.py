@@ -127,7 +127,7 @@ class FaceCutter:
         processes are forked, so that they share one copy instead of loading their own."""
         if self.settings.landmarks in NET_LANDMARKS:
             load_landmark_net()
-        else:
+        if self.settings.landmarks not in NET_LANDMARKS or self.settings.second_look:
             self.landmark_model.load()
         load_landmark_models()
         if self.settings.face_mode != "aligned":
@@ -235,7 +235,7 @@ class FaceCutter:
 
     def _fit_batch(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
         if self.settings.landmarks in NET_LANDMARKS:
-            return self._fit_batch_net(grays, starts, refined=self.settings.landmarks == "net")
+            return self._fit_batch_net(grays, starts)
         shape_model = self.landmark_model.load()
         crops = [k for k, (_, st) in enumerate(starts) if st.box is None]
         given = [k for k, (_, st) in enumerate(starts) if st.box is not None]
@@ -248,11 +248,12 @@ class FaceCutter:
             fits[k] = fit
         return fits
 
-    @staticmethod
-    def _fit_batch_net(grays: list, starts: list[tuple[int, "_Start"]], refined: bool) -> list:
-        """The network's fits: every start of the batch (crops and boxes alike) in one pass."""
+    def _fit_batch_net(self, grays: list, starts: list[tuple[int, "_Start"]]) -> list:
+        """The network's fits: every start of the batch (crops and boxes alike) in one pass; with the
+        second look, dlib's predictor fits the doubtful ones again."""
         return fits_from_net([grays[i] for i, _ in starts], [st.box for _, st in starts], load_landmark_net(),
-                             refined)
+                             self.settings.landmarks == "net",
+                             self.landmark_model.load() if self.settings.second_look else None)
 
     def _cut_faces(self, grays: list, starts: list[tuple[int, "_Start"]], fits: list, outs: list[ImageCut]) -> None:
         """Each fit's face and blocks into its image's cut, in the order of ``starts``; the blocks of

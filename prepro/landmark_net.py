@@ -14,8 +14,11 @@ Input: a face crop, normalised to ``side`` x ``side`` pixels: the image itself f
 (`aligned`), the box with a margin for a detector's or a given box (`crop_box`). Each convolution is
 one im2col and one matrix product for the whole batch. The network's points are then refined on the
 image itself (`prepro.landmark_refine`), and the error head estimates the refined points' error
-(`--landmarks net-fast` keeps the network's own points, scored by their own head). The weights live
-in ``landmark_net.npz`` beside this module, read without pickle; nothing is loaded until first used.
+(`--landmarks net-fast` keeps the network's own points, scored by their own head). With the second
+look (`--second-look`), a fit whose estimated error is above `SECOND_LOOK_ABOVE` is fitted again by
+dlib's predictor from the box the network's points imply (or the face's own box), and that fit is
+kept: dlib's points and quality, for a fifth of the faces. The weights live in ``landmark_net.npz``
+beside this module, read without pickle; nothing is loaded until first used.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,13 +36,17 @@ from prepro.errors import DataError
 from prepro.landmark_models import implied_boxes, load_landmark_models, procrustes_rms_many, quality_signs_many
 from prepro.landmark_refine import MIN_BATCH, RefineStage, one_thread, refine
 from prepro.landmarks import JAW, LEFT_EYE, LEFT_EYEBROW, MOUTH_INNER, MOUTH_OUTER, NOSE_BRIDGE, NOSE_TIP, \
-    RIGHT_EYE, RIGHT_EYEBROW, Fit
+    RIGHT_EYE, RIGHT_EYEBROW, Fit, fits_from_boxes
 
 NET_FILE = Path(__file__).with_name("landmark_net.npz")
 GREY_EPS = 8.0  # grey levels added to a crop's standard deviation: flat crops stay near zero
 # The error head's estimates are held to log(0.005)..log(1): below, the yardstick's own noise;
 # above, the landmarks are anywhere (a crop that holds no face).
 LOG_ERROR_RANGE = (math.log(0.005), 0.0)
+# With the second look, fits whose estimated error (inter-ocular units) is above this are fitted
+# again by dlib's predictor: about a fifth of the held-back Training faces, where the share above
+# 0.10 falls from 7.0% to 4.3% (all of them refitted: 4.1%; BENCHMARKS.md).
+SECOND_LOOK_ABOVE = 0.06
 
 
 def mirror_permutation() -> np.ndarray:
@@ -82,6 +90,12 @@ class ErrorHead:
             if k < len(self.layers) - 1:
                 h = np.maximum(h, 0.0)
         return np.clip(h[:, 0].astype(np.float64), *LOG_ERROR_RANGE)
+
+    def quality_of(self, error: float) -> float:
+        """The quality this head gives a fit whose estimated error is ``error`` (it falls as the
+        estimate grows)."""
+        log_error = min(max(math.log(error), LOG_ERROR_RANGE[0]), LOG_ERROR_RANGE[1])
+        return 1.0 / (1.0 + math.exp(-(self.quality_ab[0] * log_error + self.quality_ab[1])))
 
     def quality(self, rows: np.ndarray) -> np.ndarray:
         """The calibrated quality (N,) of N rows of `head_input`."""
@@ -225,11 +239,13 @@ def cut_crop(gray: np.ndarray, box: tuple[float, float, float, float], side: int
     return cv2.warpAffine(src, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet", refined: bool = True) -> list[Fit]:
+def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet", refined: bool = True,
+                  second_look: Any = None) -> list[Fit]:
     """The network's fit of face i in ``grays[i]``: from ``boxes[i]`` (with the margin), or from the
     whole image when it is None; landmarks in ``grays[i]``'s pixels, refined on ``grays[i]`` unless
     not ``refined`` (`--landmarks net-fast`). All faces in one batch. The box of a crop's fit is the
-    one its landmarks imply (where the detector would have put it)."""
+    one its landmarks imply (where the detector would have put it). ``second_look``: dlib's shape
+    predictor, to fit the doubtful faces again (`with_second_look`), or None."""
     if not len(grays):
         return []
     squares = [whole_image_box(g) if b is None else net.crop_box(b) for g, b in zip(grays, boxes)]
@@ -240,8 +256,23 @@ def fits_from_net(grays: list[np.ndarray], boxes: list, net: "LandmarkNet", refi
     marks, quality = net.finish(grays, (own + 0.5) * scale[:, None, None] + sq[:, None, :2] - 0.5, own, hidden,
                                 refined)
     implied = implied_boxes(marks, load_landmark_models().implied_box)
-    return [Fit(tuple(float(v) for v in (implied[i] if b is None else b)), marks[i], float(quality[i]))
+    fits = [Fit(tuple(float(v) for v in (implied[i] if b is None else b)), marks[i], float(quality[i]))
             for i, b in enumerate(boxes)]
+    return fits if second_look is None else with_second_look(grays, fits, net.head if refined else net.fast_head,
+                                                             second_look)
+
+
+def with_second_look(grays: list[np.ndarray], fits: list[Fit], head: ErrorHead, shape_model: Any) -> list[Fit]:
+    """``fits`` (of face i in ``grays[i]``, scored by ``head``) with each whose estimated error is
+    above `SECOND_LOOK_ABOVE` replaced by dlib's fit (``shape_model``) from the same box: the box its
+    points imply for a crop, the face's own box otherwise."""
+    below = head.quality_of(SECOND_LOOK_ABOVE)
+    doubtful = [i for i, f in enumerate(fits) if f.quality < below]
+    again = fits_from_boxes([grays[i] for i in doubtful], [fits[i].box for i in doubtful], shape_model)
+    out = list(fits)
+    for i, fit in zip(doubtful, again):
+        out[i] = fit
+    return out
 
 
 @lru_cache(maxsize=2)

@@ -236,3 +236,49 @@ def test_net_fast_gives_the_networks_own_points_and_its_own_quality(tmp_path: Pa
     with h5py.File(shard, "r") as f:
         assert json.loads(f.attrs["params"])["landmarks"] == "net-fast"
         assert json.loads(f.attrs["landmark_model"])["net"]["file"] == ln.NET_FILE.name
+
+
+# ------------------------------------------------------------------------------------------------
+# the second look: dlib refits the network's doubtful fits
+
+
+def _second_look_faces() -> list[np.ndarray]:
+    noise = np.random.default_rng(5).integers(0, 256, (48, 48), dtype=np.uint8)
+    return [_face_crop(), np.full((48, 48), 128, np.uint8), noise, _face_crop()[:, ::-1].copy()]
+
+
+def test_quality_of_an_error_is_the_heads_quality_of_that_estimate() -> None:
+    net = ln.load_landmark_net()
+    rows = np.random.default_rng(0).normal(size=(20, net.head.scale[0].shape[0])).astype(np.float32)
+    estimate = np.exp(net.head.log_error(rows))
+    assert np.allclose([net.head.quality_of(e) for e in estimate], net.head.quality(rows), atol=1e-6)
+    assert net.head.quality_of(0.03) > net.head.quality_of(0.06) > net.head.quality_of(0.2)
+
+
+def test_second_look_refits_the_doubtful_network_fits_with_dlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit whose estimated error is above SECOND_LOOK_ABOVE becomes dlib's fit from the same box
+    (points and quality); the others stay the network's."""
+    grays, net = _second_look_faces(), ln.load_landmark_net()
+    shape_model = L.LandmarkModelFile.default().load()
+    plain = ln.fits_from_net(grays, [None] * len(grays), net)
+    dlib = L.fits_from_boxes(grays, [f.box for f in plain], shape_model)
+    looked = ln.fits_from_net(grays, [None] * len(grays), net, second_look=shape_model)
+    below = net.head.quality_of(ln.SECOND_LOOK_ABOVE)
+    assert any(f.quality < below for f in plain)  # the blank and the noise at least
+    for p, d, got in zip(plain, dlib, looked):
+        want = d if p.quality < below else p
+        assert np.array_equal(got.landmarks, want.landmarks) and got.quality == want.quality and got.box == p.box
+    monkeypatch.setattr(ln, "SECOND_LOOK_ABOVE", 1.0)  # no estimate is above: the network's fits as they are
+    none = ln.fits_from_net(grays, [None] * len(grays), net, second_look=shape_model)
+    assert all(np.array_equal(a.landmarks, b.landmarks) and a.quality == b.quality for a, b in zip(none, plain))
+
+
+def test_the_cutter_gives_the_second_look_to_the_network_and_to_net_fast() -> None:
+    model = L.LandmarkModelFile.default()
+    blank = np.full((48, 48), 128, np.uint8)
+    for landmarks in ("net", "net-fast"):
+        cutter = FaceCutter(CutSettings(face_mode="aligned", landmarks=landmarks, second_look=True), model)
+        face = cutter.cut(blank).faces[0].face
+        plain = ln.fits_from_net([blank], [None], ln.load_landmark_net(), landmarks == "net")[0]
+        dlib = L.fits_from_boxes([blank], [plain.box], model.load())[0]
+        assert np.allclose(face.landmarks, dlib.landmarks, atol=1e-4) and face.quality == pytest.approx(dlib.quality)
