@@ -22,6 +22,9 @@ From FER2013 **Training** faces (Kaggle folder layout; PublicTest is never read)
 
     .venv/bin/python benchmarks/make_landmark_net.py ../shared/data/fer2013/train --work bench-out/lmnet
 
+``--second-look-table`` prints, for the shipped file, how `--second-look` trades on the held-back
+faces (the choice of `prepro.landmark_net.SECOND_LOOK_ABOVE`) and builds nothing.
+
 Every stage is cached in --work, so a rerun resumes (training from its last epoch). Waits while
 /tmp/cpu-busy exists (checked between epochs), so that timed benchmarks on the machine stay fair.
 """
@@ -47,8 +50,8 @@ from make_landmark_models import junk_images, yardstick  # noqa: E402
 
 from prepro import landmark_net as ln  # noqa: E402
 from prepro import landmark_refine as lr  # noqa: E402
-from prepro.landmarks import LEFT_EYE, RIGHT_EYE, landmark_error  # noqa: E402
-from prepro.model_files import LANDMARK_MODEL_TERMS  # noqa: E402
+from prepro.landmarks import LEFT_EYE, RIGHT_EYE, fits_from_boxes, landmark_error  # noqa: E402
+from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile  # noqa: E402
 
 SIDE = 40  # the network's input
 CHANNELS = (1, 16, 24, 48)  # three 3x3 stride-2 convolutions: 40 -> 20 -> 10 -> 5
@@ -63,6 +66,7 @@ START_COPIES = 3
 RIDGE = 0.02
 MOVE_MODES = 32
 BUSY_FLAG = Path("/tmp/cpu-busy")
+SECOND_LOOK_CHOICES = (0.05, 0.06, 0.07, 0.08, 0.10)  # estimated errors above which dlib fits again
 
 
 def wait_while_busy() -> None:
@@ -354,6 +358,29 @@ def held_back_figures(error: np.ndarray, rows: dict[str, np.ndarray], oof: np.nd
             "junk_quality_below_0.5": r((junk_q < 0.5).mean())}
 
 
+def second_look_table(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray) -> str:
+    """For each of `SECOND_LOOK_CHOICES`: the share of the faces whose fits dlib's predictor makes
+    again, and the shares above 0.10 and 0.20 after it (Markdown); ``marks`` the yardstick."""
+    grays = list(imgs)
+    fits = [f for k in range(0, len(grays), 64)
+            for f in ln.fits_from_net(grays[k:k + 64], [None] * len(grays[k:k + 64]), net)]
+    again = fits_from_boxes(grays, [f.box for f in fits], LandmarkModelFile.default().load())
+    own = np.array([landmark_error(f.landmarks, m) for f, m in zip(fits, marks)])
+    dlib = np.array([landmark_error(f.landmarks, m) for f, m in zip(again, marks)])
+    quality = np.array([f.quality for f in fits])
+    lines = ["| fitted again where the estimated error is above | faces fitted again | > 0.10 | > 0.20 | mean |",
+             "|---|---:|---:|---:|---:|",
+             f"| never (`net`) | 0% | {100 * (own > 0.10).mean():.2f}% | {100 * (own > 0.20).mean():.2f}% | {own.mean():.4f} |"]
+    for above in SECOND_LOOK_CHOICES:
+        doubtful = quality < net.head.quality_of(above)
+        err = np.where(doubtful, dlib, own)
+        lines.append(f"| {above:g} | {100 * doubtful.mean():.1f}% | {100 * (err > 0.10).mean():.2f}% | "
+                     f"{100 * (err > 0.20).mean():.2f}% | {err.mean():.4f} |")
+    lines.append(f"| 0 (all) | 100% | {100 * (dlib > 0.10).mean():.2f}% | {100 * (dlib > 0.20).mean():.2f}% | "
+                 f"{dlib.mean():.4f} |")
+    return "\n".join(lines)
+
+
 def training_files(train_dir: Path) -> list[Path]:
     """FER2013 Training images only: a PublicTest or PrivateTest file in the folder is never read."""
     files = sorted(train_dir.glob("*/Training_*.jpg"))
@@ -369,6 +396,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--views", type=int, default=4, help="views of each held-back face for the error head")
     ap.add_argument("--out", type=Path, default=ln.NET_FILE)
+    ap.add_argument("--second-look-table", action="store_true", help="print how --second-look trades on the "
+                    "held-back faces for the network in --out, and build nothing")
     args = ap.parse_args()
     files = training_files(args.train_dir)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -382,6 +411,9 @@ def main() -> None:
     taught = found[found % HELD_BACK_EVERY != 0]
     print(f"{len(found)} faces: {len(taught)} teach the network, {len(held)} the error head; margin "
           f"{np.round(margin, 3).tolist()} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.second_look_table:
+        print(second_look_table(ln.load_landmark_net(str(args.out)), ys["imgs"][held], ys["marks"][held]))
+        return
     net = train_net(ys["imgs"][taught], ys["marks"][taught], args.work, args.epochs)
     layers = exported_layers(net)
     wait_while_busy()
