@@ -51,6 +51,22 @@ def test_sweep_overrides_are_json_and_apply_to_every_run(tmp_path):
     assert bench_train.teachers_in({"teachers": ["fer2013"]}, tmp_path, names)["teachers"] == ["fer2013"]
 
 
+@pytest.mark.parametrize("sweep", sorted((ROOT / "benchmarks").glob("sweep-*.toml")), ids=lambda p: p.name)
+def test_every_sweep_file_gives_valid_training_settings(sweep: Path) -> None:
+    """A sweep file BENCHMARKS.md quotes holds only settings `train` accepts, with valid values."""
+    from training.config import TrainConfig
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    runs = bench_train.load_sweep(sweep)
+    assert runs
+    for run in runs:
+        TrainConfig.from_dict({k: v for k, v in run.items() if k not in ("name", "shards")})
+
+
 def _tiny_runs(tmp_path: Path, seeds_and_holdouts) -> tuple[Path, list[Path]]:
     from training.config import TrainConfig
     from training.train import train
