@@ -154,15 +154,20 @@ def summary(name: str, err: np.ndarray, quality: np.ndarray) -> dict[str, float]
             **flagging(err, quality)}
 
 
-def net_fits(grays: list[np.ndarray], chunk: int = 64, refined: bool = True,
-             net=None, second_look: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def net_fit_list(grays: list[np.ndarray], chunk: int = 64, refined: bool = True,
+                 net=None, second_look: bool = False) -> list[L.Fit]:
     """`--face aligned --landmarks net` (``refined``) or `net-fast`, with `--second-look` or not: the
-    landmarks and quality of every crop, a worker's chunk at a time, by ``net`` (the shipped network
-    by default)."""
+    fit of every crop, a worker's chunk at a time, by ``net`` (the shipped network by default)."""
     net = net or load_landmark_net()
     shape_model = L.LandmarkModelFile.default().load() if second_look else None
-    fits = [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
+    return [f for k in range(0, len(grays), chunk) for f in fits_from_net(grays[k:k + chunk], [None] * len(
         grays[k:k + chunk]), net, refined, shape_model)]
+
+
+def net_fits(grays: list[np.ndarray], chunk: int = 64, refined: bool = True,
+             net=None, second_look: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`net_fit_list`'s landmarks (N x 68 x 2) and qualities (N,)."""
+    fits = net_fit_list(grays, chunk, refined, net, second_look)
     return np.stack([f.landmarks for f in fits]), np.array([f.quality for f in fits])
 
 
@@ -318,7 +323,8 @@ def auto_trust_rows(paths: list[Path], yard: np.ndarray, trusts: list[float], ch
 
 
 # How the detector's box is moved for the floor: (name, shift right in pixels, growth about the centre).
-FLOOR_MOVES = (("unmoved (a check: 0)", 0.0, 1.0), ("moved 0.5 px right", 0.5, 1.0), ("moved 1 px right", 1.0, 1.0), ("grown by 3%", 0.0, 1.03))
+FLOOR_MOVES = (("unmoved (a check: 0)", 0.0, 1.0), ("moved 0.5 px right", 0.5, 1.0),
+               ("moved 1 px right", 1.0, 1.0), ("grown by 3%", 0.0, 1.03))
 
 
 def floor_rows(paths: list[Path], yard: np.ndarray, yard_box: np.ndarray) -> str:

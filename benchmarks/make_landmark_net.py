@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_landmarks import flagging, net_fits  # noqa: E402
+from bench_landmarks import flagging, net_fit_list, net_fits  # noqa: E402
 from make_landmark_models import junk_images, yardstick  # noqa: E402
 
 from prepro import landmark_net as ln  # noqa: E402
@@ -344,12 +344,12 @@ def head_layers(p: dict, live: np.ndarray) -> tuple[tuple, tuple]:
     return tuple(zip([first] + w[1:], b)), (mean, std)
 
 
-def held_back_figures(error: np.ndarray, rows: dict[str, np.ndarray], oof: np.ndarray, quality_ab: np.ndarray) -> dict:
-    """The fits' ``error`` on held-back faces as they are, and how their out-of-fold quality flags them."""
+def held_back_figures(error: np.ndarray, rows: dict[str, np.ndarray], oof: np.ndarray, head: ln.ErrorHead) -> dict:
+    """The fits' ``error`` on held-back faces as they are, and how their out-of-fold quality (``oof``
+    through ``head``'s calibration) flags them."""
     sel = (rows["view"] == 0) & ~rows["junk"]
     e = error[sel]
-    q = 1 / (1 + np.exp(-(quality_ab[0] * oof[sel] + quality_ab[1])))
-    junk_q = 1 / (1 + np.exp(-(quality_ab[0] * oof[rows["junk"]] + quality_ab[1])))
+    q, junk_q = head.calibrated(oof[sel]), head.calibrated(oof[rows["junk"]])
     r = lambda v: round(float(v), 4)  # noqa: E731
     return {"held_back_faces": int(sel.sum()), "median": r(np.median(e)), "p90": r(np.percentile(e, 90)),
             "above_0.10": r((e > 0.10).mean()), "above_0.20": r((e > 0.20).mean()), "mean": r(e.mean()),
@@ -362,8 +362,7 @@ def second_look_table(net: ln.LandmarkNet, imgs: np.ndarray, marks: np.ndarray) 
     """For each of `SECOND_LOOK_CHOICES`: the share of the faces whose fits dlib's predictor makes
     again, and the shares above 0.10 and 0.20 after it (Markdown); ``marks`` the yardstick."""
     grays = list(imgs)
-    fits = [f for k in range(0, len(grays), 64)
-            for f in ln.fits_from_net(grays[k:k + 64], [None] * len(grays[k:k + 64]), net)]
+    fits = net_fit_list(grays, net=net)
     again = fits_from_boxes(grays, [f.box for f in fits], LandmarkModelFile.default().load())
     own = np.array([landmark_error(f.landmarks, m) for f, m in zip(fits, marks)])
     dlib = np.array([landmark_error(f.landmarks, m) for f, m in zip(again, marks)])
@@ -422,8 +421,8 @@ def main() -> None:
     rows = cached_head_rows(args.work / "head_rows.npz", refined, ys["imgs"][held], ys["marks"][held], args.views)
     head, oof = error_head(rows["x"], rows["error"], rows)
     fast_head, oof_fast = error_head(rows["x_fast"], rows["error_fast"], rows)
-    figures = (held_back_figures(rows["error"], rows, oof, head.quality_ab),
-               held_back_figures(rows["error_fast"], rows, oof_fast, fast_head.quality_ab))
+    figures = (held_back_figures(rows["error"], rows, oof, head),
+               held_back_figures(rows["error_fast"], rows, oof_fast, fast_head))
     card = card_of(len(files), len(found), len(taught), len(held), args.epochs, figures, time.perf_counter() - t0)
     ln.save_landmark_net(args.out, SIDE, margin, layers, {"": head, "fast_": fast_head}, card, stages)
     print(json.dumps(card, indent=1))

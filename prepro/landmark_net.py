@@ -91,11 +91,14 @@ class ErrorHead:
                 h = np.maximum(h, 0.0)
         return np.clip(h[:, 0].astype(np.float64), *LOG_ERROR_RANGE)
 
+    def calibrated(self, log_error: np.ndarray) -> np.ndarray:
+        """The quality of fits whose estimated log errors are ``log_error``: the calibration."""
+        return 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
+
     def quality_of(self, error: float) -> float:
         """The quality this head gives a fit whose estimated error is ``error`` (it falls as the
         estimate grows)."""
-        log_error = min(max(math.log(error), LOG_ERROR_RANGE[0]), LOG_ERROR_RANGE[1])
-        return 1.0 / (1.0 + math.exp(-(self.quality_ab[0] * log_error + self.quality_ab[1])))
+        return float(self.calibrated(np.clip(math.log(error), *LOG_ERROR_RANGE)))
 
     def quality(self, rows: np.ndarray) -> np.ndarray:
         """The calibrated quality (N,) of N rows of `head_input`."""
@@ -104,7 +107,7 @@ class ErrorHead:
             rows = np.concatenate([rows, np.zeros((MIN_BATCH - n, rows.shape[1]), rows.dtype)])
         with one_thread():
             log_error = self.log_error(rows)[:n]
-        return 1.0 / (1.0 + np.exp(-np.clip(self.quality_ab[0] * log_error + self.quality_ab[1], -50, 50)))
+        return self.calibrated(log_error)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from prepro.landmark_models import load_mean_shape
 RADIUS = 2  # grey values on a (2 RADIUS + 1)^2 grid; gradients on a (2 RADIUS + 2)^2 one
 BINS = 8  # signed gradient orientations, in the face's frame
 GREY_EPS = 8.0  # grey levels added to a face's spread of samples: flat images stay near zero
+
+
 def one_thread():
     """A context in which numpy's BLAS runs on one thread: the landmark step's rule (one thread per
     worker, the workers are the parallelism). The controller is made once: building one looks up
