@@ -57,7 +57,7 @@ from prepro.cut_settings import CutSettings, DetectorSettings  # noqa: E402
 from prepro.detection import detect_faces  # noqa: E402
 from prepro.faces import FaceCutter  # noqa: E402
 from prepro.image_io import decode_gray  # noqa: E402
-from prepro.landmark_models import (estimate_start_box, estimate_start_boxes, face_evidence,
+from prepro.landmark_models import (estimate_start_box, estimate_start_boxes, face_evidence, implied_boxes,
                                     load_landmark_models, procrustes_rms)  # noqa: E402
 from prepro.landmark_net import fits_from_net, load_landmark_net  # noqa: E402
 
@@ -345,6 +345,46 @@ def floor_rows(paths: list[Path], yard: np.ndarray, yard_box: np.ndarray) -> str
     return "\n".join(lines)
 
 
+def hog_lattice(paths: list[Path]) -> np.ndarray:
+    """The distinct boxes (M x 4, rounded to 0.001 px) HOG gives on these crops: its windows sit on
+    a lattice of a few sizes and positions (for 48-px crops 99 boxes on every 4th Training face)."""
+    boxes = [d[0].box for d in (detect_faces(decode_gray(p).gray, DetectorSettings()) for p in paths) if d]
+    return np.unique(np.round(np.asarray(boxes, np.float64), 3), axis=0)
+
+
+def lattice_rows(paths: list[Path], yard: np.ndarray, yard_box: np.ndarray, lattice: np.ndarray) -> str:
+    """dlib's predictor from the box the network's (refined) points imply, as it is and snapped to
+    the nearest box of HOG's ``lattice`` (all faces, or the quarter nearest a lattice box), and the
+    mean of five fits from around it, on the faces the detector finds: whether a start box on HOG's
+    lattice, or several start boxes, bring dlib nearer the yardstick."""
+    found = np.flatnonzero(np.isfinite(yard_box[:, 0]))
+    grays = [decode_gray(paths[i]).gray for i in found]
+    shape_model = L.LandmarkModelFile.default().load()
+    implied = implied_boxes(net_fits(grays)[0], load_landmark_models().implied_box)
+    dist = ((implied[:, None, :] - lattice[None]) ** 2).sum(axis=2)
+    snapped = lattice[dist.argmin(axis=1)]
+    exact = np.abs(snapped - yard_box[found]).max(axis=1) < 1e-2
+    near = np.sqrt(dist.min(axis=1)) <= np.quantile(np.sqrt(dist.min(axis=1)), 0.25)
+    err_implied = agreement(L.predict_landmarks_many(shape_model, grays, implied), yard[found])
+    err_snapped = agreement(L.predict_landmarks_many(shape_model, grays, snapped), yard[found])
+    width = (implied[:, 2] - implied[:, 0])[:, None]
+    moves = ((0.0, 0.0), (0.04, 0.0), (-0.04, 0.0), (0.0, 0.04), (0.0, -0.04))  # x, y in box widths
+    five = [L.predict_landmarks_many(shape_model, grays, implied + np.array([dx, dy, dx, dy]) * width)
+            for dx, dy in moves]
+    err_five = agreement(np.mean(five, axis=0), yard[found])
+    lines = [f"| dlib's predictor from ({len(lattice)} lattice boxes) | faces | HOG's own box | median | > 0.10 | "
+             "> 0.20 | mean |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, err, same in (("the box the network's points imply", err_implied, np.zeros_like(exact)),
+                            ("that box snapped to the nearest lattice box", err_snapped, exact),
+                            ("snapped for the quarter nearest a lattice box", np.where(near, err_snapped, err_implied),
+                             exact & near),
+                            ("the mean of five fits: that box and moved 4% of its width four ways", err_five,
+                             np.zeros_like(exact))):
+        lines.append(f"| {name} | {len(err)} | {100 * same.mean():.1f}% | {np.median(err):.3f} | "
+                     f"{100 * (err > 0.10).mean():.1f}% | {100 * (err > 0.20).mean():.1f}% | {err.mean():.3f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict], auto: dict | None) -> str:
     head = ("| path | faces | median | p90 | > 0.10 | > 0.20 | mean | quality < 0.5 (all faces) | flags > 0.20: "
             "recall | precision | ROC AUC | best recall at 60% precision |")
@@ -370,8 +410,9 @@ def main() -> None:
     ap.add_argument("--split", choices=sorted(SPLIT_PREFIX), default="test")
     ap.add_argument("--every", type=int, default=1, help="every Nth image (sorted)")
     ap.add_argument("--cnn", action="store_true", help="also run the CNN detector on HOG's misses (slow)")
-    ap.add_argument("--sheets", type=Path, default=ROOT / "bench-out" / "sheets",
-                    help="where the contact sheets go (they show FER2013 faces: never commit them)")
+    ap.add_argument("--sheets", type=lambda s: Path(s) if s else None, default=ROOT / "bench-out" / "sheets",
+                    help="where the contact sheets go (they show FER2013 faces: never commit them); "
+                    "an empty value: none")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--photos", type=Path, default=None, help="with --net: also the network against dlib on the "
                     "faces the detector finds in these photographs (e.g. ../shared/data/photos)")
@@ -381,6 +422,8 @@ def main() -> None:
                     "each T: how often the detector is skipped, and the agreement")
     ap.add_argument("--floor", action="store_true", help="also dlib's predictor from the detector's box moved "
                     "by half a pixel or a pixel, or grown by 3%%: how far the yardstick disagrees with itself")
+    ap.add_argument("--lattice", action="store_true", help="also dlib's predictor from the network's implied box "
+                    "snapped to the boxes HOG gives on every 4th Training crop")
     args = ap.parse_args()
     paths = sorted(args.fer2013.glob(f"{args.split}/*/{SPLIT_PREFIX[args.split]}*.jpg"))[::args.every]
     if not paths:
@@ -402,6 +445,9 @@ def main() -> None:
         print("\n" + auto_trust_rows(paths, r["yard"], [float(t) for t in args.auto_trust.split(",")]))
     if args.floor:
         print("\n" + floor_rows(paths, r["yard"], r["yard_box"]))
+    if args.lattice:
+        lattice = hog_lattice(sorted(args.fer2013.glob(f"train/*/{SPLIT_PREFIX['train']}*.jpg"))[::4])
+        print("\n" + lattice_rows(paths, r["yard"], r["yard_box"], lattice))
     if args.sheets:
         contact_sheet(paths, r["before"], r["yard"], errs["before"], args.sheets / "landmarks-before.png",
                       "before: worst 24 (green: detector-box landmarks, red: whole-image box)")
