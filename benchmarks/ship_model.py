@@ -48,8 +48,8 @@ def card_for(run: Path, machine: str, recipe: str) -> dict:
         "recipe": (f"{ckpt['arch']}, {report['epochs_done']} epochs (best holdout epoch {report['best_epoch']}), "
                    f"batch {cfg['batch_size']}, AdamW lr {cfg['lr']} with cosine schedule, weight decay "
                    f"{cfg['weight_decay']}, label smoothing {cfg['label_smoothing']}, augmentation "
-                   f"{'on' if cfg['augment'] else 'off'}, seed {cfg['seed']}; reproduce with "
-                   f"`faceblocks run {recipe}`"),
+                   f"{'on' if cfg['augment'] else 'off'}{_options(cfg)}, seed {cfg['seed']}; reproduce with "
+                   f"`{recipe}`"),
         "training": f"{report['train_minutes']:.1f} minutes on {machine}",
         "preprocessing": f"trained on face={pre.get('face')} crops, blocks {sizes} (grey, eyes level); "
                          "shipped with face=auto: `faceblocks predict` finds the faces in any photo "
@@ -64,16 +64,28 @@ def card_for(run: Path, machine: str, recipe: str) -> dict:
     }
 
 
+def _options(cfg: dict) -> str:
+    """The training options beyond the defaults that change what a run learns, as card text."""
+    parts = [f"mixup {cfg['mixup']}" if cfg.get("mixup") else "",
+             f"weight average (EMA) {cfg['ema_decay']}" if cfg.get("ema_decay") else "",
+             (f"distilled from {', '.join(cfg['teachers'])} (weight {cfg['distill_weight']}, temperature "
+              f"{cfg['distill_temperature']})") if cfg.get("teachers") else ""]
+    return "".join(f", {p}" for p in parts if p)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a finished sweep run folder (best.pt, publictest.json)")
     p.add_argument("name", help="the shipped model's name")
     p.add_argument("--machine", required=True, help="where it was trained, for the card")
-    p.add_argument("--recipe", default="benchmarks/fer2013-full.toml", help="the `faceblocks run` config to cite")
+    p.add_argument("--recipe", default="faceblocks run benchmarks/fer2013-full.toml",
+                   help="the command that trains it again, for the card")
+    p.add_argument("--to", type=Path, default=None, help="write into this folder instead of the package's models: "
+                   "a run kept in the repository (benchmarks/teachers) to learn from later, not shipped")
     args = p.parse_args()
 
     card = card_for(args.run, args.machine, args.recipe)
-    path = ship(args.run / "best.pt", args.name, card, face="auto")
+    path = ship(args.run / "best.pt", args.name, card, **({"models_dir": args.to} if args.to else {}), face="auto")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     print(json.dumps(card, indent=1))
 
