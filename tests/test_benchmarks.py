@@ -95,3 +95,16 @@ def test_score_models_scores_each_model_and_their_mean_on_one_holdout(tmp_path):
     tta = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "choose_tta.py"), str(runs[0]), str(shards)],
                          capture_output=True, text=True, timeout=600)
     assert tta.returncode == 0 and "(chosen)" in tta.stdout, tta.stderr[-2000:]
+
+
+def test_a_kept_run_card_names_the_options_that_changed_what_it_learnt():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ship_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert ship_model._options({"mixup": 0.0, "ema_decay": 0.0, "teachers": None}) == ""
+    text = ship_model._options({"mixup": 0.2, "ema_decay": 0.999, "teachers": ["fer2013", "runs/a"],
+                                "distill_weight": 0.5, "distill_temperature": 2.0})
+    assert text == (", mixup 0.2, weight average (EMA) 0.999, distilled from fer2013, runs/a (weight 0.5, "
+                    "temperature 2.0)")
