@@ -1,5 +1,6 @@
-"""Score trained models one by one and averaged (an ensemble) on the holdout that chose their
-epochs and on PublicTest (the shards' val split, only reported), for each set of test-time views.
+"""Score trained models one by one and averaged (every ensemble of two or more of them) on the
+holdout that chose their epochs and on PublicTest (the shards' val split, only reported), for each
+set of test-time views.
 
 The models must share their holdout (same train split, fraction and holdout seed: runs of other
 seeds share it with ``--holdout-seed``), so that the ensemble too is scored on faces none of its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import sys
 from pathlib import Path
 
@@ -99,8 +101,11 @@ def main() -> None:
         held.append(view_probabilities(model, ckpt, args.shards, holdout_key(ckpt)[0], True))
         public.append(view_probabilities(model, ckpt, args.shards, "val", False))
         print(_row(name, held[-1], public[-1], names), flush=True)
-    if len(loaded) > 1:
-        print(_row("mean of " + " + ".join(args.models), _mean(held), _mean(public), names))
+    # Every ensemble of two or more of them (4 rows for 3 models): the probabilities are already here.
+    for size in range(2, len(loaded) + 1):
+        for group in itertools.combinations(range(len(loaded)), size):
+            print(_row("mean of " + " + ".join(args.models[i] for i in group), _mean([held[i] for i in group]),
+                       _mean([public[i] for i in group]), names))
 
 
 if __name__ == "__main__":

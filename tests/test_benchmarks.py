@@ -82,13 +82,15 @@ def _tiny_runs(tmp_path: Path, seeds_and_holdouts) -> tuple[Path, list[Path]]:
 
 
 def test_score_models_scores_each_model_and_their_mean_on_one_holdout(tmp_path):
-    shards, runs = _tiny_runs(tmp_path, [(0, 0), (1, 0), (2, None)])
+    shards, runs = _tiny_runs(tmp_path, [(0, 0), (1, 0), (2, None), (3, 0)])
     script = str(ROOT / "benchmarks" / "score_models.py")
-    r = subprocess.run([sys.executable, script, str(runs[0]), str(runs[1]), "--shards", str(shards), "--threads", "1"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, script, str(runs[0]), str(runs[1]), str(runs[3]), "--shards", str(shards),
+                        "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith(f"| {tmp_path}") or ln.startswith("| mean of")]
-    assert len(rows) == 3 and all(ln.count("%") == 8 for ln in rows)
+    # each model, then every ensemble: the three pairs and all three
+    assert len(rows) == 7 and all(ln.count("%") == 8 for ln in rows)
+    assert [ln.count(" + ") for ln in rows[3:]] == [1, 1, 1, 2]
     bad = subprocess.run([sys.executable, script, str(runs[0]), str(runs[2]), "--shards", str(shards)],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "do not share one holdout" in bad.stderr
