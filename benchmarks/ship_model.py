@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from training.checkpoint import load_checkpoint  # noqa: E402
-from training.zoo import ship  # noqa: E402
+from training.zoo import MODELS_DIR, ship  # noqa: E402
 
 TERMS = ("Research use only. The weights were trained on FER2013, whose terms allow research use only; "
          "the blocks are cut with dlib's 68-point landmark model, trained on iBUG 300-W, whose licence "
@@ -80,12 +80,12 @@ def main() -> None:
     p.add_argument("--machine", required=True, help="where it was trained, for the card")
     p.add_argument("--recipe", default="faceblocks run benchmarks/fer2013-full.toml",
                    help="the command that trains it again, for the card")
-    p.add_argument("--to", type=Path, default=None, help="write into this folder instead of the package's models: "
-                   "a run kept in the repository (benchmarks/teachers) to learn from later, not shipped")
+    p.add_argument("--to", type=Path, default=MODELS_DIR, help="write into this folder instead of the package's "
+                   "models: a run kept in the repository (benchmarks/teachers) to learn from later, not shipped")
     args = p.parse_args()
 
     card = card_for(args.run, args.machine, args.recipe)
-    path = ship(args.run / "best.pt", args.name, card, **({"models_dir": args.to} if args.to else {}), face="auto")
+    path = ship(args.run / "best.pt", args.name, card, models_dir=args.to, face="auto")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     print(json.dumps(card, indent=1))
 
