@@ -67,6 +67,7 @@ def card_for(run: Path, machine: str, recipe: str) -> dict:
 def _options(cfg: dict) -> str:
     """The training options beyond the defaults that change what a run learns, as card text."""
     parts = [f"mixup {cfg['mixup']}" if cfg.get("mixup") else "",
+             f"random erasing {cfg['erase']}" if cfg.get("erase") else "",
              f"weight average (EMA) {cfg['ema_decay']}" if cfg.get("ema_decay") else "",
              (f"distilled from {', '.join(cfg['teachers'])} (weight {cfg['distill_weight']}, temperature "
               f"{cfg['distill_temperature']})") if cfg.get("teachers") else ""]

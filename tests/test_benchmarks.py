@@ -106,7 +106,7 @@ def test_a_kept_run_card_names_the_options_that_changed_what_it_learnt():
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     assert ship_model._options({"mixup": 0.0, "ema_decay": 0.0, "teachers": None}) == ""
-    text = ship_model._options({"mixup": 0.2, "ema_decay": 0.999, "teachers": ["fer2013", "runs/a"],
+    text = ship_model._options({"mixup": 0.2, "erase": 0.5, "ema_decay": 0.999, "teachers": ["fer2013", "runs/a"],
                                 "distill_weight": 0.5, "distill_temperature": 2.0})
-    assert text == (", mixup 0.2, weight average (EMA) 0.999, distilled from fer2013, runs/a (weight 0.5, "
+    assert text == (", mixup 0.2, random erasing 0.5, weight average (EMA) 0.999, distilled from fer2013, runs/a (weight 0.5, "
                     "temperature 2.0)")

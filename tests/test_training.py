@@ -128,6 +128,30 @@ def test_augment_flips_every_block_together():
     assert all(torch.equal(a[r], b[r]) for r in x) and a["eyes"].min() >= 0 and a["eyes"].max() <= 1
 
 
+def test_erase_sets_one_rectangle_of_mid_grey_per_chosen_block():
+    from training.data import NORM_MEAN, erase
+
+    regions = ("eyes", "mouth")
+    x = {"eyes": torch.rand(64, 1, 16, 48) * 0.4, "mouth": torch.rand(64, 1, 16, 32) * 0.4}  # never mid grey
+    out = erase(x, regions, 1.0, torch.Generator().manual_seed(0))
+    for r in regions:
+        for before, after in zip(x[r], out[r]):
+            grey = (after[0] == NORM_MEAN)
+            rows, cols = grey.any(1).nonzero().flatten(), grey.any(0).nonzero().flatten()
+            height, width = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+            assert int(grey.sum()) == height * width  # one filled rectangle
+            assert 1 <= height * width <= 0.3 * grey.numel()  # 2-25% of the block, give or take rounding
+            assert torch.equal(after[0][~grey], before[0][~grey])  # nothing else touched
+    where = {r: (out[r] == NORM_MEAN).float().flatten(1).argmax(1) for r in regions}
+    assert not torch.equal(where["eyes"], where["mouth"])  # each block its own rectangle
+    again = erase(x, regions, 1.0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(out[r], again[r]) for r in regions)
+    untouched = erase(x, regions, 0.0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(untouched[r], x[r]) for r in regions)
+    some = erase(x, regions, 0.5, torch.Generator().manual_seed(0))
+    assert 0 < sum(int((some["eyes"][i] == NORM_MEAN).any()) for i in range(64)) < 64
+
+
 def test_holdout_is_stratified_seeded_and_disjoint():
     targets = np.repeat([0, 1, 2], [30, 10, 1])
     held = holdout_rows(targets, 0.1, seed=3)
@@ -138,7 +162,7 @@ def test_holdout_is_stratified_seeded_and_disjoint():
 
 
 def test_holdout_validation_and_mixup(shards, tmp_path):
-    r = train(shards, tmp_path / "m", tiny_cfg(epochs=1, mixup=0.4, holdout_frac=0.25), log=None)
+    r = train(shards, tmp_path / "m", tiny_cfg(epochs=1, mixup=0.4, erase=0.5, holdout_frac=0.25), log=None)
     row = load_checkpoint(Path(r.run_dir) / "last.pt", for_resume=True)["history"][0]
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
     assert "on 18 holdout samples" in _lines(shards, tmp_path / "m2", tiny_cfg(epochs=1, holdout_frac=0.25))

@@ -77,6 +77,8 @@ class TrainConfig:
     balanced_sampler: bool = setting(False, "draw training samples with probability inverse to their class "
                                      "frequency", "bool")
     augment: bool = setting(True, "random flip, shift, scale, rotation per block, brightness and contrast", "bool")
+    erase: float = setting(0.0, "random erasing: the probability that a block of a training sample has one "
+                           "random rectangle (2-25% of it) set to mid grey; 0 = off", "float", low=0, high=1)
     min_quality: float = setting(0.0, "train only on samples whose landmark quality is at least this "
                                  "(validation and evaluation keep every sample)", "float", low=0, high=1)
     cache: bool = setting(True, "hold the splits in memory as uint8 (on the GPU when training there); off "

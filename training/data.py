@@ -254,6 +254,34 @@ def augment(batch: dict[str, torch.Tensor], regions: Sequence[str], g: torch.Gen
     return out
 
 
+ERASE_AREA = (0.02, 0.25)  # share of a block one erased rectangle covers
+ERASE_LOG_ASPECT = math.log(3.0)  # its height:width ratio lies in [1/3, 3]
+
+
+def erase(batch: dict[str, torch.Tensor], regions: Sequence[str], p: float, g: torch.Generator
+          ) -> dict[str, torch.Tensor]:
+    """Random erasing: with probability ``p``, each block of each sample gets one random rectangle
+    set to the normalisation mean (0 once normalised), so no single patch of a region can carry a
+    decision alone; the blocks of a sample are erased independently, each region its own evidence."""
+    out = dict(batch)
+    for r in regions:
+        x = batch[r]
+        b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        area = _uniform(b, *ERASE_AREA, g) * h * w
+        aspect = torch.exp(_uniform(b, -ERASE_LOG_ASPECT, ERASE_LOG_ASPECT, g))
+        eh = (area * aspect).sqrt().round().clamp(1, h)
+        ew = (area / aspect).sqrt().round().clamp(1, w)
+        top = (torch.rand(b, generator=g, device=g.device) * (h - eh + 1)).floor()
+        left = (torch.rand(b, generator=g, device=g.device) * (w - ew + 1)).floor()
+        chosen = torch.rand(b, generator=g, device=g.device) < p
+        rows = torch.arange(h, device=g.device).view(1, h, 1)
+        cols = torch.arange(w, device=g.device).view(1, 1, w)
+        inside = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
+                  & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1)) & chosen.view(b, 1, 1))
+        out[r] = x.masked_fill(inside.unsqueeze(1).to(x.device), NORM_MEAN)
+    return out
+
+
 def to_float(batch: dict[str, torch.Tensor], regions: Sequence[str], device: torch.device,
              memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, torch.Tensor]:
     """uint8 blocks to float in [0, 1] on ``device``."""

@@ -34,7 +34,7 @@ from prepro.shards import Manifest
 from training.batch_predictions import predict_batches
 from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import TrainConfig, differing_fields
-from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, holdout_rows,
+from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, erase, holdout_rows,
                            normalize, to_float)
 from training.devices import amp_context, resolve_device
 from training.errors import CheckpointError
@@ -328,6 +328,8 @@ def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, 
         x = to_float(batch, run.regions, run.device, run.memory_format)
         if cfg.augment:
             x = augment(x, run.regions, g)
+        if cfg.erase > 0:
+            x = erase(x, run.regions, cfg.erase, g)
         x = normalize(x, run.regions)
         target2, lam = target, 1.0
         if cfg.mixup > 0:
