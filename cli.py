@@ -573,5 +573,33 @@ def export_model(model, out, fmt, opset, overwrite, no_check):
     _echo(exported.summary_lines())
 
 
+# ---------------------------------------------------------------------------------------------
+# ensemble
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("models", nargs=-1, required=True, metavar="MODEL MODEL...")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@overwrite_option("Replace OUT if it exists (never one of the members).")
+def ensemble(models, out, overwrite):
+    """Join two or more trained models into one checkpoint that averages their probabilities.
+
+    Each MODEL is a run folder, a .pt checkpoint or the name of a shipped model; OUT is the .pt
+    file to write. The members must have the same classes, block cutting and holdout; they may be
+    different networks (the ensemble reads every region one of them uses). OUT works wherever a
+    model is taken: predict, evaluate, export-model, train --init or --teachers.
+
+    \b
+    Examples:
+      faceblocks ensemble fer2013 runs/fer2013-face fer2013-both.pt
+      faceblocks evaluate fer2013-both.pt shards/fer2013 --split test
+    """
+    # imported here: keeps faceblocks -h fast (numpy, torch)
+    from training.ensemble_checkpoint import write_ensemble
+
+    path = write_ensemble(models, out, overwrite=overwrite)
+    click.echo(f"wrote {path}: the ensemble of {', '.join(models)}")
+
+
 if __name__ == "__main__":
     main()

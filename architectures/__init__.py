@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
     if name in _PUBLIC or name in _LIBRARY:
         # Imported on first use, not at package import: torch is seconds, and `faceblocks -h`
         # reads architectures.names through this package.
-        from architectures import face_cnn, two_branch  # noqa: F401 - they register themselves
+        from architectures import ensemble, face_cnn, two_branch  # noqa: F401 - they register themselves
         from architectures import registry
 
         return getattr(registry, name)

