@@ -110,3 +110,21 @@ def test_a_kept_run_card_names_the_options_that_changed_what_it_learnt():
                                 "distill_weight": 0.5, "distill_temperature": 2.0})
     assert text == (", mixup 0.2, random erasing 0.5, weight average (EMA) 0.999, distilled from fer2013, runs/a (weight 0.5, "
                     "temperature 2.0)")
+
+
+@pytest.mark.skipif(not (ROOT / "training" / "models" / "fer2013.pt").is_file(), reason="needs the shipped model")
+def test_an_ensemble_card_is_made_from_its_members_cards(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ship_ensemble
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    kept = str(ROOT / "benchmarks" / "teachers" / "full-two-branch-100ep-s1.pt")
+    card = ship_ensemble.ensemble_card(["fer2013", kept])
+    assert card["title"].startswith("ensemble of 2 networks on FER2013 (two-branch, two-branch")
+    assert [m["model"] for m in card["members"]] == ["fer2013", kept]
+    assert "fer2013: two-branch, 100 epochs" in card["recipe"] and "full-two-branch-100ep-s1: " in card["recipe"]
+    assert card["training"].count(" minutes on ") == 2 and "research use only" in card["terms"].lower()
+    shards, runs = _tiny_runs(tmp_path, [(0, 0)])
+    with pytest.raises(SystemExit, match="has no model card"):
+        ship_ensemble.ensemble_card(["fer2013", str(runs[0])])
