@@ -25,6 +25,7 @@ _WHERE = {
     "predict": "inference.predict", "Classifier": "inference.classifier", "PredictOptions": "inference.predictions",
     "predict_table": "inference.dataframe", "to_dataframe": "inference.dataframe",
     "export_model": "inference.export_model", "run_chain": "training.chain", "create_model": "architectures",
+    "write_ensemble": "training.ensemble_checkpoint",
 }
 
 __all__ = sorted(_WHERE) + ["__version__"]

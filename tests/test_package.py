@@ -24,7 +24,8 @@ def test_import_is_cheap():
     ("PredictOptions", "inference.predictions"), ("train", "training.train"), ("TrainConfig", "training.config"),
     ("evaluate", "training.evaluate"), ("export_model", "inference.export_model"),
     ("run_chain", "training.chain"), ("create_model", "architectures"), ("FaceblocksError", "prepro.errors"),
-    ("predict_table", "inference.dataframe"), ("to_dataframe", "inference.dataframe")])
+    ("predict_table", "inference.dataframe"), ("to_dataframe", "inference.dataframe"),
+    ("write_ensemble", "training.ensemble_checkpoint")])
 def test_every_public_name_is_the_library_object(name, module):
     import importlib
 
