@@ -20,6 +20,7 @@ from architectures.registry import Output, create_model, register_model
 
 # The two networks of the shipped models: the ensemble an unconfigured `--model ensemble` trains.
 DEFAULT_MEMBERS = ({"arch": "two-branch"}, {"arch": "two-branch-face"})
+MAX_MEMBERS = 16  # far above a useful ensemble; beyond it, a mistake or a forged checkpoint
 
 
 class EnsembleNet(nn.Module):
@@ -27,9 +28,10 @@ class EnsembleNet(nn.Module):
 
     def __init__(self, num_classes: int, members: Sequence[dict[str, Any]] = DEFAULT_MEMBERS, **shared: Any):
         super().__init__()
-        specs = [_member_spec(m, i) for i, m in enumerate(members)] if isinstance(members, (list, tuple)) else []
-        if len(specs) < 2:
-            raise ValueError("members must be a list of at least two {arch, model_kwargs} tables")
+        if not isinstance(members, (list, tuple)) or not 2 <= len(members) <= MAX_MEMBERS:
+            raise ValueError(f"members must be a list of at least two and at most {MAX_MEMBERS} "
+                             "{arch, model_kwargs} tables")
+        specs = [_member_spec(m, i) for i, m in enumerate(members)]
         # ``shared`` arguments go to every member; a member's own model_kwargs win.
         self.members = nn.ModuleList(create_model(arch, num_classes, **{**shared, **kwargs})
                                      for arch, kwargs in specs)

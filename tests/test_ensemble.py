@@ -98,6 +98,7 @@ def test_an_ensemble_trains_from_scratch_and_refuses_fine_tuning(members, shards
     ([{"arch": "two-branch", "extra": 1}, {"arch": "two-branch"}], "must be a table with arch"),
     ([{"arch": "two-branch", "model_kwargs": {"widths": -1}}, {"arch": "two-branch"}], "'two-branch'"),
     ("two-branch", "at least two"),
+    ([{"arch": "face-cnn"}] * 17, "at most 16"),
 ])
 def test_bad_members_are_one_input_error(members_arg, message):
     with pytest.raises(InputError, match=message):
