@@ -166,3 +166,11 @@ def test_cli_writes_an_ensemble_and_reports_errors_as_one_line(members, tmp_path
     assert r.exit_code == 1 and "--overwrite" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["ensemble", str(members[0]), str(out.with_name("x.pt"))])
     assert r.exit_code == 1 and "at least two models" in r.output
+
+
+def test_a_forged_ensemble_checkpoint_is_one_line_error(members, shards, tmp_path):
+    both = load_checkpoint(write_ensemble([str(m) for m in members], tmp_path / "both.pt"))
+    both["model_kwargs"] = {"members": [{"arch": "two-branch", "model_kwargs": {"widths": -1}}] * 2}
+    save_checkpoint(both, tmp_path / "forged.pt")
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "forged.pt"), str(shards), "--split", "val"])
+    assert r.exit_code == 1 and "bad arguments for 'ensemble'" in r.output and "Traceback" not in r.output
