@@ -4,8 +4,8 @@ The card is made from what the run recorded: its config, the preprocessing store
 checkpoint, the epoch times of log.csv and the PublicTest figures of publictest.json (written by
 `bench_train.py sweep`). The figures are never typed in by hand:
 
-    python benchmarks/ship_model.py bench-out/sweep/shipped-two-branch fer2013 \\
-        --machine "2 CPU cores (AMD EPYC), one torch thread, a second training run sharing the machine"
+    python benchmarks/ship_model.py bench-out/student/kd3-two-branch-face-100ep-s1 fer2013 \\
+        --machine "2 CPU cores (AMD EPYC), 2 torch threads" --recipe benchmarks/fer2013-student.sh
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from prepro.outputs import sha256_file  # noqa: E402
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.zoo import MODELS_DIR, ship  # noqa: E402
 
@@ -31,7 +32,7 @@ def card_for(run: Path, machine: str, recipe: str) -> dict:
     epoch (never decided on PublicTest)."""
     report = json.loads((run / "publictest.json").read_text(encoding="utf-8"))
     ckpt = load_checkpoint(run / "best.pt")
-    cfg, pre = ckpt["config"], ckpt["preprocessing"]
+    cfg, pre = {**ckpt["config"], "teachers": _teacher_names(ckpt)}, ckpt["preprocessing"]
     tta = report["holdout_accuracy_flip"] > report["holdout_accuracy"]
     plain = {"accuracy": report["publictest_accuracy"], "macro_f1": report["publictest_macro_f1"],
              "per_class_f1": report["per_class_f1"]}
@@ -64,6 +65,15 @@ def card_for(run: Path, machine: str, recipe: str) -> dict:
     }
 
 
+def _teacher_names(ckpt: dict) -> list[str] | None:
+    """The run's teachers, each named by the file kept in benchmarks/teachers with its bytes where
+    there is one: a shipped model's name (``fer2013``) means another model once a new one ships."""
+    if not ckpt.get("teachers"):
+        return ckpt["config"].get("teachers")
+    kept = {sha256_file(p): p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks" / "teachers").glob("*.pt")}
+    return [kept.get(t["sha256"], t["model"]) for t in ckpt["teachers"]]
+
+
 def _options(cfg: dict) -> str:
     """The training options beyond the defaults that change what a run learns, as card text."""
     parts = [f"mixup {cfg['mixup']}" if cfg.get("mixup") else "",
@@ -79,8 +89,7 @@ def main() -> None:
     p.add_argument("run", type=Path, help="a finished sweep run folder (best.pt, publictest.json)")
     p.add_argument("name", help="the shipped model's name")
     p.add_argument("--machine", required=True, help="where it was trained, for the card")
-    p.add_argument("--recipe", default="faceblocks run benchmarks/fer2013-full.toml",
-                   help="the command that trains it again, for the card")
+    p.add_argument("--recipe", required=True, help="the command that trains it again, for the card")
     p.add_argument("--to", type=Path, default=MODELS_DIR, help="write into this folder instead of the package's "
                    "models: a run kept in the repository (benchmarks/teachers) to learn from later, not shipped")
     args = p.parse_args()

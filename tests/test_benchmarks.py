@@ -31,6 +31,23 @@ def test_full_length_script_trains_the_four_networks_and_writes_the_table(tmp_pa
     assert (tmp_path / "out" / "device.txt").read_text().startswith("cpu")
 
 
+@pytest.mark.slow
+def test_the_student_script_trains_three_teachers_then_their_student(tmp_path):
+    shards = make_fake_shards(tmp_path / "shards", face_size=(48, 48))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "SHARDS": str(shards), "OUT": str(out),
+           "EXTRA": 'epochs=1 model_kwargs={"widths":[8,16],"feat_dim":16} batch_size=16 device="cpu"'}
+    script = ["bash", str(ROOT / "benchmarks" / "fer2013-student.sh")]
+    r = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    teachers = ["full-two-branch-100ep", "full-two-branch-100ep-s1", "mixup-two-branch-face-50ep-s1"]
+    for name in teachers + ["kd3-two-branch-face-100ep-s1"]:
+        assert json.loads((out / name / "publictest.json").read_text())["epochs_done"] == 1, name
+    student = json.loads((out / "kd3-two-branch-face-100ep-s1" / "publictest.json").read_text())["config"]
+    assert student["teachers"] == [str(out / t) for t in teachers] and student["seed"] == 1
+    again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]  # a finished recipe is kept, not trained again
+
 def test_sweep_overrides_are_json_and_apply_to_every_run(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -112,19 +129,20 @@ def test_a_kept_run_card_names_the_options_that_changed_what_it_learnt():
                     "temperature 2.0)")
 
 
-@pytest.mark.skipif(not (ROOT / "training" / "models" / "fer2013.pt").is_file(), reason="needs the shipped model")
 def test_an_ensemble_card_is_made_from_its_members_cards(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import ship_ensemble
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    kept = str(ROOT / "benchmarks" / "teachers" / "full-two-branch-100ep-s1.pt")
-    card = ship_ensemble.ensemble_card(["fer2013", kept])
-    assert card["title"].startswith("ensemble of 2 networks on FER2013 (two-branch, two-branch")
-    assert [m["model"] for m in card["members"]] == ["fer2013", kept]
-    assert "fer2013: two-branch, 100 epochs" in card["recipe"] and "full-two-branch-100ep-s1: " in card["recipe"]
+    kept = [str(ROOT / "benchmarks" / "teachers" / f"{name}.pt") for name in ("full-two-branch-100ep",
+                                                                             "mixup-two-branch-face-50ep-s1")]
+    card = ship_ensemble.ensemble_card(kept)
+    assert card["title"].startswith("ensemble of 2 networks on FER2013 (two-branch, two-branch-face;")
+    assert [m["model"] for m in card["members"]] == kept
+    assert "full-two-branch-100ep: two-branch, 100 epochs" in card["recipe"]
+    assert "mixup-two-branch-face-50ep-s1: two-branch-face, 50 epochs" in card["recipe"]
     assert card["training"].count(" minutes on ") == 2 and "research use only" in card["terms"].lower()
     shards, runs = _tiny_runs(tmp_path, [(0, 0)])
     with pytest.raises(SystemExit, match="has no model card"):
-        ship_ensemble.ensemble_card(["fer2013", str(runs[0])])
+        ship_ensemble.ensemble_card([kept[0], str(runs[0])])
