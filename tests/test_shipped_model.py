@@ -25,7 +25,7 @@ def test_shipped_file_is_small_plain_and_describes_itself():
     assert path.stat().st_size <= 4 * 1024 * 1024
     ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain data only: no code can run
     assert ckpt["class_names"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-    assert ckpt["regions"] == ["eyes", "mouth"] and ckpt["preprocessing"]["face"] == "auto"
+    assert ckpt["regions"] == ["eyes", "mouth", "face"] and ckpt["preprocessing"]["face"] == "auto"
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     card = ckpt["card"]
     for key in ("title", "data", "recipe", "training", "preprocessing", "terms"):
@@ -52,7 +52,7 @@ def test_predict_on_a_real_photograph(tmp_path):
     assert 150 < left < right < 300 and 50 < top < bottom < 200  # her face, not the whole photo
     assert math.isclose(sum(face.probabilities.values()), 1.0, abs_tol=1e-3)
     assert face.label == "happy" and face.probabilities["happy"] > 0.5  # she smiles broadly
-    assert set(face.region_weights) == {"eyes", "mouth"}
+    assert set(face.region_weights) == {"eyes", "mouth", "face"}
     classifier = Classifier.load("fer2013", device="cpu")
     assert classifier.class_names[int(np.argmax(list(face.probabilities.values())))] == "happy"
 
@@ -69,7 +69,7 @@ def test_models_command_prints_the_card():
     assert shown == {**shipped_cards()["fer2013"], "parameters": n}
     assert geometry["regions"]["mouth"]["size"] == [16, 32] and geometry["regions"]["eyes"]["landmarks"][0] == 17
     r = CliRunner().invoke(cli, ["models"])
-    assert r.exit_code == 0 and "fer2013: two-branch on FER2013" in r.output and "publictest: accuracy" in r.output
+    assert r.exit_code == 0 and "fer2013: two-branch-face on FER2013" in r.output and "publictest: accuracy" in r.output
     assert f"{n:,} parameters" in r.output
 
 
