@@ -6,7 +6,7 @@ their inputs and outputs mean: the class names in order, the normalisation, the 
 regions they share and how blocks are cut (every cutting setting but the face mode, which decides
 only how faces are found in a photo: the first member's is the ensemble's). Their holdouts must be
 the same, so that figures measured on the ensemble's holdout stay free of its members' training
-faces.
+faces. The ensemble's epoch is its members' latest; its card lists each member and its epoch.
 """
 
 from __future__ import annotations
