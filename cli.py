@@ -587,7 +587,8 @@ def ensemble(models, out, overwrite):
     Each MODEL is a run folder, a .pt checkpoint or the name of a shipped model; OUT is the .pt
     file to write. The members must have the same classes, block cutting and holdout; they may be
     different networks (the ensemble reads every region one of them uses). OUT works wherever a
-    model is taken: predict, evaluate, export-model, train --init or --teachers.
+    model is taken (predict, evaluate, export-model, train --teachers) but train --init: fine-tune
+    its members instead.
 
     \b
     Examples:
