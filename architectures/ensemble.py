@@ -11,7 +11,7 @@ ensemble built from scratch trains its members jointly.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ class EnsembleNet(nn.Module):
         # ``shared`` arguments go to every member; a member's own model_kwargs win.
         self.members = nn.ModuleList(create_model(arch, num_classes, **{**shared, **kwargs})
                                      for arch, kwargs in specs)
-        self.regions = tuple(dict.fromkeys(r for m in self.members for r in m.regions))
+        self.regions = union_regions(m.regions for m in self.members)
         # Each member's region weights placed in the ensemble's columns by a 0/1 matrix (a product,
         # which every export format takes); not a weight: outside the state dict.
         for i, m in enumerate(self.members):
@@ -54,6 +54,11 @@ class EnsembleNet(nn.Module):
         # log of the mean probability, computed stably (no log of a probability that underflowed to 0)
         logits = torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(n)
         return Output(logits, weights / n)
+
+
+def union_regions(member_regions: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """The regions an ensemble reads: every member's, in the order they first appear."""
+    return tuple(dict.fromkeys(r for regions in member_regions for r in regions))
 
 
 def _member_spec(member: Any, index: int) -> tuple[str, dict[str, Any]]:

@@ -30,8 +30,7 @@ def holdout_key(ckpt: dict) -> tuple:
     """What decides a run's holdout."""
     from training.config import TrainConfig
 
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    return cfg.train_split, cfg.holdout_frac, cfg.holdout_seed_used
+    return TrainConfig.from_dict(ckpt["config"]).holdout_key
 
 
 def view_probabilities(model, ckpt: dict, shards: str, split: str, holdout: bool, choices=CHOICES) -> dict:

@@ -138,6 +138,12 @@ class TrainConfig:
         """The seed that draws the holdout."""
         return self.seed if self.holdout_seed is None else self.holdout_seed
 
+    @property
+    def holdout_key(self) -> tuple[str, float, int]:
+        """(train split, fraction, seed): what decides the holdout carved from the train split, so
+        that runs with equal keys share it."""
+        return self.train_split, self.holdout_frac, self.holdout_seed_used
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from architectures.ensemble import union_regions
 from prepro.errors import InputError, OutputError
 from prepro.outputs import checked_output_file
 from training.checkpoint import make_checkpoint, save_checkpoint, stored_cut_config
@@ -67,7 +68,7 @@ def _combined(refs: Sequence[str | os.PathLike], ckpts: list[dict[str, Any]]) ->
             "members": [{"model": str(ref), "arch": ck["arch"], "epoch": ck["epoch"],
                          "title": (ck.get("card") or {}).get("title", "")} for ref, ck in zip(refs, ckpts)]}
     return make_checkpoint(arch="ensemble", model_kwargs={"members": members}, class_names=first["class_names"],
-                           regions=list(dict.fromkeys(r for ck in ckpts for r in ck["regions"])),
+                           regions=list(union_regions(ck["regions"] for ck in ckpts)),
                            block_sizes=block_sizes, preprocessing=first["preprocessing"],
                            normalization=first["normalization"], config=_ensemble_config(first, members),
                            model_state=state, epoch=max(ck["epoch"] for ck in ckpts), card=card)
@@ -77,14 +78,14 @@ def _require_same(a: dict[str, Any], b: dict[str, Any], which: str) -> None:
     """An InputError naming the first thing two members disagree on."""
     shared = [r for r in a["regions"] if r in b["regions"]]
     cut_a, cut_b = (dataclasses.replace(stored_cut_config(ck["preprocessing"]), face="auto") for ck in (a, b))
+    held_a, held_b = _holdout_key(a), _holdout_key(b)
     checks = [
         ("class names", a["class_names"] == b["class_names"], f"{a['class_names']} vs {b['class_names']}"),
         ("normalisation", a["normalization"] == b["normalization"], f"{a['normalization']} vs {b['normalization']}"),
         ("block sizes", all(a["block_sizes"][r] == b["block_sizes"][r] for r in shared),
          f"{a['block_sizes']} vs {b['block_sizes']}"),
         ("block cutting", cut_a == cut_b, "their blocks were cut with other settings"),
-        ("holdout", _holdout_key(a) == _holdout_key(b),
-         f"train split, fraction, seed {_holdout_key(a)} vs {_holdout_key(b)}"),
+        ("holdout", held_a == held_b, f"validation split, train split, fraction, seed {held_a} vs {held_b}"),
     ]
     for what, same, detail in checks:
         if not same:
@@ -94,9 +95,7 @@ def _require_same(a: dict[str, Any], b: dict[str, Any], which: str) -> None:
 def _holdout_key(ck: dict[str, Any]) -> tuple:
     """What decides the part of the data a model chose its epoch on."""
     cfg = TrainConfig.from_dict(ck["config"], where="a member's config: ")
-    if cfg.val_split != "holdout":
-        return (cfg.val_split,)
-    return cfg.val_split, cfg.train_split, cfg.holdout_frac, cfg.holdout_seed_used
+    return (cfg.val_split,) if cfg.val_split != "holdout" else (cfg.val_split, *cfg.holdout_key)
 
 
 def _ensemble_config(first: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
