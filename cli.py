@@ -12,7 +12,6 @@ exception is a bug and keeps its traceback. Nothing heavy is imported until a co
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -27,7 +26,7 @@ from prepro.click_options import (device_option, json_option, overwrite_option, 
 from prepro.command_settings import (DemoCommand, EvaluateCommand, ExportCommand, ExportModelCommand,
                                      InspectCommand, PreprocessCommand, PreviewCommand, RunCommand, TrainCommand)
 from prepro.config import PreprocessConfig, PreprocessRun
-from prepro.errors import STOP_REQUESTED, FaceblocksError, Stopped
+from prepro.errors import FaceblocksError, Stopped, stop_on_termination
 from prepro.model_files import LANDMARK_MODEL_TERMS, LandmarkModelFile
 from prepro.settings import options
 from prepro.summary_table import format_summary
@@ -41,24 +40,6 @@ if TYPE_CHECKING:
     from prepro.faces import FaceCutter
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _stop_on_termination() -> None:
-    def stop(signum: int, _frame: Any) -> None:
-        STOP_REQUESTED.append(signal.Signals(signum).name)
-        raise Stopped(signal.Signals(signum).name)
-
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), stop)
-    default_hook = sys.unraisablehook
-
-    def quiet_stop(unraisable: Any) -> None:
-        # A stop raised inside a callback Python ignores: the run stops at its next check instead.
-        if not isinstance(unraisable.exc_value, Stopped):
-            default_hook(unraisable)
-
-    sys.unraisablehook = quiet_stop
 
 
 class FaceblocksGroup(click.Group):
@@ -109,7 +90,7 @@ def main() -> None:
 
     # A library warning (an unfinished run used, a split left small) is one line, not a source line.
     warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
-    _stop_on_termination()
+    stop_on_termination()
 
 
 def _given(ctx: click.Context) -> set[str]:

@@ -2,10 +2,15 @@
 
 All of them derive from `FaceblocksError`: the command line turns exactly these into a one-line
 message and a non-zero exit, so any other exception is a bug and keeps its traceback. The
-subclasses say what kind of thing was wrong, for callers that want to react differently.
+subclasses say what kind of thing was wrong, for callers that want to react differently. A
+termination signal (`stop_on_termination`) stops a run as an interrupt does (`Stopped`).
 """
 
 from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
 
 
 class FaceblocksError(Exception):
@@ -48,12 +53,31 @@ class Stopped(KeyboardInterrupt):
     an interrupt, so worker processes are ended and what was finished is kept, as for Ctrl-C."""
 
 
-# The termination signal received, if any (set by the CLI's handler). Raising from a signal
-# handler can be swallowed when the signal lands inside a callback Python ignores exceptions of
-# (a weakref's, say); long loops also check this at their safe points (`raise_if_stopped`).
+# The termination signal received, if any (set by `stop_on_termination`'s handler). Raising from a
+# signal handler can be swallowed when the signal lands inside a callback Python ignores exceptions
+# of (a weakref's, say); long loops also check this at their safe points (`raise_if_stopped`).
 STOP_REQUESTED: list[str] = []
 
 
 def raise_if_stopped() -> None:
     if STOP_REQUESTED:
         raise Stopped(STOP_REQUESTED[0])
+
+
+def stop_on_termination() -> None:
+    """Make SIGTERM and SIGHUP stop a run as Ctrl-C does (the command line installs this)."""
+    def stop(signum: int, _frame: Any) -> None:
+        STOP_REQUESTED.append(signal.Signals(signum).name)
+        raise Stopped(signal.Signals(signum).name)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)
+    default_hook = sys.unraisablehook
+
+    def quiet_stop(unraisable: Any) -> None:
+        # A stop raised inside a callback Python ignores: the run stops at its next check instead.
+        if not isinstance(unraisable.exc_value, Stopped):
+            default_hook(unraisable)
+
+    sys.unraisablehook = quiet_stop
