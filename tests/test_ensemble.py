@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from shardfakes import make_fake_shards
+from tinyruns import tiny_config
 
 from architectures import create_model
 from cli import main
@@ -22,14 +23,11 @@ from training.evaluate import evaluate
 from training.teachers import teacher_probabilities
 from training.train import train
 
-TINY = {"widths": [8, 16], "feat_dim": 16, "context_widths": [8, 16]}
+TINY = {"widths": [8, 16], "feat_dim": 16, "context_widths": [8, 16]}  # two-branch-face's too
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=16, lr=3e-3, warmup_epochs=0.5, progress=False, model_kwargs=TINY,
-                holdout_seed=0)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**{"epochs": 2, "lr": 3e-3, "model_kwargs": TINY, "holdout_seed": 0, **kw})
 
 
 @pytest.fixture(scope="module")

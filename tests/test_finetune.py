@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from shardfakes import make_fake_shards
+from tinyruns import TINY, tiny_config
 from two_processes import torchrun_train
 
 from prepro.errors import InputError, MismatchError
@@ -18,13 +19,11 @@ from training.evaluate import evaluate
 from training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"widths": [8, 16, 32], "feat_dim": 32}
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(epochs=1, batch_size=16, warmup_epochs=0.5, progress=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    """No network kwargs by default: a fine-tuned run takes its network from --init."""
+    return tiny_config(**{"epochs": 1, "model_kwargs": {}, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from shardfakes import make_fake_shards
+from tinyruns import tiny_config
 
 from prepro.errors import InputError
 from training.config import TrainConfig
 from training.data import SplitSamples
 from training.train import train
 
-TINY = {"widths": [8, 16, 32], "feat_dim": 32}
 
 
 def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{**dict(epochs=8, batch_size=16, lr=3e-3, warmup_epochs=0.5, model_kwargs=TINY,
-                                 progress=False, label_smoothing=0.0, augment=False), **kw})
+    return tiny_config(**{"epochs": 8, "lr": 3e-3, "label_smoothing": 0.0, "augment": False, **kw})
 
 
 def test_the_vote_distribution_of_the_trained_classes(tmp_path):

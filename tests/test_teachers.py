@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from shardfakes import make_fake_shards
+from tinyruns import tiny_config
 
 from prepro.errors import InputError
 from training.checkpoint import load_checkpoint
@@ -18,13 +19,10 @@ from training.evaluate import evaluate
 from training.teachers import distillation_loss, teacher_probabilities
 from training.train import train
 
-TINY = {"widths": [8, 16, 32], "feat_dim": 32}
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(epochs=1, batch_size=16, warmup_epochs=0.5, progress=False, model_kwargs=TINY)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**{"epochs": 1, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from shardfakes import make_fake_shards
+from tinyruns import TINY, tiny_config
 from two_processes import torchrun_train
 
 from prepro.errors import DataError, DivergedError, EmptySplitError, InputError, MismatchError, OutputError
@@ -22,13 +23,10 @@ from training.checkpoint import load_checkpoint
 from training.data import SplitSamples, augment, holdout_rows
 from training.errors import CheckpointError
 
-TINY = {"widths": [8, 16, 32], "feat_dim": 32}
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, model_kwargs=TINY, progress=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**{"epochs": 3, "lr": 3e-3, **kw})
 
 
 @pytest.fixture(scope="module")

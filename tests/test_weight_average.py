@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from shardfakes import make_fake_shards
+from tinyruns import tiny_config
 
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -15,13 +16,10 @@ from training.evaluate import evaluate
 from training.train import train
 from prepro.errors import InputError
 
-TINY = {"widths": [8, 16, 32], "feat_dim": 32}
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(epochs=3, batch_size=16, lr=3e-3, warmup_epochs=0.5, progress=False, model_kwargs=TINY)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**{"epochs": 3, "lr": 3e-3, **kw})
 
 
 @pytest.fixture(scope="module")
