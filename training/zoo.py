@@ -9,15 +9,11 @@ recipe, training time and machine, test figures, the preprocessing it expects, a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
-import architectures
-import faceblocks
-import inference
-import prepro
-import training
 from prepro.cut_settings import BlockConfig
 from prepro.errors import InputError
 from prepro.inputs import is_inside
@@ -29,8 +25,9 @@ MODELS_DIR = Path(__file__).with_name("models")
 def package_dirs() -> list[Path]:
     """The folders of faceblocks' own packages and of its shipped models: nothing but an install
     writes there (a shipped model's folder is no run folder)."""
-    packages = (faceblocks, prepro, training, inference, architectures)
-    return [Path(m.__file__).resolve().parent for m in packages] + [MODELS_DIR]
+    # found, not imported: this module sits below inference and the public API in the house
+    packages = ("faceblocks", "prepro", "training", "inference", "architectures")
+    return [Path(importlib.util.find_spec(p).origin).resolve().parent for p in packages] + [MODELS_DIR]
 
 
 def is_in_package(path: str | Path) -> bool:
