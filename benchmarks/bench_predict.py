@@ -9,6 +9,7 @@ median of ``--repeats`` runs, and the ratio is taken within each repeat.
 
     python benchmarks/bench_predict.py photos ../shared/data/photos --repeats 3
     python benchmarks/bench_predict.py fer ../shared/data/fer2013 --images 600 --repeats 3
+    python benchmarks/bench_predict.py fer ../shared/data/fer2013 --model benchmarks/teachers/full-two-branch-100ep.pt
 
 ``photos``: the 12 real photographs (group scenes, 43+ faces; `--face auto`). ``fer``: FER2013
 PublicTest crops (one face each; `--face aligned`).
@@ -31,10 +32,11 @@ from inference.predict import PredictOptions, predict  # noqa: E402
 TTA = {"card": {}, "flip": {"tta_flip": True, "tta_shift": False}, "none": {"tta_flip": False, "tta_shift": False}}
 
 
-def timed(inputs: list[str], face: str, jobs: int, batch_size: int, tta: str = "card") -> tuple[float, int]:
-    """(seconds, faces) for one `predict` over ``inputs``."""
+def timed(inputs: list[str], face: str, jobs: int, batch_size: int, tta: str = "card",
+          model: str = "fer2013") -> tuple[float, int]:
+    """(seconds, faces) for one `predict` of ``model`` over ``inputs``."""
     t0 = time.perf_counter()
-    faces = sum(len(r.faces) for r in predict("fer2013", inputs, PredictOptions(
+    faces = sum(len(r.faces) for r in predict(model, inputs, PredictOptions(
         overrides={"face": face}, jobs=jobs, batch_size=batch_size, device="cpu", **TTA[tta])))
     return time.perf_counter() - t0, faces
 
@@ -49,6 +51,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--tta", choices=sorted(TTA), default="card",
                     help="test-time views: the model card's (flip + shifts for fer2013), the flip only, or none")
+    ap.add_argument("--model", default="fer2013",
+                    help="a shipped model's name or a checkpoint (e.g. a model shipped before, to compare on one machine)")
     args = ap.parse_args()
     if args.case == "photos":
         inputs, face = sorted(str(p) for p in args.folder.glob("*.jpg")), "auto"
@@ -58,11 +62,12 @@ def main() -> None:
     rows = {"one at a time (1 process, batch 1)": [], f"faceblocks ({args.jobs} jobs, batch {args.batch_size})": []}
     faces = 0
     for _ in range(args.repeats):
-        ref, faces = timed(inputs, face, 1, 1, args.tta)
-        new, _ = timed(inputs, face, args.jobs, args.batch_size, args.tta)
+        ref, faces = timed(inputs, face, 1, 1, args.tta, args.model)
+        new, _ = timed(inputs, face, args.jobs, args.batch_size, args.tta, args.model)
         for (name, times), t in zip(rows.items(), (ref, new)):
             times.append((t, ref / t))
-    print(f"{len(inputs)} images, {faces} faces, --face {face}, --tta {args.tta}, median of {args.repeats}\n")
+    print(f"{args.model}: {len(inputs)} images, {faces} faces, --face {face}, --tta {args.tta}, "
+          f"median of {args.repeats}\n")
     print("| | images/s | x one at a time |\n|---|---|---|")
     for name, times in rows.items():
         t = statistics.median(s for s, _ in times)
