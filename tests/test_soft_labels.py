@@ -13,7 +13,6 @@ from training.data import SplitSamples
 from training.train import train
 
 
-
 def _cfg(**kw) -> TrainConfig:
     return tiny_config(**{"epochs": 8, "lr": 3e-3, "label_smoothing": 0.0, "augment": False, **kw})
 

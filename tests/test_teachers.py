@@ -20,7 +20,6 @@ from training.teachers import distillation_loss, teacher_probabilities
 from training.train import train
 
 
-
 def cfg(**kw) -> TrainConfig:
     return tiny_config(**{"epochs": 1, **kw})
 

@@ -24,7 +24,6 @@ from training.data import SplitSamples, augment, holdout_rows
 from training.errors import CheckpointError
 
 
-
 def tiny_cfg(**kw) -> TrainConfig:
     return tiny_config(**{"epochs": 3, "lr": 3e-3, **kw})
 

@@ -17,7 +17,6 @@ from training.train import train
 from prepro.errors import InputError
 
 
-
 def cfg(**kw) -> TrainConfig:
     return tiny_config(**{"epochs": 3, "lr": 3e-3, **kw})
 
