@@ -64,40 +64,11 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
     sizes = {"eyes": tuple(eyes_size), "mouth": tuple(mouth_size), "face": tuple(face_size)}
     rng = np.random.default_rng(seed)
     split_names = ["train", "val", "test"]
-    # The parameters of a real run with these block sizes: training, evaluate and predict read them.
-    params = PreprocessConfig(face="aligned", blocks=BlockConfig(eyes_size=tuple(eyes_size),
-                                                                 mouth_size=tuple(mouth_size),
-                                                                 face_size=tuple(face_size))).to_dict()
-    manifest = Manifest(
-        params=params, source={"path": "shardfakes", "format": "synthetic", "dataset": None, "n_items": 0,
-                               "fingerprint": ""},
-        label_names=list(label_names), split_names=split_names,
-        box_methods=["hog", "cnn", "estimated", "estimated_fallback", "given"],
-        block_sizes={k: list(v) for k, v in sizes.items()},
-        landmark_model={"file": "none", "sha256": "0" * 64, "terms": "synthetic"},
-        writer_id="0123456789abcdef")
+    manifest = _fake_manifest(label_names, split_names, sizes)
     item = 0
     for split in split_names:
-        items: list[int] = []
-        for lab in labels:
-            items += [list(label_names).index(lab)] * per_class.get(split, 0)
-        if split == "test":
-            items += [-1] * unlabelled
-        order = rng.permutation(len(items))
-        samples = []
-        for k in order:
-            lab = items[k]
-            cls = list(labels).index(label_names[lab]) if lab >= 0 else int(rng.integers(len(labels)))
-            eyes, mouth, face = _blocks(cls, len(labels), sizes, rng)
-            samples.append(Sample(eyes=eyes, mouth=mouth, face=face, landmarks=np.zeros((68, 2), np.float32),
-                                  box=(0.0, 0.0, 48.0, 48.0), eyes_affine=np.eye(2, 3, dtype=np.float32),
-                                  mouth_affine=np.eye(2, 3, dtype=np.float32),
-                                  face_affine=np.eye(2, 3, dtype=np.float32), label=lab,
-                                  split=split_names.index(split), source=f"fake/{split}/{item + len(samples)}",
-                                  subject="", box_method=2, det_score=float("nan"), quality=quality,
-                                  image_size=(48, 48)))
-            if votes is not None:
-                samples[-1].values["votes"] = _votes(labels, cls, votes)
+        samples = _fake_samples(split, split_names, labels, label_names, per_class, unlabelled, sizes, rng,
+                                item, quality, votes)
         for i in range(0, len(samples), shard_size):
             chunk = samples[i:i + shard_size]
             index = i // shard_size
@@ -109,6 +80,49 @@ def make_fake_shards(root: str | Path, labels: Sequence[str] = ("happy", "sad", 
     manifest.complete = True
     manifest.save(root)
     return root
+
+
+def _fake_manifest(label_names: Sequence[str], split_names: list[str],
+                   sizes: dict[str, tuple[int, int]]) -> Manifest:
+    """The manifest of a finished preprocessing run with these block sizes (no shards yet)."""
+    # The parameters of a real run with these block sizes: training, evaluate and predict read them.
+    params = PreprocessConfig(face="aligned", blocks=BlockConfig(eyes_size=sizes["eyes"],
+                                                                 mouth_size=sizes["mouth"],
+                                                                 face_size=sizes["face"])).to_dict()
+    return Manifest(
+        params=params, source={"path": "shardfakes", "format": "synthetic", "dataset": None, "n_items": 0,
+                               "fingerprint": ""},
+        label_names=list(label_names), split_names=split_names,
+        box_methods=["hog", "cnn", "estimated", "estimated_fallback", "given"],
+        block_sizes={k: list(v) for k, v in sizes.items()},
+        landmark_model={"file": "none", "sha256": "0" * 64, "terms": "synthetic"},
+        writer_id="0123456789abcdef")
+
+
+def _fake_samples(split: str, split_names: list[str], labels: Sequence[str], label_names: Sequence[str],
+                  per_class: dict[str, int], unlabelled: int, sizes: dict[str, tuple[int, int]],
+                  rng: np.random.Generator, first_item: int, quality: float, votes: float | None) -> list[Sample]:
+    """One split's samples in a random order; ``unlabelled`` label -1 samples are added to the test split."""
+    items: list[int] = []
+    for lab in labels:
+        items += [list(label_names).index(lab)] * per_class.get(split, 0)
+    if split == "test":
+        items += [-1] * unlabelled
+    samples = []
+    for k in rng.permutation(len(items)):
+        lab = items[k]
+        cls = list(labels).index(label_names[lab]) if lab >= 0 else int(rng.integers(len(labels)))
+        eyes, mouth, face = _blocks(cls, len(labels), sizes, rng)
+        samples.append(Sample(eyes=eyes, mouth=mouth, face=face, landmarks=np.zeros((68, 2), np.float32),
+                              box=(0.0, 0.0, 48.0, 48.0), eyes_affine=np.eye(2, 3, dtype=np.float32),
+                              mouth_affine=np.eye(2, 3, dtype=np.float32),
+                              face_affine=np.eye(2, 3, dtype=np.float32), label=lab,
+                              split=split_names.index(split), source=f"fake/{split}/{first_item + len(samples)}",
+                              subject="", box_method=2, det_score=float("nan"), quality=quality,
+                              image_size=(48, 48)))
+        if votes is not None:
+            samples[-1].values["votes"] = _votes(labels, cls, votes)
+    return samples
 
 
 def edit_shards(root: str | Path, edit: Callable[[Any, int], None]) -> Path:
