@@ -74,6 +74,7 @@ def predict(model: str | os.PathLike | Classifier,
                         pred.annotated = annotator.add(pred, cut)
                     table(pred)
                     bar.update(1)
+                    bar.clear()  # the caller prints this prediction: on its own line, not after the bar
                     yield pred
 
 

@@ -124,8 +124,24 @@ def test_predict_cli(trained, tmp_path):
     assert rec["faces"] and rec["faces"][0]["label"]
     r = runner.invoke(main, ["predict", str(trained / "run"), str(img)])
     assert r.exit_code == 0 and "1 image or frame, 1 face, 0 without a prediction" in r.output, r.output
+    # The progress bar (standard error) is cleared before each prediction's lines: a terminal
+    # shows them from the start of a line, not after the bar.
+    shown = _as_a_terminal_shows(r.output)
+    assert any(line.startswith(f"{img} face 1 [") for line in shown), shown
     r = runner.invoke(main, ["predict", str(trained / "run"), str(tmp_path / "nothing-*.jpg")])
     assert r.exit_code == 1 and "no such file" in r.output
+
+
+def _as_a_terminal_shows(text: str) -> list[str]:
+    """The lines a terminal shows for ``text``: a carriage return goes back to the line's start,
+    and what follows overwrites what was there."""
+    shown = []
+    for line in text.split("\n"):
+        cells: list[str] = []
+        for part in line.split("\r"):
+            cells[:len(part)] = part
+        shown.append("".join(cells).rstrip())
+    return shown
 
 
 def test_cli_min_quality_default_is_the_library_default():
