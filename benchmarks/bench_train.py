@@ -168,11 +168,13 @@ def run_one(run: dict, out: Path) -> dict:
     wall = time.monotonic() - t0
     val = evaluate(folder, run["shards"], split="val", out_dir=folder / "eval-publictest")
     flip = evaluate(folder, run["shards"], split="val", tta_flip=True, out_dir=folder / "eval-publictest-flip")
+    # a run without validation (val_split none) trained on the holdout's faces: it has no holdout figures
+    has_holdout = cfg.val_split == "holdout"
     holdout = {f"holdout_accuracy{'_flip' if t else ''}": round(holdout_accuracy(folder, run["shards"], t), 4)
-               for t in (False, True)}
+               if has_holdout else None for t in (False, True)}
     report = {"name": run["name"], "model": cfg.model, "shards": run["shards"], "config": cfg.to_dict(),
               "epochs_done": result["epochs_done"], "best_epoch": result["best_epoch"],
-              "holdout_macro_f1": round(result["best_val_macro_f1"], 4), **holdout,
+              "holdout_macro_f1": round(result["best_val_macro_f1"], 4) if has_holdout else None, **holdout,
               "train_minutes": round(_log_minutes(folder), 2),
               "wall_minutes_this_call": round(wall / 60, 2), "publictest_accuracy": round(val["accuracy"], 4),
               "publictest_macro_f1": round(val["macro_f1"], 4),

@@ -27,10 +27,14 @@ CHOICES = ((False, False), (True, False), (False, True), (True, True))  # (flip,
 
 
 def holdout_key(ckpt: dict) -> tuple:
-    """What decides a run's holdout."""
+    """What decides a run's holdout; a model that chose its epoch on no holdout has none to score
+    (it trained on those faces, or on another split's)."""
     from training.config import TrainConfig
 
-    return TrainConfig.from_dict(ckpt["config"]).holdout_key
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if cfg.val_split != "holdout":
+        sys.exit(f"a model trained with val_split {cfg.val_split} has no holdout of its own to be scored on")
+    return cfg.holdout_key
 
 
 def view_probabilities(model, ckpt: dict, shards: str, split: str, holdout: bool, choices=CHOICES) -> dict:
@@ -38,10 +42,10 @@ def view_probabilities(model, ckpt: dict, shards: str, split: str, holdout: bool
     from training.batch_predictions import predict_batches
     from training.data import Batches, SplitSamples, holdout_rows
 
-    _split, frac, seed = holdout_key(ckpt)
     regions, names = list(ckpt["regions"]), list(ckpt["class_names"])
     samples = SplitSamples(shards, split, class_names=names, regions=regions)
     if holdout:
+        _split, frac, seed = holdout_key(ckpt)
         samples.select(holdout_rows(samples.targets, frac, seed))
     batches = Batches(samples, samples.load(torch.device("cpu")), 512)
     out = {}

@@ -114,6 +114,15 @@ def test_score_models_scores_each_model_and_their_mean_on_one_holdout(tmp_path):
     tta = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "choose_tta.py"), str(runs[0]), str(shards)],
                          capture_output=True, text=True, timeout=600)
     assert tta.returncode == 0 and "(chosen)" in tta.stdout, tta.stderr[-2000:]
+    # a final fit (val_split none) trained on the holdout's faces: it has no holdout figure to give
+    from training.config import TrainConfig
+    from training.train import train
+
+    train(shards, tmp_path / "all", TrainConfig(epochs=1, batch_size=16, progress=False, val_split="none",
+                                                model_kwargs={"widths": [8, 16, 32], "feat_dim": 32}), log=None)
+    none = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "choose_tta.py"), str(tmp_path / "all"),
+                           str(shards)], capture_output=True, text=True, timeout=600)
+    assert none.returncode != 0 and "val_split none has no holdout of its own" in none.stderr, none.stderr[-2000:]
 
 
 def test_a_kept_run_card_names_the_options_that_changed_what_it_learnt():

@@ -456,12 +456,13 @@ def _json_values():
 
 def test_forged_record_values_are_refused_never_raised(chain_project: Path) -> None:
     """Any JSON value at any key of a result.json, a metrics.json or a history row: the check
-    answers (accepts or names the problem) and never raises; what it accepts formats as a number."""
+    answers (accepts or names the problem) and never raises; what it accepts formats (a number, or
+    the None of a run without validation)."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
     from training.evaluate import metrics_problem
-    from training.run_records import history_ok, result_problem
+    from training.run_records import best_text, history_ok, result_problem
 
     result = json.loads((chain_project / "out" / "run" / "result.json").read_text())
     metrics = json.loads((chain_project / "out" / "eval-test" / "metrics.json").read_text())
@@ -474,7 +475,7 @@ def test_forged_record_values_are_refused_never_raised(chain_project: Path) -> N
         forged = json.loads(json.dumps(record))
         forged[data.draw(st.sampled_from(sorted(forged)))] = value
         if which == "result" and result_problem(forged) is None:
-            f"{forged['best_val_macro_f1']:.4f} {forged['best_epoch']:d} {forged['epochs_done']:d}"
+            f"{best_text(forged['best_val_macro_f1'], forged['best_epoch'])} {forged['epochs_done']:d}"
         if which == "metrics" and metrics_problem(forged) is None:
             f"{forged['accuracy']:.4f} {forged['macro_f1']:.4f} {forged['n_samples']:d}"
         if which == "row":

@@ -165,6 +165,39 @@ def test_holdout_validation_and_mixup(shards, tmp_path):
     assert "on 18 holdout samples" in _lines(shards, tmp_path / "m2", tiny_cfg(epochs=1, holdout_frac=0.25))
 
 
+def test_no_validation_trains_on_every_sample_and_keeps_each_last_epoch(shards, tmp_path):
+    # val_split none: the final fit once the epochs were chosen on a holdout (all 72 train samples,
+    # best.pt = last.pt, no validation figure anywhere, and it resumes like any run).
+    from training.run_folder import RunFolder
+    from training.run_summary import train_report
+
+    cfg = tiny_cfg(epochs=2, val_split="none")
+    out: list[str] = []
+
+    def stop_after_one(line: str) -> None:
+        out.append(line)
+        if line.startswith("epoch   1/"):
+            raise KeyboardInterrupt  # as if stopped right after epoch 1's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(shards, tmp_path / "all", cfg, log=stop_after_one)
+    assert "on 72 train samples" in out[0] and "no validation: the last epoch is kept" in out[0]
+    assert "val loss" not in out[1]
+    r = train(shards, tmp_path / "all", resume=True, log=out.append)
+    assert r.best_val_macro_f1 is None and r.best_epoch == r.epochs_done == 2 and "best val" not in out[2]
+    a, b = _weights(tmp_path / "all" / "best.pt"), _weights(tmp_path / "all" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(shards, tmp_path / "whole", cfg, log=None)
+    c = _weights(tmp_path / "whole" / "last.pt")
+    assert all(torch.equal(a[k], c[k]) for k in a)  # resumed = uninterrupted
+    header, *rows = (tmp_path / "all" / "log.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[0].split(",")[header.split(",").index("val_macro_f1")] == ""
+    assert RunFolder(tmp_path / "all").read_result()["best_val_macro_f1"] is None
+    assert "no validation: the last epoch (2) is kept" in train_report(r, str(shards), str(tmp_path / "all"), "none")[0]
+    with pytest.raises(InputError, match="patience needs a validation part"):
+        tiny_cfg(val_split="none", patience=3)
+
+
 def _lines(shards: Path, run: Path, cfg: TrainConfig) -> str:
     out: list[str] = []
     train(shards, run, cfg, log=out.append)

@@ -34,7 +34,7 @@ from prepro.shards import Manifest, summarize
 from training.chain_config import CONFIG_COPY, RESOLVED, ChainConfig, load_config
 from training.config import TrainConfig, differing_fields
 from training.run_folder import RunFolder
-from training.run_records import stop_text
+from training.run_records import best_text, stop_text
 
 # ---------------------------------------------------------------------------------------------
 # Running the stages
@@ -190,8 +190,7 @@ def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, chan
             train(shards, str(run), tcfg, overwrite=True, log=log)
     r = RunFolder(run).read_result()
     result.stages.append(StageRecord("train", action, time.monotonic() - t0,
-                                     f"{r['epochs_done']} epochs, best val macro-F1 {r['best_val_macro_f1']:.4f} at "
-                                     f"epoch {r['best_epoch']}"))
+                                     f"{r['epochs_done']} epochs, {best_text(r['best_val_macro_f1'], r['best_epoch'])}"))
     log(f"train: {action}, {result.stages[-1].detail}")
     return action != "skipped"
 
@@ -294,8 +293,7 @@ def write_report(out: Path, cfg: ChainConfig, result: ChainResult, manifest, tra
               "## Training", "",
               f"`{t['model']}` ({n_params:,} parameters), {train_result['epochs_done']} epochs "
               f"({stop_text(train_result['stop_reason'])}) in {sum(float(r.get('seconds', 0)) for r in history):.0f} s; "
-              f"best val macro-F1 "
-              f"{train_result['best_val_macro_f1']:.4f} at epoch {train_result['best_epoch']}.", "",
+              f"{best_text(train_result['best_val_macro_f1'], train_result['best_epoch'])}.", "",
               "![training curves](run/curves.png)", "", "## Evaluation", ""]
     if not result.metrics:
         lines += ["No split was evaluated.", ""]

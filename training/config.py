@@ -15,6 +15,7 @@ from prepro.errors import InputError
 from prepro.settings import check, from_mapping, setting, to_dict
 
 SPLIT_CHOICES = ("train", "val", "test", "holdout")
+NO_VALIDATION = "none"  # val_split that trains on the whole train split and keeps the last epoch
 CLASS_WEIGHTINGS = ("none", "inverse", "sqrt")
 SCRATCH_LR = 2e-3  # the default learning rate of a new network
 FINETUNE_LR = 2e-4  # ... and of one started from a trained model (init): ten times lower
@@ -89,7 +90,9 @@ class TrainConfig:
     train_split: str = setting("train", "split to train on", "str", choices=SPLIT_CHOICES[:3])
     val_split: str = setting("holdout", "split that selects the best epoch; holdout = a stratified, seeded "
                              "fraction of the train split, never trained on (FER2013: keep PublicTest for "
-                             "reporting)", "str", choices=SPLIT_CHOICES)
+                             "reporting); none = no validation: train on the whole train split and keep the last "
+                             "epoch (a final fit, once epochs and settings were chosen on a holdout)", "str",
+                             choices=SPLIT_CHOICES + (NO_VALIDATION,))
     holdout_frac: float = setting(0.1, "fraction of the train split held out when val_split is holdout", "float",
                                   low=0.01, high=0.5)
     # control
@@ -129,6 +132,9 @@ class TrainConfig:
             raise InputError("teachers must name at least one model")
         if self.teachers and not self.cache:
             raise InputError("teachers need the cached data (cache on): their scores are held beside the samples")
+        if self.val_split == NO_VALIDATION and self.patience:
+            raise InputError("patience needs a validation part: with val_split none every epoch is kept in turn, "
+                             "so set patience 0 (choose the epochs on a holdout first)")
         if self.val_split == self.train_split:
             raise InputError(f"val_split must differ from train_split ({self.train_split}); use holdout to "
                              "carve a validation part out of it")

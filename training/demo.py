@@ -19,6 +19,7 @@ from prepro.errors import OutputError
 from prepro.outputs import is_empty_but_for_us
 from training.config import TrainConfig
 from training.run_folder import RunFolder
+from training.run_records import best_text
 from training.zoo import shipped_names
 
 
@@ -97,7 +98,7 @@ def run_demo(out: Path, per_class: int = 60, epochs: int = 15, jobs: int = -1, p
         result = train(str(shards), str(run), None, resume=True, log=say)
     else:
         result = train(str(shards), str(run), cfg, overwrite=folder.holds_run(), log=say)
-    echo(f"train: best validation macro-F1 {result.best_val_macro_f1:.3f} at epoch {result.best_epoch}")
+    echo(f"train: {best_text(result.best_val_macro_f1, result.best_epoch, digits=3)}")
     say("[4/5] evaluating on the test split ...")
     echo(format_metrics_table(evaluate(str(run), str(shards), split="test")))
     echo("(one synthetic identity: the region weights say which block sufficed to tell its warps apart, often "

@@ -11,6 +11,7 @@ import math
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "train_macro_f1", "val_loss", "val_acc", "val_macro_f1",
               "seconds", "partial")
+VAL_FIELDS = ("val_loss", "val_acc", "val_macro_f1")  # absent from the rows of a run without validation
 RESULT_KEYS = {"run_dir", "epochs_done", "best_epoch", "best_val_macro_f1", "stop_reason", "last"}
 
 
@@ -22,8 +23,11 @@ def _is_finite_number(v: object) -> bool:
 
 
 def _log_row_ok(row: object, epoch: int) -> bool:
-    return (isinstance(row, dict) and set(LOG_FIELDS) <= set(row) and row["epoch"] == epoch
-            and all(_is_finite_number(row[k]) for k in LOG_FIELDS))
+    """Every log field a finite number, the validation fields all present or (no validation) all absent."""
+    if not isinstance(row, dict):
+        return False
+    fields = LOG_FIELDS if any(k in row for k in VAL_FIELDS) else tuple(k for k in LOG_FIELDS if k not in VAL_FIELDS)
+    return set(fields) <= set(row) and row["epoch"] == epoch and all(_is_finite_number(row[k]) for k in fields)
 
 
 def history_ok(history: object, epochs: int) -> bool:
@@ -46,12 +50,20 @@ def result_problem(result: object) -> str | None:
     done = result["epochs_done"] if count(result["epochs_done"]) else -1
     checks = {"run_dir": isinstance(result["run_dir"], str), "epochs_done": done >= 0,
               "best_epoch": count(result["best_epoch"]) and result["best_epoch"] <= done,
-              "best_val_macro_f1": _is_finite_number(result["best_val_macro_f1"])
-              and -1 <= result["best_val_macro_f1"] <= 1,
+              # None: a run without validation (val_split none)
+              "best_val_macro_f1": result["best_val_macro_f1"] is None
+              or (_is_finite_number(result["best_val_macro_f1"]) and -1 <= result["best_val_macro_f1"] <= 1),
               "stop_reason": isinstance(result["stop_reason"], str) and result["stop_reason"] in STOP_REASONS,
               "last": result["last"] == {} or _log_row_ok(result["last"], done)}
     bad = [k for k, ok in checks.items() if not ok]
     return f"bad {', '.join(bad)}" if bad else None
+
+
+def best_text(best_val_macro_f1: float | None, best_epoch: int, digits: int = 4) -> str:
+    """The epoch a run keeps, for people: its validation macro-F1, or that it kept its last epoch."""
+    if best_val_macro_f1 is None:
+        return f"no validation: the last epoch ({best_epoch}) is kept"
+    return f"best validation macro-F1 {best_val_macro_f1:.{digits}f} at epoch {best_epoch}"
 
 
 def stop_text(reason: str) -> str:

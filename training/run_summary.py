@@ -7,13 +7,13 @@ from typing import Any
 from prepro.errors import FaceblocksError
 from prepro.manifest import Manifest
 from prepro.words import counted
-from training.run_records import stop_text
+from training.run_records import best_text, stop_text
 
 
 def train_report(result: Any, shards_dir: str, run_dir: str, val_split: str) -> list[str]:
     """The best epoch of ``result`` (a `training.train.TrainResult`), why it stopped, and the
     command that reports it."""
-    lines = [f"best validation macro-F1 {result.best_val_macro_f1:.4f} at epoch {result.best_epoch} "
+    lines = [f"{best_text(result.best_val_macro_f1, result.best_epoch)} "
              f"({counted(result.epochs_done, 'epoch', 'epochs')}, {stop_text(result.stop_reason)}); "
              f"checkpoints in {run_dir}"]
     split = report_split(shards_dir, val_split)

@@ -33,7 +33,7 @@ from prepro.settings import options
 from prepro.shards import Manifest
 from training.batch_predictions import predict_batches
 from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
-from training.config import TrainConfig, differing_fields
+from training.config import NO_VALIDATION, TrainConfig, differing_fields
 from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, erase, holdout_rows,
                            normalize, to_float)
 from training.devices import amp_context, resolve_device
@@ -54,7 +54,7 @@ class TrainResult:
     run_dir: str
     epochs_done: int  # epochs completed, counting a resumed run's earlier epochs
     best_epoch: int  # 1-based epoch of best.pt (0 if none)
-    best_val_macro_f1: float
+    best_val_macro_f1: float | None  # None: trained without validation (val_split none), best.pt = last.pt
     stop_reason: str  # "epochs", "early stopping" or "time budget"
     last: dict[str, float] = field(default_factory=dict)  # the last epoch's log row
     init: dict[str, Any] | None = None  # the model it started from (`StartModel.record`); None: from scratch
@@ -72,7 +72,7 @@ class _Run:
     block_sizes: dict[str, list[int]]
     preprocessing: dict[str, Any]
     train: Batches
-    val: Batches
+    val: Batches | None  # None: no validation (val_split none), every epoch is kept in turn
     model: nn.Module  # the bare model (checkpointed)
     train_model: nn.Module  # the model the step calls (DDP- or compile-wrapped)
     optimizer: torch.optim.Optimizer
@@ -157,8 +157,9 @@ def _config(run_dir: Path, cfg: TrainConfig | None, resume: bool | dict, overwri
 
 
 def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: torch.device, rank: int,
-          world: int) -> tuple[Batches, Batches]:
-    """The training and validation batches (holdout carved, low-quality training samples left out)."""
+          world: int) -> tuple[Batches, Batches | None]:
+    """The training and validation batches (holdout carved, low-quality training samples left out);
+    no validation batches with val_split none."""
     manifest = Manifest.load(shards_dir)
     if cfg.labels is not None:
         bad = [x for x in cfg.labels if x not in manifest.label_names]
@@ -167,13 +168,15 @@ def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: t
     train = SplitSamples(shards_dir, cfg.train_split, class_names=cfg.labels, regions=regions,
                          soft_labels=cfg.soft_labels)
     train.require_samples(f"split {cfg.train_split!r}")
+    val = None
     if cfg.val_split == "holdout":
         held = holdout_rows(train.targets, cfg.holdout_frac, cfg.holdout_seed_used)
         val = SplitSamples(shards_dir, cfg.train_split, class_names=train.class_names, regions=regions).select(held)
         train.select(np.setdiff1d(np.arange(len(train)), held))
-    else:
+    elif cfg.val_split != NO_VALIDATION:
         val = SplitSamples(shards_dir, cfg.val_split, class_names=train.class_names, regions=regions)
-    val.require_samples(f"the {cfg.val_split} validation part")
+    if val is not None:
+        val.require_samples(f"the {cfg.val_split} validation part")
     if cfg.min_quality > 0:
         train.select(np.flatnonzero(train.quality() >= cfg.min_quality))
         train.require_samples(f"split {cfg.train_split!r} at quality >= {cfg.min_quality}")
@@ -185,6 +188,7 @@ def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: t
                             else f"the split holds only {train.class_names}"))
     data_device = device if cfg.cache else torch.device("cpu")
     return (Batches(train, train.load(data_device) if cfg.cache else None, cfg.batch_size, rank, world),
+            None if val is None else
             Batches(val, val.load(data_device) if cfg.cache else None, max(256, cfg.batch_size), rank, world))
 
 
@@ -282,8 +286,8 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     run.best_metric, run.best_epoch, run.bad_epochs = ckpt["best_metric"], ckpt["best_epoch"], ckpt["bad_epochs"]
     run.history = list(ckpt["history"])
     run.init = ckpt.get("init")
-    run.say(f"resuming {run.run_dir} after epoch {run.start_epoch} (best val macro-F1 {run.best_metric:.4f} "
-            f"at epoch {run.best_epoch})")
+    run.say(f"resuming {run.run_dir} after epoch {run.start_epoch}" + (
+        "" if run.val is None else f" (best val macro-F1 {run.best_metric:.4f} at epoch {run.best_epoch})"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,7 +426,7 @@ def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainC
           resume: bool | dict = False, overwrite: bool = False,
           log: Callable[[str], None] | None = print) -> TrainResult:
     """Train ``cfg.model`` (or fine-tune ``cfg.init``: `training.init_from`) on the shards' ``cfg.train_split``, selecting the best epoch on
-    ``cfg.val_split`` by macro-F1. Writes ``log.csv``, ``curves.png``, ``best.pt`` and ``last.pt``
+    ``cfg.val_split`` by macro-F1 (val_split none: no validation, the last epoch is kept). Writes ``log.csv``, ``curves.png``, ``best.pt`` and ``last.pt``
     to ``run_dir``. ``resume=True`` continues from ``last.pt`` with its stored config (``cfg``, if
     given, may differ only in run-control fields) and gives the same weights as an uninterrupted
     run; ``resume`` may also be a dict of run-control changes to the stored config (``{"epochs": 60}``).
@@ -447,19 +451,23 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
     cfg, is_main = run.cfg, run.rank == 0
     if is_main:
         RunFolder(run.run_dir).result.unlink(missing_ok=True)  # present only once the run has ended
+    validating = ("no validation: the last epoch is kept" if run.val is None
+                  else f"validating on {len(run.val)} {cfg.val_split} samples")
     run.say(f"training {run.arch} on {len(run.train)} {cfg.train_split} samples ({len(run.class_names)} classes: "
-            f"{', '.join(run.class_names)}), validating on {len(run.val)} {cfg.val_split} samples; device "
-            f"{run.device}" + (f", {run.world} processes" if run.world > 1 else ""))
+            f"{', '.join(run.class_names)}), {validating}; device {run.device}"
+            + (f", {run.world} processes" if run.world > 1 else ""))
     deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes else None
     stop_reason, row = "epochs", {}
     for epoch in range(run.start_epoch, cfg.epochs):
         t_epoch = time.monotonic()
         row = {"epoch": epoch + 1, **train_one_epoch(run, epoch, deadline)}
-        row.update(validate(run), lr=run.scheduler.get_last_lr()[0], seconds=round(time.monotonic() - t_epoch, 2))
+        row.update(validate(run) if run.val is not None else {}, lr=run.scheduler.get_last_lr()[0],
+                   seconds=round(time.monotonic() - t_epoch, 2))
         _check_finite(run, epoch, row)
-        improved = row["val_macro_f1"] > run.best_metric
+        # without validation every epoch is the one kept (best.pt = last.pt); best_metric stays unset
+        improved = run.val is None or row["val_macro_f1"] > run.best_metric
         if improved:
-            run.best_metric, run.best_epoch, run.bad_epochs = row["val_macro_f1"], epoch + 1, 0
+            run.best_metric, run.best_epoch, run.bad_epochs = row.get("val_macro_f1", run.best_metric), epoch + 1, 0
         else:
             run.bad_epochs += 1
         run.history.append(row)
@@ -476,7 +484,7 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
             run.say(f"early stopping: no better val macro-F1 for {cfg.patience} epochs")
             break
     result = TrainResult(run_dir=str(run.run_dir), epochs_done=len(run.history), best_epoch=run.best_epoch,
-                         best_val_macro_f1=run.best_metric, stop_reason=stop_reason, last=row, init=run.init)
+                         best_val_macro_f1=None if run.val is None else run.best_metric, stop_reason=stop_reason, last=row, init=run.init)
     if is_main:
         atomic_write_text(RunFolder(run.run_dir).result, json.dumps(result.__dict__, indent=1))
     return result
@@ -488,7 +496,7 @@ DIVERGED_LOSS = 50.0  # times log(classes), the loss of a uniform guess: no lear
 def _check_finite(run: _Run, epoch: int, row: dict[str, Any]) -> None:
     """A weight that is no longer finite, or a loss far above guessing, ends the run before it is saved."""
     limit = DIVERGED_LOSS * math.log(len(run.class_names))
-    for key in ("train_loss", "val_loss"):
+    for key in ("train_loss", "val_loss") if "val_loss" in row else ("train_loss",):
         if not math.isfinite(row[key]) or row[key] > limit:
             raise DivergedError(f"training diverged in epoch {epoch + 1} ({key} {row[key]:.3g}): lower lr (now "
                                 f"{run.cfg.lr:g}); the checkpoints of the last good epoch are kept")
@@ -516,9 +524,10 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
 
 
 def _epoch_line(run: _Run, row: dict[str, Any], improved: bool) -> str:
+    val = ("" if "val_loss" not in row else f"  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 "
+           f"{row['val_macro_f1']:.4f}{'  *' if improved else ''}")
     return (f"epoch {row['epoch']:3d}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
-            f"F1 {row['train_macro_f1']:.4f}  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 "
-            f"{row['val_macro_f1']:.4f}{'  *' if improved else ''}  ({row['seconds']:.0f}s"
+            f"F1 {row['train_macro_f1']:.4f}{val}  ({row['seconds']:.0f}s"
             f"{', partial: time budget' if row['partial'] else ''})")
 
 
@@ -540,7 +549,7 @@ def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
     FigureCanvasAgg(fig)
     ep = [r["epoch"] for r in history]
     for ax, key, title in zip(fig.subplots(1, 3), ("loss", "acc", "macro_f1"), ("loss", "accuracy", "macro-F1")):
-        for split in ("train", "val"):
+        for split in ("train", "val") if "val_loss" in history[-1] else ("train",):
             ax.plot(ep, [r[f"{split}_{key}"] for r in history], marker="o", ms=3, label=split)
         ax.set_title(title)
         ax.set_xlabel("epoch")
