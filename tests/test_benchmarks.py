@@ -155,3 +155,36 @@ def test_an_ensemble_card_is_made_from_its_members_cards(tmp_path):
     shards, runs = _tiny_runs(tmp_path, [(0, 0)])
     with pytest.raises(SystemExit, match="has no model card"):
         ship_ensemble.ensemble_card([kept[0], str(runs[0])])
+
+
+def test_a_final_fit_is_swept_carded_and_viewed_by_the_run_that_chose_its_settings(tmp_path):
+    """A final fit (val_split none) has no holdout figure: bench_train records none, ship_model
+    states its twin's (the same settings with the holdout), and choose_tta takes the views there."""
+    shards = make_fake_shards(tmp_path / "shards")
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(f'[defaults]\nshards = "{shards}"\nprogress = false\nepochs = 1\nbatch_size = 16\n'
+                    'model_kwargs = {widths = [8, 16, 32], feat_dim = 32}\n'
+                    '[[run]]\nname = "held"\n[[run]]\nname = "all"\nval_split = "none"\n'
+                    '[[run]]\nname = "other"\nval_split = "none"\nseed = 5\n')
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "sweep", str(spec),
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "all" / "publictest.json").read_text())
+    assert report["holdout_macro_f1"] is None and report["holdout_accuracy_flip"] is None
+    assert report["publictest_accuracy"] > 0
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import ship_model
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="name the run that chose its settings"):
+        ship_model.card_for(out / "all", "a test", "recipe.sh")
+    with pytest.raises(SystemExit, match="differ in seed"):
+        ship_model.card_for(out / "other", "a test", "recipe.sh", holdout_run=out / "held")
+    card = ship_model.card_for(out / "all", "a test", "recipe.sh", holdout_run=out / "held")
+    assert "all trained on (a final fit)" in card["data"] and "by held" in card["data"]
+    assert "the last kept; held's best holdout epoch 1" in card["recipe"]
+    views = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "choose_tta.py"), str(out / "all"),
+                            str(shards), "--views-of", str(out / "held")], capture_output=True, text=True, timeout=600)
+    assert views.returncode == 0 and "(chosen)" in views.stdout and "holdout: " in views.stdout, views.stderr[-2000:]
