@@ -190,7 +190,8 @@ def _stage_train(tcfg, out: Path, shards_params: dict[str, Any], ran: bool, chan
             train(shards, str(run), tcfg, overwrite=True, log=log)
     r = RunFolder(run).read_result()
     result.stages.append(StageRecord("train", action, time.monotonic() - t0,
-                                     f"{r['epochs_done']} epochs, {best_text(r['best_val_macro_f1'], r['best_epoch'])}"))
+                                     f"{r['epochs_done']} epochs, "
+                                     f"{best_text(r['best_val_macro_f1'], r['best_epoch'])}"))
     log(f"train: {action}, {result.stages[-1].detail}")
     return action != "skipped"
 

@@ -425,9 +425,10 @@ def validate(run: _Run) -> dict[str, Any]:
 def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainConfig | None = None,
           resume: bool | dict = False, overwrite: bool = False,
           log: Callable[[str], None] | None = print) -> TrainResult:
-    """Train ``cfg.model`` (or fine-tune ``cfg.init``: `training.init_from`) on the shards' ``cfg.train_split``, selecting the best epoch on
-    ``cfg.val_split`` by macro-F1 (val_split none: no validation, the last epoch is kept). Writes ``log.csv``, ``curves.png``, ``best.pt`` and ``last.pt``
-    to ``run_dir``. ``resume=True`` continues from ``last.pt`` with its stored config (``cfg``, if
+    """Train ``cfg.model`` (or fine-tune ``cfg.init``: `training.init_from`) on the shards'
+    ``cfg.train_split``, selecting the best epoch on ``cfg.val_split`` by macro-F1 (val_split none:
+    no validation, the last epoch is kept). Writes ``log.csv``, ``curves.png``, ``best.pt`` and
+    ``last.pt`` to ``run_dir``. ``resume=True`` continues from ``last.pt`` with its stored config (``cfg``, if
     given, may differ only in run-control fields) and gives the same weights as an uninterrupted
     run; ``resume`` may also be a dict of run-control changes to the stored config (``{"epochs": 60}``).
     ``log`` receives one line per epoch (rank 0 only; None for silence)."""
@@ -484,7 +485,8 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
             run.say(f"early stopping: no better val macro-F1 for {cfg.patience} epochs")
             break
     result = TrainResult(run_dir=str(run.run_dir), epochs_done=len(run.history), best_epoch=run.best_epoch,
-                         best_val_macro_f1=None if run.val is None else run.best_metric, stop_reason=stop_reason, last=row, init=run.init)
+                         best_val_macro_f1=None if run.val is None else run.best_metric, stop_reason=stop_reason,
+                         last=row, init=run.init)
     if is_main:
         atomic_write_text(RunFolder(run.run_dir).result, json.dumps(result.__dict__, indent=1))
     return result
