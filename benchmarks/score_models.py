@@ -40,11 +40,11 @@ def holdout_key(ckpt: dict) -> tuple:
 def check_final_fit_of(final: dict, twin: dict) -> None:
     """Exit unless checkpoint ``final`` (val_split none) is the final fit of checkpoint ``twin``:
     the same training settings but for the holdout, which ``twin`` kept out and chose on."""
-    from training.config import TrainConfig, differing_fields
+    from training.config import NO_VALIDATION, TrainConfig, differing_fields
 
     a, b = TrainConfig.from_dict(final["config"]), TrainConfig.from_dict(twin["config"])
     changed = set(differing_fields(a, b)) - {"val_split", "holdout_frac", "holdout_seed"}
-    if a.val_split != "none" or b.val_split != "holdout" or changed:
+    if a.val_split != NO_VALIDATION or b.val_split != "holdout" or changed:
         sys.exit("the views and figures of a final fit (val_split none) come from the run that chose them on its "
                  "holdout: the same settings but val_split holdout"
                  + (f" (they differ in {', '.join(sorted(changed))})" if changed else ""))
