@@ -105,17 +105,17 @@ def test_chain_resumes_interrupted_training_with_the_same_result(finished, sampl
 
     train_module = importlib.import_module("training.train")  # the module; `training.train` is the function
     cfg = _project(tmp_path, sample)
-    real = train_module._write_log
+    real = train_module.write_log
 
     def stop_after_first_epoch(*a, **kw):
         raise KeyboardInterrupt  # as if killed right after epoch 1's checkpoint was saved
 
-    monkeypatch.setattr(train_module, "_write_log", stop_after_first_epoch)
+    monkeypatch.setattr(train_module, "write_log", stop_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_chain(cfg, progress=False)
     assert (tmp_path / "out" / "run" / "last.pt").is_file()
     assert not (tmp_path / "out" / "run" / "result.json").exists()
-    monkeypatch.setattr(train_module, "_write_log", real)
+    monkeypatch.setattr(train_module, "write_log", real)
     result = run_chain(cfg, progress=False)
     assert [(s.name, s.action) for s in result.stages][:2] == [("preprocess", "skipped"), ("train", "resumed")]
     resumed = torch.load(tmp_path / "out" / "run" / "last.pt", weights_only=True)

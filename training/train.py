@@ -28,7 +28,7 @@ from torch import nn
 
 from architectures import create_model
 from prepro.errors import DivergedError, FaceblocksError, InputError
-from prepro.outputs import atomic_write, atomic_write_text, output_lock
+from prepro.outputs import atomic_write_text, output_lock
 from prepro.settings import options
 from prepro.shards import Manifest
 from training.batch_predictions import predict_batches
@@ -39,8 +39,8 @@ from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, 
 from training.devices import amp_context, resolve_device
 from training.errors import CheckpointError
 from training.init_from import frozen_in, load_start_weights, network, set_branches_frozen, start_model
-from training.run_folder import CURVES, CURVES_SOFTWARE, LOG, RunFolder
-from training.run_records import LOG_FIELDS
+from training.run_folder import RunFolder
+from training.run_log import write_log
 from training.scores import scores
 from training.shard_fit import check_block_sizes
 from training.teachers import check_resumed_teachers, distillation_loss, teacher_probabilities
@@ -522,7 +522,7 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
     if improved:
         save_checkpoint(ck, folder.best)
     save_checkpoint(ck, folder.last)
-    _write_log(run.run_dir, run.history)
+    write_log(run.run_dir, run.history)
 
 
 def _epoch_line(run: _Run, row: dict[str, Any], improved: bool) -> str:
@@ -531,36 +531,6 @@ def _epoch_line(run: _Run, row: dict[str, Any], improved: bool) -> str:
     return (f"epoch {row['epoch']:3d}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
             f"F1 {row['train_macro_f1']:.4f}{val}  ({row['seconds']:.0f}s"
             f"{', partial: time budget' if row['partial'] else ''})")
-
-
-def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite log.csv and curves.png from the whole history (so a resumed run keeps one log)."""
-    import csv
-    from io import BytesIO, StringIO
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    buf = StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: row.get(k) for k in LOG_FIELDS})
-    atomic_write_text(RunFolder(run_dir).file(LOG), buf.getvalue())
-    fig = Figure(figsize=(12, 3.6))
-    FigureCanvasAgg(fig)
-    ep = [r["epoch"] for r in history]
-    for ax, key, title in zip(fig.subplots(1, 3), ("loss", "acc", "macro_f1"), ("loss", "accuracy", "macro-F1")):
-        for split in ("train", "val") if "val_loss" in history[-1] else ("train",):
-            ax.plot(ep, [r[f"{split}_{key}"] for r in history], marker="o", ms=3, label=split)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    png = BytesIO()
-    fig.savefig(png, format="png", dpi=100, metadata={"Software": CURVES_SOFTWARE})
-    atomic_write(RunFolder(run_dir).file(CURVES), lambda f: f.write(png.getvalue()))
 
 
 # ----------------------------------------------------------------------------------------------
