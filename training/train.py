@@ -31,19 +31,18 @@ from prepro.errors import DivergedError, FaceblocksError, InputError
 from prepro.outputs import atomic_write_text, output_lock
 from prepro.settings import options
 from prepro.shards import Manifest
-from training.batch_predictions import predict_batches
 from training.checkpoint import load_checkpoint, make_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import NO_VALIDATION, TrainConfig, differing_fields
-from training.data import (NORM_MEAN, NORM_STD, Batches, SplitSamples, augment, class_weights, erase, holdout_rows,
-                           normalize, to_float)
+from training.data import NORM_MEAN, NORM_STD, Batches, SplitSamples, class_weights, holdout_rows
 from training.devices import amp_context, resolve_device
+from training.epoch import train_one_epoch, validate, wrap_for_step
 from training.errors import CheckpointError
-from training.init_from import frozen_in, load_start_weights, network, set_branches_frozen, start_model
+from training.init_from import frozen_in, load_start_weights, network, start_model
 from training.run_folder import RunFolder
 from training.run_log import write_log
-from training.scores import scores
+from training.run_state import TrainingRun
 from training.shard_fit import check_block_sizes
-from training.teachers import check_resumed_teachers, distillation_loss, teacher_probabilities
+from training.teachers import check_resumed_teachers, teacher_probabilities
 from training.weight_average import checkpoint_fields, restore, weight_average
 
 
@@ -58,49 +57,6 @@ class TrainResult:
     stop_reason: str  # "epochs", "early stopping" or "time budget"
     last: dict[str, float] = field(default_factory=dict)  # the last epoch's log row
     init: dict[str, Any] | None = None  # the model it started from (`StartModel.record`); None: from scratch
-
-
-@dataclass
-class _Run:
-    """Everything the loop needs, made by `_setup`."""
-
-    cfg: TrainConfig
-    run_dir: Path
-    device: torch.device
-    regions: tuple[str, ...]
-    class_names: list[str]
-    block_sizes: dict[str, list[int]]
-    preprocessing: dict[str, Any]
-    train: Batches
-    val: Batches | None  # None: no validation (val_split none), every epoch is kept in turn
-    model: nn.Module  # the bare model (checkpointed)
-    train_model: nn.Module  # the model the step calls (DDP- or compile-wrapped)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    criterion: nn.Module
-    autocast: Callable[[], Any]
-    scaler: Any
-    memory_format: torch.memory_format
-    rank: int = 0
-    world: int = 1
-    step: int = 0
-    start_epoch: int = 0
-    best_metric: float = -1.0
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    say: Callable[[str], None] = print
-    init: dict[str, Any] | None = None  # where the run started (fine-tuning), else None
-    arch: str = ""  # the network trained: cfg.model, or init's
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    wrapped_frozen: bool = False  # whether train_model's DDP was built for frozen branches
-    teachers: list[dict[str, Any]] | None = None  # the models distilled from (`training.teachers`), else None
-    average: nn.Module | None = None  # the weights' moving average (`training.weight_average`), else None
-
-    @property
-    def scored_model(self) -> nn.Module:
-        """The network validation scores and checkpoints store as ``model``: the average when kept."""
-        return self.model if self.average is None else self.average.module
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +149,7 @@ def _data(shards_dir: str, cfg: TrainConfig, regions: tuple[str, ...], device: t
 
 
 def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool, overwrite: bool,
-           say: Callable[[str], None]) -> _Run:
+           say: Callable[[str], None]) -> TrainingRun:
     rank, world, local_rank = _dist_env()
     cfg, ckpt = _config(run_dir, cfg, resume, overwrite)
     # a resumed run continues from its last.pt, not from init
@@ -228,7 +184,7 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
                                     label_smoothing=cfg.label_smoothing)
     autocast, scaler = amp_context(device, cfg.amp)
-    run = _Run(cfg, run_dir, device, regions, class_names, block_sizes, train.samples.manifest.params, train, val,
+    run = TrainingRun(cfg, run_dir, device, regions, class_names, block_sizes, train.samples.manifest.params, train, val,
                model, model, optimizer, scheduler, criterion, autocast, scaler, memory_format, rank, world, say=say,
                arch=arch, model_kwargs=model_kwargs)
     _attach_teachers(run, shards_dir, ckpt)
@@ -239,11 +195,11 @@ def _setup(shards_dir: str, run_dir: Path, cfg: TrainConfig | None, resume: bool
     elif start is not None:
         run.init = start.record(class_names)
         say(f"fine-tuning from {start.path} (new classes: {', '.join(run.init['new_classes']) or 'none'})")
-    _wrap_for_step(run, frozen_in(run.start_epoch, cfg.freeze_epochs))
+    wrap_for_step(run, frozen_in(run.start_epoch, cfg.freeze_epochs))
     return run
 
 
-def _attach_teachers(run: _Run, shards_dir: str, ckpt: dict[str, Any] | None) -> None:
+def _attach_teachers(run: TrainingRun, shards_dir: str, ckpt: dict[str, Any] | None) -> None:
     """Score the training samples with the run's teachers once, held beside them in the cache."""
     if not run.cfg.teachers:
         return
@@ -255,21 +211,7 @@ def _attach_teachers(run: _Run, shards_dir: str, ckpt: dict[str, Any] | None) ->
             f"temperature {run.cfg.distill_temperature:g})")
 
 
-def _wrap_for_step(run: _Run, frozen: bool) -> None:
-    """The module the step calls: the model, in DDP across processes, compiled on CUDA when asked.
-    Frozen branches produce no gradients, which DDP must be told to expect (and only then: the
-    search for them costs a graph traversal a step), so DDP is rebuilt when they are freed."""
-    step_model: nn.Module = run.model
-    if run.world > 1:
-        step_model = nn.parallel.DistributedDataParallel(
-            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None,
-            find_unused_parameters=frozen)
-    if run.cfg.compile and run.device.type == "cuda":
-        step_model = torch.compile(step_model)
-    run.train_model, run.wrapped_frozen = step_model, frozen
-
-
-def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
+def _restore(run: TrainingRun, ckpt: dict[str, Any]) -> None:
     """Continue from a checkpoint; weights or optimiser state that do not fit are a clear error."""
     try:
         if run.average is not None:
@@ -288,134 +230,6 @@ def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
     run.init = ckpt.get("init")
     run.say(f"resuming {run.run_dir} after epoch {run.start_epoch}" + (
         "" if run.val is None else f" (best val macro-F1 {run.best_metric:.4f} at epoch {run.best_epoch})"))
-
-
-# ----------------------------------------------------------------------------------------------
-# One epoch
-
-
-def _mixup(x: dict[str, torch.Tensor], y: torch.Tensor, alpha: float, g: torch.Generator,
-           teacher: torch.Tensor | None):
-    """Mix each sample with another (same partner for every region, and for the teachers' scores);
-    returns x, y, partner y, lam, mixed teachers' scores."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample().item()) if alpha > 0 else 1.0
-    perm = torch.randperm(y.shape[0], generator=g, device=g.device).to(y.device)
-    mixed_teacher = None if teacher is None else lam * teacher + (1 - lam) * teacher[perm]
-    return {r: lam * v + (1 - lam) * v[perm] for r, v in x.items()}, y, y[perm], lam, mixed_teacher
-
-
-def train_one_epoch(run: _Run, epoch: int, deadline: float | None) -> dict[str, Any]:
-    """One pass over this process's part of the training split; returns its log fields."""
-    from tqdm.auto import tqdm
-
-    cfg = run.cfg
-    # Every epoch reseeds its own randomness, so where a run was stopped cannot change the result.
-    order = run.train.epoch_order(cfg.seed * 7919 + epoch, cfg.balanced_sampler)
-    data_device = run.train.cached["label"].device if run.train.cached is not None else torch.device("cpu")
-    g = torch.Generator(device=data_device).manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + run.rank)
-    torch.manual_seed(cfg.seed * 1_000_033 + epoch * 104_729 + run.rank)  # dropout, mixup's Beta
-    frozen = frozen_in(epoch, cfg.freeze_epochs)
-    if run.world > 1 and frozen != run.wrapped_frozen:
-        _wrap_for_step(run, frozen)
-    run.train_model.train()
-    if cfg.freeze_epochs:
-        set_branches_frozen(run.model, frozen)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    n_seen, preds, labels, out_of_time = 0, [], [], False
-    bar = tqdm(run.train.iterate(order, drop_last=True), total=run.train.steps(len(order), True),
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (cfg.progress and run.rank == 0))
-    for batch in bar:
-        y = batch["label"].to(run.device, non_blocking=True)
-        # the target: the vote distribution with --soft-labels, else the label (accuracy is the label's)
-        target = batch["soft"].to(run.device, non_blocking=True) if "soft" in batch else y
-        teacher = batch["teacher"].to(run.device, non_blocking=True) if "teacher" in batch else None
-        x = to_float(batch, run.regions, run.device, run.memory_format)
-        if cfg.augment:
-            x = augment(x, run.regions, g)
-        if cfg.erase > 0:
-            x = erase(x, run.regions, cfg.erase, g)
-        x = normalize(x, run.regions)
-        target2, lam = target, 1.0
-        if cfg.mixup > 0:
-            x, target, target2, lam, teacher = _mixup(x, target, cfg.mixup, g, teacher)
-        with run.autocast():
-            out = run.train_model(x)
-            logits = out.logits.float()
-            loss = lam * run.criterion(logits, target) + (1 - lam) * run.criterion(logits, target2) if lam < 1 \
-                else run.criterion(logits, target)
-            if teacher is not None:
-                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
-                    logits, teacher, cfg.distill_temperature)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {run.step + 1}: lower "
-                                f"lr (now {cfg.lr:g}) or keep grad_clip on; the last good checkpoints are kept")
-        _step(run, loss)
-        loss_sum += loss.detach().double() * len(y)
-        n_seen += len(y)
-        preds.append(logits.argmax(1))
-        labels.append(y)
-        if deadline is not None and _out_of_time(run, deadline):
-            out_of_time = True
-            break
-    return _epoch_scores(run, loss_sum, n_seen, preds, labels) | {"partial": int(out_of_time)}
-
-
-def _step(run: _Run, loss: torch.Tensor) -> None:
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.scaler is not None:
-        run.scaler.scale(loss).backward()
-        run.scaler.unscale_(run.optimizer)
-    else:
-        loss.backward()
-    if run.cfg.grad_clip > 0:
-        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
-    if run.scaler is not None:
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    else:
-        run.optimizer.step()
-    run.scheduler.step()
-    if run.average is not None:
-        run.average.update_parameters(run.model)
-    run.step += 1
-
-
-def _out_of_time(run: _Run, deadline: float) -> bool:
-    late = time.monotonic() > deadline
-    if run.world > 1:  # every process must stop at the same step, or the next all-reduce hangs
-        flag = torch.tensor([float(late)], device=run.device if run.device.type == "cuda" else "cpu")
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        late = bool(flag.item())
-    return late
-
-
-def _epoch_scores(run: _Run, loss_sum: torch.Tensor, n_seen: int, preds: list, labels: list) -> dict[str, Any]:
-    totals = torch.stack([loss_sum.cpu(), torch.tensor(float(n_seen), dtype=torch.float64)])
-    if run.world > 1:
-        dist.all_reduce(totals)
-    cat = lambda xs: torch.cat(xs).cpu().numpy() if xs else np.zeros(0, np.int64)  # noqa: E731
-    y, p = _gather([cat(labels), cat(preds)], run.world)
-    acc, f1 = scores(y, p)
-    return {"train_loss": float(totals[0] / max(float(totals[1]), 1.0)), "train_acc": acc, "train_macro_f1": f1}
-
-
-def _gather(arrays: list[np.ndarray], world: int) -> list[np.ndarray]:
-    """Concatenate each array over all processes (rank order)."""
-    if world == 1:
-        return arrays
-    parts: list[Any] = [None] * world
-    dist.all_gather_object(parts, arrays)
-    return [np.concatenate([p[i] for p in parts]) for i in range(len(arrays))]
-
-
-@torch.no_grad()
-def validate(run: _Run) -> dict[str, Any]:
-    """Loss, accuracy and macro-F1 on the validation part (all processes together)."""
-    logits, _w, y = predict_batches(run.scored_model, run.val, run.regions, run.device, run.autocast, run.memory_format)
-    logits, y = _gather([logits, y], run.world)
-    loss = float(run.criterion(torch.from_numpy(logits).to(run.device), torch.from_numpy(y).to(run.device)).item())
-    acc, f1 = scores(y, logits.argmax(1))
-    return {"val_loss": loss, "val_acc": acc, "val_macro_f1": f1}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,7 +262,7 @@ def train(shards_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: TrainC
             dist.destroy_process_group()
 
 
-def _loop(run: _Run, t_start: float) -> TrainResult:
+def _loop(run: TrainingRun, t_start: float) -> TrainResult:
     cfg, is_main = run.cfg, run.rank == 0
     if is_main:
         RunFolder(run.run_dir).result.unlink(missing_ok=True)  # present only once the run has ended
@@ -495,7 +309,7 @@ def _loop(run: _Run, t_start: float) -> TrainResult:
 DIVERGED_LOSS = 50.0  # times log(classes), the loss of a uniform guess: no learning run gets near it
 
 
-def _check_finite(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+def _check_finite(run: TrainingRun, epoch: int, row: dict[str, Any]) -> None:
     """A weight that is no longer finite, or a loss far above guessing, ends the run before it is saved."""
     limit = DIVERGED_LOSS * math.log(len(run.class_names))
     for key in ("train_loss", "val_loss") if "val_loss" in row else ("train_loss",):
@@ -509,7 +323,7 @@ def _check_finite(run: _Run, epoch: int, row: dict[str, Any]) -> None:
                                 f"{run.cfg.lr:g}); the checkpoints of the last good epoch are kept")
 
 
-def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
+def _save(run: TrainingRun, epoch: int, row: dict[str, Any], improved: bool) -> None:
     ck = make_checkpoint(
         arch=run.arch, model_kwargs=run.model_kwargs, class_names=run.class_names, regions=list(run.regions),
         block_sizes=run.block_sizes, preprocessing=run.preprocessing,
@@ -525,7 +339,7 @@ def _save(run: _Run, epoch: int, row: dict[str, Any], improved: bool) -> None:
     write_log(run.run_dir, run.history)
 
 
-def _epoch_line(run: _Run, row: dict[str, Any], improved: bool) -> str:
+def _epoch_line(run: TrainingRun, row: dict[str, Any], improved: bool) -> str:
     val = ("" if "val_loss" not in row else f"  |  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} F1 "
            f"{row['val_macro_f1']:.4f}{'  *' if improved else ''}")
     return (f"epoch {row['epoch']:3d}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
