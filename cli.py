@@ -32,7 +32,7 @@ from prepro.settings import options
 from prepro.summary_table import format_summary
 from training.chain_config import RunTable, template as config_template
 from training.config import TrainConfig
-from training.demo import run_demo
+from inference.demo import run_demo
 from training.run_summary import train_report
 from training.zoo import format_cards, shipped_cards, shipped_cards_json
 

@@ -10,6 +10,7 @@ One module per job (torch, OpenCV and dlib load on first use)::
     annotate.py      annotated copies written (--annotate)
     tables.py        the CSV of predictions (--csv)
     export_model.py  a checkpoint exported as ONNX or TorchScript
+    demo.py          `faceblocks demo`: the shipped model on a photo, then a small run end to end
 
     from inference.predict import predict
     for result in predict("fer2013", ["photo.jpg"]):      # "fer2013": the model that ships inside
