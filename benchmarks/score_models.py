@@ -44,10 +44,18 @@ def check_final_fit_of(final: dict, twin: dict) -> None:
 
     a, b = TrainConfig.from_dict(final["config"]), TrainConfig.from_dict(twin["config"])
     changed = set(differing_fields(a, b)) - {"val_split", "holdout_frac", "holdout_seed"}
+    files = _teacher_files(final)
+    if "teachers" in changed and None not in files and files == _teacher_files(twin):
+        changed.discard("teachers")  # the same teachers named by other paths (the bytes decide)
     if a.val_split != NO_VALIDATION or b.val_split != "holdout" or changed:
         sys.exit("the views and figures of a final fit (val_split none) come from the run that chose them on its "
                  "holdout: the same settings but val_split holdout"
                  + (f" (they differ in {', '.join(sorted(changed))})" if changed else ""))
+
+
+def _teacher_files(ckpt: dict) -> list:
+    """The sha256 of each teacher a checkpoint learnt from, in order (as its training recorded them)."""
+    return [t.get("sha256") for t in ckpt.get("teachers") or []]
 
 
 def view_probabilities(model, ckpt: dict, shards: str, split: str, holdout: bool, choices=CHOICES) -> dict:

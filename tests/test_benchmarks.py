@@ -188,3 +188,29 @@ def test_a_final_fit_is_swept_carded_and_viewed_by_the_run_that_chose_its_settin
     views = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "choose_tta.py"), str(out / "all"),
                             str(shards), "--views-of", str(out / "held")], capture_output=True, text=True, timeout=600)
     assert views.returncode == 0 and "(chosen)" in views.stdout and "holdout: " in views.stdout, views.stderr[-2000:]
+
+
+def test_a_final_fit_may_name_its_twins_teachers_by_other_paths_but_not_other_teachers():
+    """The shipped final fit named a teacher by its kept copy where its twin named the shipped
+    model of that day: the same bytes. The teachers' recorded sha256 decide, never their paths."""
+    from dataclasses import asdict
+
+    from training.config import TrainConfig
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from score_models import check_final_fit_of
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def ckpt(val_split, teachers, shas):
+        config = asdict(TrainConfig(val_split=val_split, teachers=teachers))
+        return {"config": config, "teachers": [{"model": t, "sha256": h} for t, h in zip(teachers, shas)]}
+
+    twin = ckpt("holdout", ["fer2013", "b.pt"], ["aa", "bb"])
+    check_final_fit_of(ckpt("none", ["kept/a.pt", "b.pt"], ["aa", "bb"]), twin)
+    with pytest.raises(SystemExit, match="differ in teachers"):
+        check_final_fit_of(ckpt("none", ["kept/a.pt", "b.pt"], ["cc", "bb"]), twin)
+    with pytest.raises(SystemExit, match="differ in teachers"):
+        check_final_fit_of(ckpt("none", ["kept/a.pt", "b.pt"], [None, None]), ckpt("holdout", ["fer2013", "b.pt"],
+                                                                                [None, None]))

@@ -12,6 +12,7 @@ from shardfakes import make_fake_shards
 from tinyruns import tiny_config
 
 from prepro.errors import InputError
+from training import zoo
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import SplitSamples
@@ -76,6 +77,9 @@ def test_weight_zero_trains_as_without_teachers_and_records_them(shards, teacher
     assert not all(torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
     assert a.get("teachers") is None
     assert [t["checkpoint"] for t in b["teachers"]] == [str(teacher / "best.pt")]
+    zoo.ship(Path(zero.run_dir) / "best.pt", "student", {"title": "t"}, models_dir=tmp_path / "models")
+    shipped = load_checkpoint(tmp_path / "models" / "student.pt")["teachers"]
+    assert shipped == [{k: t[k] for k in ("model", "sha256", "arch", "epoch")} for t in b["teachers"]]
 
 
 def test_resume_refuses_a_changed_teacher(shards, teacher, tmp_path):

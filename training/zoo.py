@@ -35,6 +35,9 @@ def is_in_package(path: str | Path) -> bool:
     return any(is_inside(path, folder) for folder in package_dirs())
 
 
+TEACHER_FIELDS = ("model", "sha256", "arch", "epoch")  # of a teacher's record kept in a shipped model
+
+
 def shipped_names() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.pt")) if MODELS_DIR.is_dir() else []
 
@@ -147,10 +150,13 @@ def ship(checkpoint: str | Path, name: str, card: dict[str, Any], models_dir: Pa
     preprocessing = {**ck["preprocessing"], **({"face": face} if face else {})}
     json.dumps(card, allow_nan=False)  # a card must be plain, finite JSON
     state = {k: v.half() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    # what each teacher was, by its bytes, so that a final fit can be matched to its twin; not where
+    # it lay on the machine that trained it
+    teachers = [{k: t[k] for k in TEACHER_FIELDS if k in t} for t in ck.get("teachers") or []]
     out = make_checkpoint(arch=ck["arch"], model_kwargs=ck["model_kwargs"], class_names=ck["class_names"],
                           regions=ck["regions"], block_sizes=ck["block_sizes"], preprocessing=preprocessing,
                           normalization=ck["normalization"], config=ck["config"], model_state=state,
-                          epoch=ck["epoch"], card=card)
+                          epoch=ck["epoch"], card=card, **({"teachers": teachers} if teachers else {}))
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / f"{name}.pt"
     save_checkpoint(out, path)
