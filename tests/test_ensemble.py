@@ -123,6 +123,16 @@ def test_members_that_disagree_are_refused(members, tmp_path, what, change):
         combine_checkpoints([str(members[0]), str(other)])
 
 
+def test_a_final_fit_member_leaves_the_ensemble_no_holdout(members, tmp_path):
+    """A member trained on every face (val_split none) may join runs with a holdout; the ensemble
+    then has no holdout either, so no figure claims to be measured on faces none of them saw."""
+    final = _changed(members[1], tmp_path / "final.pt", lambda ck: ck["config"].update(val_split="none"))
+    for order in ([members[0], final], [final, members[0]]):
+        config = combine_checkpoints([str(m) for m in order])["config"]
+        assert config["val_split"] == "none", order
+    assert combine_checkpoints([str(m) for m in members])["config"]["val_split"] == "holdout"
+
+
 def test_members_must_be_two_different_single_models(members, tmp_path):
     with pytest.raises(InputError, match="at least two"):
         combine_checkpoints([str(members[0])])

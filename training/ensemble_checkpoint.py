@@ -6,7 +6,9 @@ their inputs and outputs mean: the class names in order, the normalisation, the 
 regions they share and how blocks are cut (every cutting setting but the face mode, which decides
 only how faces are found in a photo: the first member's is the ensemble's). Their holdouts must be
 the same, so that figures measured on the ensemble's holdout stay free of its members' training
-faces. The ensemble's epoch is its members' latest; its card lists each member and its epoch.
+faces; a member with none (a final fit, `val_split none`, such as the shipped fer2013 model)
+trained on every face, so the ensemble has none either (val_split none: no holdout figures). The
+ensemble's epoch is its members' latest; its card lists each member and its epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from architectures.ensemble import union_regions
 from prepro.errors import InputError, OutputError
 from prepro.outputs import checked_output_file
 from training.checkpoint import make_checkpoint, save_checkpoint, stored_cut_config
-from training.config import TrainConfig
+from training.config import NO_VALIDATION, TrainConfig
 from training.model_names import resolve_checkpoint
 from training.zoo import is_in_package
 
@@ -70,7 +72,7 @@ def _combined(refs: Sequence[str | os.PathLike], ckpts: list[dict[str, Any]]) ->
     return make_checkpoint(arch="ensemble", model_kwargs={"members": members}, class_names=first["class_names"],
                            regions=list(union_regions(ck["regions"] for ck in ckpts)),
                            block_sizes=block_sizes, preprocessing=first["preprocessing"],
-                           normalization=first["normalization"], config=_ensemble_config(first, members),
+                           normalization=first["normalization"], config=_ensemble_config(ckpts, members),
                            model_state=state, epoch=max(ck["epoch"] for ck in ckpts), card=card)
 
 
@@ -85,7 +87,8 @@ def _require_same(a: dict[str, Any], b: dict[str, Any], which: str) -> None:
         ("block sizes", all(a["block_sizes"][r] == b["block_sizes"][r] for r in shared),
          f"{a['block_sizes']} vs {b['block_sizes']}"),
         ("block cutting", cut_a == cut_b, "their blocks were cut with other settings"),
-        ("holdout", held_a == held_b, f"validation split, train split, fraction, seed {held_a} vs {held_b}"),
+        ("holdout", held_a == held_b or NO_VALIDATION in (held_a[0], held_b[0]),
+         f"validation split, train split, fraction, seed {held_a} vs {held_b}"),
     ]
     for what, same, detail in checks:
         if not same:
@@ -98,10 +101,12 @@ def _holdout_key(ck: dict[str, Any]) -> tuple:
     return (cfg.val_split,) if cfg.val_split != "holdout" else (cfg.val_split, *cfg.holdout_key)
 
 
-def _ensemble_config(first: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ensemble's config: its network and the splits and holdout its members share; every
-    other setting at its default (the members' own recipes are in their checkpoints)."""
-    cfg = TrainConfig.from_dict(first["config"])
+def _ensemble_config(ckpts: list[dict[str, Any]], members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ensemble's config: its network and the splits and holdout its members share (none when
+    one member is a final fit); every other setting at its default (the members' own recipes are in
+    their checkpoints)."""
+    configs = [TrainConfig.from_dict(ck["config"]) for ck in ckpts]
+    cfg = next((c for c in configs if c.val_split == NO_VALIDATION), configs[0])
     return TrainConfig(model="ensemble", model_kwargs={"members": members}, train_split=cfg.train_split,
                        val_split=cfg.val_split, holdout_frac=cfg.holdout_frac,
                        holdout_seed=cfg.holdout_seed_used).to_dict()
