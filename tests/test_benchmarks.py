@@ -32,7 +32,7 @@ def test_full_length_script_trains_the_four_networks_and_writes_the_table(tmp_pa
 
 
 @pytest.mark.slow
-def test_the_student_script_trains_three_teachers_then_their_student(tmp_path):
+def test_the_student_script_trains_three_teachers_their_student_then_its_final_fit(tmp_path):
     shards = make_fake_shards(tmp_path / "shards", face_size=(48, 48))
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "SHARDS": str(shards), "OUT": str(out),
@@ -41,10 +41,14 @@ def test_the_student_script_trains_three_teachers_then_their_student(tmp_path):
     r = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     teachers = ["full-two-branch-100ep", "full-two-branch-100ep-s1", "mixup-two-branch-face-50ep-s1"]
-    for name in teachers + ["kd3-two-branch-face-100ep-s1"]:
+    students = ["kd3-two-branch-face-100ep-s1", "kd3-two-branch-face-100ep-s1-all"]
+    for name in teachers + students:
         assert json.loads((out / name / "publictest.json").read_text())["epochs_done"] == 1, name
-    student = json.loads((out / "kd3-two-branch-face-100ep-s1" / "publictest.json").read_text())["config"]
+    student, final_fit = (json.loads((out / name / "publictest.json").read_text())["config"] for name in students)
     assert student["teachers"] == [str(out / t) for t in teachers] and student["seed"] == 1
+    assert {k: v for k, v in final_fit.items() if k != "val_split"} == {k: v for k, v in student.items()
+                                                                       if k != "val_split"}
+    assert final_fit["val_split"] == "none" and student["val_split"] != "none"
     again = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]  # a finished recipe is kept, not trained again
 
