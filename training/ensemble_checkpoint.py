@@ -61,6 +61,7 @@ def _combined(refs: Sequence[str | os.PathLike], ckpts: list[dict[str, Any]]) ->
     first = ckpts[0]
     for ref, ck in zip(refs[1:], ckpts[1:]):
         _require_same(first, ck, f"{refs[0]} and {ref}")
+    holdout = _holdout_source(refs, ckpts)
     block_sizes: dict[str, list[int]] = {}
     for ck in ckpts:
         block_sizes.update({r: ck["block_sizes"][r] for r in ck["regions"]})
@@ -72,7 +73,7 @@ def _combined(refs: Sequence[str | os.PathLike], ckpts: list[dict[str, Any]]) ->
     return make_checkpoint(arch="ensemble", model_kwargs={"members": members}, class_names=first["class_names"],
                            regions=list(union_regions(ck["regions"] for ck in ckpts)),
                            block_sizes=block_sizes, preprocessing=first["preprocessing"],
-                           normalization=first["normalization"], config=_ensemble_config(ckpts, members),
+                           normalization=first["normalization"], config=_ensemble_config(holdout, members),
                            model_state=state, epoch=max(ck["epoch"] for ck in ckpts), card=card)
 
 
@@ -80,33 +81,41 @@ def _require_same(a: dict[str, Any], b: dict[str, Any], which: str) -> None:
     """An InputError naming the first thing two members disagree on."""
     shared = [r for r in a["regions"] if r in b["regions"]]
     cut_a, cut_b = (dataclasses.replace(stored_cut_config(ck["preprocessing"]), face="auto") for ck in (a, b))
-    held_a, held_b = _holdout_key(a), _holdout_key(b)
     checks = [
         ("class names", a["class_names"] == b["class_names"], f"{a['class_names']} vs {b['class_names']}"),
         ("normalisation", a["normalization"] == b["normalization"], f"{a['normalization']} vs {b['normalization']}"),
         ("block sizes", all(a["block_sizes"][r] == b["block_sizes"][r] for r in shared),
          f"{a['block_sizes']} vs {b['block_sizes']}"),
         ("block cutting", cut_a == cut_b, "their blocks were cut with other settings"),
-        ("holdout", held_a == held_b or NO_VALIDATION in (held_a[0], held_b[0]),
-         f"validation split, train split, fraction, seed {held_a} vs {held_b}"),
     ]
     for what, same, detail in checks:
         if not same:
-            raise InputError(f"{which} differ in their {what} ({str(detail)[:200]}): an ensemble's members must agree")
+            raise _disagreement(which, what, detail)
 
 
-def _holdout_key(ck: dict[str, Any]) -> tuple:
-    """What decides the part of the data a model chose its epoch on."""
-    cfg = TrainConfig.from_dict(ck["config"], where="a member's config: ")
-    return (cfg.val_split,) if cfg.val_split != "holdout" else (cfg.val_split, *cfg.holdout_key)
+def _disagreement(which: str, what: str, detail: Any) -> InputError:
+    return InputError(f"{which} differ in their {what} ({str(detail)[:200]}): an ensemble's members must agree")
 
 
-def _ensemble_config(ckpts: list[dict[str, Any]], members: list[dict[str, Any]]) -> dict[str, Any]:
-    """The ensemble's config: its network and the splits and holdout its members share (none when
-    one member is a final fit); every other setting at its default (the members' own recipes are in
-    their checkpoints)."""
-    configs = [TrainConfig.from_dict(ck["config"]) for ck in ckpts]
-    cfg = next((c for c in configs if c.val_split == NO_VALIDATION), configs[0])
+def _holdout_source(refs: Sequence[str | os.PathLike], ckpts: list[dict[str, Any]]) -> TrainConfig:
+    """The member config whose split and holdout the ensemble records: a final fit's (val_split
+    none: it trained on every face, so no holdout is free of training faces), else the holdout that
+    every member must share."""
+    configs = [TrainConfig.from_dict(ck["config"], where="a member's config: ") for ck in ckpts]
+    final_fit = next((c for c in configs if c.val_split == NO_VALIDATION), None)
+    if final_fit is not None:
+        return final_fit
+    keys = [(c.val_split,) if c.val_split != "holdout" else (c.val_split, *c.holdout_key) for c in configs]
+    for ref, key in zip(refs[1:], keys[1:]):
+        if key != keys[0]:
+            raise _disagreement(f"{refs[0]} and {ref}", "holdout",
+                                f"validation split, train split, fraction, seed {keys[0]} vs {key}")
+    return configs[0]
+
+
+def _ensemble_config(cfg: TrainConfig, members: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ensemble's config: its network and the split and holdout of ``cfg`` (`_holdout_source`);
+    every other setting at its default (the members' own recipes are in their checkpoints)."""
     return TrainConfig(model="ensemble", model_kwargs={"members": members}, train_split=cfg.train_split,
                        val_split=cfg.val_split, holdout_frac=cfg.holdout_frac,
                        holdout_seed=cfg.holdout_seed_used).to_dict()
