@@ -6,7 +6,7 @@
 # chosen; then the final fit: the same student on the whole of Training, the holdout included (no
 # validation, the last epoch kept). Each run resumes where it stopped and a finished one is kept, so
 # the script can be run again after an interruption. About 6 hours of training with both cores of a
-# 2-core CPU (the teachers about 50 minutes each, the student 101, the final fit about 95;
+# 2-core CPU (the teachers about 50 minutes each, the student 101, the final fit about 99;
 # BENCHMARKS.md). Ship the final fit, carded and viewed with the student that chose its settings:
 #   python benchmarks/ship_model.py "$OUT"/kd3-two-branch-face-100ep-s1-all fer2013 --machine "..." \
 #       --recipe benchmarks/fer2013-student.sh --holdout-run "$OUT"/kd3-two-branch-face-100ep-s1
